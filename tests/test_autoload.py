@@ -1,0 +1,75 @@
+"""Found by name without an import: the installed `.pth` hook, in fresh interpreters (real subprocesses)."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+
+def _run(code, **env_overrides):
+    env = {k: v for k, v in os.environ.items() if k != 'TIMM_MSANET_AUTOLOAD'}
+    env.update(env_overrides)
+    proc = subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True, env=env,
+                          cwd=os.path.dirname(os.path.abspath(__file__)), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_hook_is_installed_with_the_package():
+    # the wheel puts these two files at the top of site-packages; without them nothing below can work
+    out = _run("""
+        import importlib.util, os, sysconfig
+        spec = importlib.util.find_spec('_timm_msanet_autoload')
+        assert spec is not None, 'timm-msanet is not installed (pip install .): no _timm_msanet_autoload module'
+        pth = os.path.join(os.path.dirname(spec.origin), 'timm_msanet_autoload.pth')
+        print(os.path.isfile(pth))
+    """)
+    assert out == 'True'
+
+
+def test_plain_timm_finds_the_models_without_import():
+    out = _run("""
+        import sys
+        import timm
+        assert 'timm_msanet' in sys.modules
+        m = timm.create_model('msanet_r18', num_classes=3)
+        print(type(m).__name__, m.num_classes, sorted(timm.list_models('msanet*')))
+    """)
+    assert out == "MSANet 3 ['msanet_r18', 'msanet_r18_as', 'msanet_r18_ms']"
+
+
+def test_submodule_import_first_also_registers():
+    # scripts that start with `from timm.models import create_model` import timm's package first too
+    out = _run("""
+        from timm.models import create_model, is_model
+        print(is_model('msanet_r18_as'))
+    """)
+    assert out == 'True'
+
+
+def test_no_torch_or_timm_at_interpreter_start():
+    out = _run("""
+        import sys
+        print(sorted(m for m in ('torch', 'timm', 'timm_msanet') if m in sys.modules))
+    """)
+    assert out == '[]'
+
+
+@pytest.mark.parametrize('value', ['0', 'false', 'off'])
+def test_environment_variable_turns_it_off(value):
+    out = _run("""
+        import sys, timm
+        print('timm_msanet' in sys.modules, timm.is_model('msanet_r18'))
+        import timm_msanet
+        print(timm.is_model('msanet_r18'))
+    """, TIMM_MSANET_AUTOLOAD=value)
+    assert out.splitlines() == ['False False', 'True']
+
+
+def test_importing_the_package_first_is_fine():
+    out = _run("""
+        import timm_msanet, timm
+        print(timm.is_model('msanet_r18'), timm_msanet.MultiScaleBlock.__name__)
+    """)
+    assert out == 'True MultiScaleBlock'

@@ -1,0 +1,80 @@
+"""Register the MSA-Net models with timm the moment timm is imported.
+
+timm has no plugin discovery of its own, so `timm.create_model('msanet_r18')`, `hf-hub:` repos whose
+config names an msanet architecture, and timm's own scripts (train.py, validate.py, inference.py,
+benchmark.py) would all fail with "Unknown model" unless something imports `timm_msanet` first.
+
+The wheel installs this file at the top of site-packages together with `timm_msanet_autoload.pth`,
+whose single line calls `install()` at interpreter start. `install()` only appends a meta path
+finder: it imports nothing heavy, so a Python process that never imports timm never pays for torch.
+When `timm` itself is imported, the finder (first on sys.meta_path) lets the normal loader run timm's `__init__` to the end and
+then imports `timm_msanet`, which registers the models.
+
+Set TIMM_MSANET_AUTOLOAD=0 to turn this off; `import timm_msanet` (or train.py's
+`--device-modules timm_msanet`) still works as the explicit route.
+
+This file must stay free of imports outside the standard library.
+"""
+import importlib.abc
+import importlib.util
+import os
+import sys
+
+ENV_VAR = 'TIMM_MSANET_AUTOLOAD'
+_OFF_VALUES = ('0', 'false', 'no', 'off')
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV_VAR, '1').strip().lower() not in _OFF_VALUES
+
+
+class _RegisterAfterExec(importlib.abc.Loader):
+    """Wraps timm's own loader and imports timm_msanet once timm's package body has run."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        if 'timm_msanet' in sys.modules:
+            return  # timm_msanet is being imported right now and imported timm first
+        try:
+            import timm_msanet  # noqa: F401
+        except Exception as e:  # never let a broken plugin break `import timm`
+            import warnings
+            warnings.warn(
+                f'timm-msanet is installed but could not register its models with timm ({e!r}). '
+                f'Import timm_msanet explicitly to see the full error, or set {ENV_VAR}=0 to silence this.',
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def __getattr__(self, name):
+        # importlib.resources and friends ask the loader for more than create/exec
+        return getattr(self._loader, name)
+
+
+class TimmImportWatcher(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != 'timm':
+            return None
+        uninstall()  # one shot: whatever happens next, never intercept again
+        spec = importlib.util.find_spec(fullname)  # the finders that would have found timm without us
+        if spec is None or spec.loader is None:
+            return None
+        spec.loader = _RegisterAfterExec(spec.loader)
+        return spec
+
+
+def install() -> None:
+    if not enabled() or 'timm' in sys.modules:
+        return
+    if not any(isinstance(f, TimmImportWatcher) for f in sys.meta_path):
+        sys.meta_path.insert(0, TimmImportWatcher())  # ahead of PathFinder, which would find timm first
+
+
+def uninstall() -> None:
+    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, TimmImportWatcher)]
