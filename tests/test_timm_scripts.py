@@ -1,0 +1,65 @@
+"""timm's own train.py / validate.py / inference.py / benchmark.py find the models by name, no flag.
+
+The scripts live in the timm repository, not in its wheel or sdist, so this runs when TIMM_REPO points
+at a checkout of it (CI has no network to fetch one; see the README for the recorded run).
+"""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TIMM_REPO = os.environ.get('TIMM_REPO')
+pytestmark = pytest.mark.skipif(
+    not TIMM_REPO or not Path(TIMM_REPO, 'train.py').is_file(),
+    reason='set TIMM_REPO to a checkout of the timm repository to run its scripts')
+
+
+@pytest.fixture(scope='module')
+def face_data(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location('demo', Path(__file__).parent.parent / 'examples' / 'demo.py')
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    root = tmp_path_factory.mktemp('faces')
+    demo.make_dataset(root, per_class_train=6, per_class_val=3)
+    return root
+
+
+def _script(name, *args, cwd):
+    env = {k: v for k, v in os.environ.items() if k != 'TIMM_MSANET_AUTOLOAD'}
+    proc = subprocess.run([sys.executable, str(Path(TIMM_REPO) / name), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout + proc.stderr
+
+
+def test_train_validate_inference_benchmark(face_data, tmp_path):
+    common = ['--img-size', 64, '-j', 0, '--device', 'cpu']
+    out = _script('train.py', face_data, '--model', 'msanet_r18', '--train-split', 'train', '--val-split',
+                  'validation', '--num-classes', 7, '-b', 8, '--epochs', 1, '--output', tmp_path, '--experiment',
+                  'run', '--layer-decay', 0.8, '--drop-path', 0.1, '--amp', '--amp-dtype', 'bfloat16', *common,
+                  cwd=tmp_path)
+    assert 'Model msanet_r18 created' in out
+    ckpt = tmp_path / 'run' / 'model_best.pth.tar'
+    assert ckpt.is_file()
+
+    out = _script('validate.py', face_data, '--split', 'validation', '--model', 'msanet_r18', '--num-classes', 7,
+                  '--checkpoint', ckpt, '-b', 8, '--results-file', tmp_path / 'val.json', '--results-format', 'json',
+                  *common, cwd=tmp_path)
+    result = json.loads((tmp_path / 'val.json').read_text())
+    assert result['model'] == 'msanet_r18' and 0 <= result['top1'] <= 100
+
+    pytest.importorskip('pandas')  # inference.py's own dependency
+    _script('inference.py', face_data / 'validation', '--model', 'msanet_r18', '--num-classes', 7, '--checkpoint',
+            ckpt, '-b', 8, '--label-type', 'name', '--topk', 1, '--results-dir', tmp_path / 'inf', *common,
+            cwd=tmp_path)
+    csv_text = next((tmp_path / 'inf').glob('*.csv')).read_text()
+    assert csv_text.count('\n') == 7 * 3 + 1
+    assert any(name in csv_text for name in ('anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness'))
+
+    out = _script('benchmark.py', '--model', 'msanet_r18', '--bench', 'inference', '-b', 2, '--num-bench-iter', 5,
+                  '--num-warm-iter', 1, '--img-size', 64, '--device', 'cpu', cwd=tmp_path)
+    assert '"param_count": 3.73' in out

@@ -1,0 +1,54 @@
+"""List the registered MSA-Net models (and timm's resnet18 for reference) with parameter counts and GMACs.
+
+GMACs are counted with torch's FlopCounterMode on one image at the model's input size (a MAC is half a
+FLOP), in eval mode.
+"""
+import argparse
+import json
+from typing import Dict, List, Optional, Sequence
+
+DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
+
+
+def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] = None) -> List[Dict]:
+    import torch
+    import timm
+    import timm_msanet  # noqa: F401  (registration when the autoload hook is turned off)
+    from torch.utils.flop_counter import FlopCounterMode
+
+    rows = []
+    for name in names:
+        model = timm.create_model(name).eval()
+        size = img_size or model.pretrained_cfg['input_size'][-1]
+        x = torch.zeros(1, model.pretrained_cfg['input_size'][0], size, size)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+        rows.append(dict(
+            model=name,
+            img_size=size,
+            params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
+            gmacs=round(counter.get_total_flops() / 2e9, 2),
+            num_features=model.num_features,
+            label_names=list(model.pretrained_cfg.get('label_names') or []),
+            pretrained_tags=timm.list_pretrained(name + '.*'),
+        ))
+    return rows
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), help='model names')
+    parser.add_argument('--img-size', type=int, default=None, help='input size (default: the model cfg)')
+    parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = model_costs(args.models, args.img_size)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'model':16s} {'size':>5s} {'params (M)':>10s} {'GMACs':>6s}  pretrained tags")
+    for r in rows:
+        tags = r['pretrained_tags']
+        shown = ', '.join(tags[:2]) + (f' (+{len(tags) - 2} more)' if len(tags) > 2 else '')
+        print(f"{r['model']:16s} {r['img_size']:5d} {r['params_m']:10.2f} {r['gmacs']:6.2f}  {shown}")
+    return 0
