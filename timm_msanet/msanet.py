@@ -53,6 +53,7 @@ from timm.models._manipulate import checkpoint, checkpoint_seq
 from timm.models.resnet import BasicBlock, downsample_conv
 
 from .labels import FER7_LABELS
+from .published import published_cfgs
 
 __all__ = ['MSANet', 'MSANetFeatures', 'MultiScaleBlock', 'MultiScaleBranch', 'checkpoint_filter_fn']
 
@@ -521,6 +522,7 @@ default_cfgs = generate_default_cfgs({
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
     'msanet_r18_as.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
+    **published_cfgs(_cfg),  # FER-trained releases on the Hub, listed as data in published.py
 })
 
 

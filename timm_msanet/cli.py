@@ -1,0 +1,44 @@
+"""`timm-msanet` command: one subcommand per tool module.
+
+Each tool module exposes `configure_parser(parser)` and `run(args) -> int`, and keeps torch/timm imports
+inside its functions where it can, so `timm-msanet --help` and `export` start quickly.
+"""
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+from .version import __version__
+
+# subcommand -> (module, one-line help)
+COMMANDS = {
+    'info': ('timm_msanet.info', 'list the registered MSA-Net models with their params, GMACs and cfgs'),
+    'eval': ('timm_msanet.evaluate', 'FER evaluation: accuracy, mean class accuracy, per-class metrics, confusion matrix'),
+    'publish': ('timm_msanet.publish', 'publish a trained checkpoint to the Hugging Face Hub (or --dry-run to a folder)'),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='timm-msanet', description='MSA-Net facial expression models for timm')
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    sub.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=help_text, description=(module.__doc__ or help_text).strip().split('\n\n')[0])
+        module.configure_parser(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

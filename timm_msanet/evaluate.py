@@ -1,0 +1,242 @@
+"""FER-grade evaluation: overall and mean class accuracy, per-class precision/recall/F1, confusion matrix.
+
+timm's validate.py reports top-1/top-5; FER papers report overall accuracy, mean class accuracy
+(balanced accuracy over the whole split: the mean over classes of per-class recall, counted on the
+whole split, never averaged per batch) and confusion matrices.
+
+Label alignment: the model's `label_names` and the split's class folder names are matched by name, so
+a checkpoint trained with one class order is scored correctly on a tree exported with another. Common
+spellings are folded onto the canonical names first (`angry`->`anger`, `happy`->`happiness`, `sad`->
+`sadness`, `surprised`->`surprise`, `fearful`->`fear`, `disgusted`->`disgust`, case-insensitive), so
+the FER2013 folder redistribution evaluates as it is. Every dataset class must exist among the model's
+classes; a model class absent from the data (e.g. `contempt` of an 8-class model on 7-class data) is
+allowed: predicting it counts as an error. The confusion matrix is in the model's label order, rows are
+true classes, columns predictions; classes with no samples are left out of the mean class accuracy.
+
+    timm-msanet eval --model msanet_r18 --checkpoint model_best.pth.tar --data-dir OUT --split test --out eval/
+"""
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .version import __version__
+
+LABEL_ALIASES = {
+    'angry': 'anger', 'happy': 'happiness', 'sad': 'sadness', 'surprised': 'surprise', 'fearful': 'fear',
+    'disgusted': 'disgust', 'contemptuous': 'contempt', 'neutrality': 'neutral',
+}
+
+
+class EvalError(RuntimeError):
+    """Evaluation cannot run as asked; the message says what was expected."""
+
+
+def canonical_label(name: str) -> str:
+    key = name.strip().lower()
+    return LABEL_ALIASES.get(key, key)
+
+
+def align_labels(dataset_classes: Sequence[str], model_labels: Sequence[str]) -> List[int]:
+    """Model output index for each dataset class index, matched by (canonicalised) name."""
+    model_index = {canonical_label(n): i for i, n in enumerate(model_labels)}
+    mapping, unknown = [], []
+    for name in dataset_classes:
+        idx = model_index.get(canonical_label(name))
+        if idx is None:
+            unknown.append(name)
+        mapping.append(idx)
+    if unknown:
+        raise EvalError(
+            f'dataset classes {unknown} have no match among the model classes. Dataset classes: '
+            f'{list(dataset_classes)}; model label_names: {list(model_labels)}')
+    return mapping
+
+
+def metrics_from_confusion(confusion: List[List[int]], label_names: Sequence[str]) -> Dict[str, Any]:
+    """Overall and mean class accuracy, per-class precision/recall/F1/support from a confusion matrix."""
+    n = len(label_names)
+    total = sum(sum(row) for row in confusion)
+    if total == 0:
+        raise EvalError('no samples were evaluated')
+    correct = sum(confusion[i][i] for i in range(n))
+    per_class, recalls = {}, []
+    for i, name in enumerate(label_names):
+        support = sum(confusion[i])
+        predicted = sum(confusion[r][i] for r in range(n))
+        tp = confusion[i][i]
+        recall = tp / support if support else 0.0
+        precision = tp / predicted if predicted else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = dict(precision=precision, recall=recall, f1=f1, support=support)
+        if support:
+            recalls.append(recall)
+    return dict(
+        accuracy=correct / total,
+        mean_class_accuracy=sum(recalls) / len(recalls),
+        num_samples=total,
+        per_class=per_class,
+        confusion_matrix=confusion,
+        label_names=list(label_names),
+    )
+
+
+def evaluate(
+        model,
+        data_dir: str,
+        split: str = 'test',
+        batch_size: int = 64,
+        workers: int = 2,
+        device: str = 'cpu',
+        amp: bool = False,
+        hflip_tta: bool = False,
+        progress: bool = False,
+) -> Dict[str, Any]:
+    """Score a model on `data_dir/split` (an ImageFolder tree, e.g. from `timm-msanet export`)."""
+    import torch
+    from timm.data import create_dataset, create_loader, resolve_data_config
+
+    root = Path(data_dir) / split
+    if not root.is_dir():
+        found = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
+        raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
+                        f'folders in {data_dir}: {found or "none"})')
+    label_names = list(model.pretrained_cfg.get('label_names') or [])
+    if len(label_names) != model.num_classes:
+        raise EvalError(f'the model has {model.num_classes} outputs but {len(label_names)} label_names: '
+                        f'cannot match its outputs to class folders')
+    try:
+        dataset = create_dataset('', root=str(root))
+    except RuntimeError as e:  # timm refuses a folder tree without images
+        raise EvalError(f'{root} has no images in class folders ({e})') from None
+    classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
+    to_model = torch.tensor(align_labels(classes, label_names))
+
+    data_cfg = resolve_data_config({}, model=model)
+    dev = torch.device(device)
+    loader = create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
+                           use_prefetcher=False, device=dev, **data_cfg)
+    model = model.to(dev).eval()
+    n = len(label_names)
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == 'cpu' else torch.float16, enabled=amp)
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(loader, desc=f'eval {split}', unit='batch', file=sys.stderr)
+    with torch.inference_mode():
+        for x, y in iterator:
+            x = x.to(dev)
+            with autocast:
+                logits = model(x).float()
+                if hflip_tta:
+                    logits = (logits.softmax(-1) + model(x.flip(-1)).float().softmax(-1)) / 2
+            pred = logits.argmax(-1).cpu()
+            true = to_model[y]
+            confusion += torch.bincount(true * n + pred, minlength=n * n).view(n, n)
+
+    metrics = metrics_from_confusion(confusion.tolist(), label_names)
+    metrics.update(
+        model=model.pretrained_cfg.get('architecture'),
+        model_source=model.pretrained_cfg.get('checkpoint') or model.pretrained_cfg.get('hf_hub_id'),
+        data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=classes,
+        input_size=list(data_cfg['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
+    )
+    manifest = Path(data_dir) / 'manifest.json'
+    if manifest.is_file():
+        try:
+            metrics['dataset'] = json.loads(manifest.read_text()).get('dataset')
+        except (ValueError, AttributeError):
+            pass
+    return metrics
+
+
+def format_table(metrics: Dict[str, Any]) -> str:
+    lines = [f"{'class':12s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'support':>8s}"]
+    for name, m in metrics['per_class'].items():
+        lines.append(f"{name:12s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:6.4f} {m['support']:8d}")
+    lines.append(f"accuracy {metrics['accuracy'] * 100:.2f}%   mean class accuracy "
+                 f"{metrics['mean_class_accuracy'] * 100:.2f}%   samples {metrics['num_samples']}")
+    return '\n'.join(lines)
+
+
+def write_confusion_csv(metrics: Dict[str, Any], path: Path) -> None:
+    with open(path, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(['true \\ predicted'] + metrics['label_names'])
+        for name, row in zip(metrics['label_names'], metrics['confusion_matrix']):
+            w.writerow([name] + row)
+
+
+def plot_confusion(metrics: Dict[str, Any], path: Path) -> bool:
+    """Row-normalised confusion matrix like the paper's Fig. 3. Needs matplotlib (the `plot` extra)."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    names = metrics['label_names']
+    cm = metrics['confusion_matrix']
+    norm = [[v / sum(row) if sum(row) else 0.0 for v in row] for row in cm]
+    fig, ax = plt.subplots(figsize=(1.1 * len(names) + 2, 1.1 * len(names) + 1.5))
+    ax.imshow(norm, cmap='Blues', vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+    ax.set_yticks(range(len(names)), names)
+    for i, row in enumerate(norm):
+        for j, v in enumerate(row):
+            ax.text(j, i, f'{v:.2f}', ha='center', va='center', color='white' if v > 0.5 else 'black', fontsize=9)
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title(f"{metrics.get('model') or ''} {metrics.get('split', '')}: acc {metrics['accuracy'] * 100:.2f}%, "
+                 f"mean class acc {metrics['mean_class_accuracy'] * 100:.2f}%", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [out_dir / 'metrics.json', out_dir / 'confusion_matrix.csv']
+    written[0].write_text(json.dumps(metrics, indent=2))
+    write_confusion_csv(metrics, written[1])
+    if plot_confusion(metrics, out_dir / 'confusion_matrix.png'):
+        written.append(out_dir / 'confusion_matrix.png')
+    return written
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    src = parser.add_argument_group('model (one of --model, --checkpoint, --hf-hub)')
+    src.add_argument('--model', help='model name; with --checkpoint, its architecture if the checkpoint lacks it')
+    src.add_argument('--checkpoint', help='train.py checkpoint (.pth.tar), state dict or safetensors file')
+    src.add_argument('--hf-hub', help='Hugging Face Hub repo id published with `timm-msanet publish`')
+    src.add_argument('--no-ema', action='store_true', help="use a train.py checkpoint's model, not its EMA weights")
+    src.add_argument('--num-classes', type=int, help='class count when the checkpoint does not tell')
+    parser.add_argument('--data-dir', required=True, help='ImageFolder root with split folders (timm-msanet export)')
+    parser.add_argument('--split', default='test', help='split folder to score (default: test)')
+    parser.add_argument('--out', type=Path, help='folder for metrics.json, confusion_matrix.csv/.png')
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU, fp16 on CUDA)')
+    parser.add_argument('--tta-hflip', action='store_true', help='average probabilities with the mirrored image')
+
+
+def run(args: argparse.Namespace) -> int:
+    from .loading import CheckpointError, load_model
+    try:
+        model = load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
+                           num_classes=args.num_classes, use_ema=False if args.no_ema else None)
+        metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
+                           device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())
+    except (EvalError, CheckpointError, ValueError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(format_table(metrics))
+    if args.out:
+        for path in write_outputs(metrics, args.out):
+            print(f'wrote {path}')
+    return 0

@@ -1,0 +1,348 @@
+"""Build a model from a name, a checkpoint file or a Hub repo, for the tools (eval, predict, export, publish).
+
+Checkpoints are read with `torch.load(weights_only=True)` only: timm train.py checkpoints
+(`model_best.pth.tar`, with `state_dict`, optional `state_dict_ema`, `arch` and `args`), plain state dicts
+and `.safetensors` files. train.py pickles its `args` as an `argparse.Namespace`; that one class is
+allow-listed (it holds only data). Anything else that needs unpickling is refused and nothing in it runs.
+
+EMA: `use_ema=None` (default) takes `state_dict_ema` when the checkpoint has one (train.py ranks its
+checkpoints by the EMA model when EMA is on), `True` insists on it, `False` takes `state_dict`.
+
+Architecture: train.py's `args.model` (copied to `arch`), else the one msanet architecture whose keys
+and shapes fit the weights; an explicit `model_name` must agree with what the checkpoint records.
+num_classes from `args.num_classes`, else the classifier's shape; in_chans from `args.in_chans`, else
+`conv1.weight`; train.py's `args.model_kwargs` are passed on.
+
+Class names: the model's `pretrained_cfg['label_names']`. A checkpoint of a 7- or 8-class model
+trained on a `timm-msanet export` tree gets the package's canonical names (the sorted folder order
+train.py used); other class counts need `label_names` given explicitly.
+"""
+import argparse
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .labels import labels_for
+
+WEIGHT_KEYS = ('state_dict', 'model')  # where a training checkpoint keeps the (non-EMA) weights
+EMA_KEY = 'state_dict_ema'
+
+
+class CheckpointError(RuntimeError):
+    """A model source that cannot be used, with what was expected and what to do in the message."""
+
+
+# ---------------------------------------------------------------------------------------------- reading
+class Checkpoint:
+    """A checkpoint's weights and what it records about its training."""
+
+    def __init__(self, state_dict, args: Dict[str, Any], arch: Optional[str], weights: str, has_ema: bool,
+                 extra: Dict[str, Any]):
+        self.state_dict = state_dict
+        self.args = args
+        self.arch = arch
+        self.weights = weights  # 'state_dict', 'state_dict_ema', 'model' or 'file'
+        self.has_ema = has_ema
+        self.extra = extra  # epoch, metric
+
+
+def _torch_load_safely(path: Path):
+    import torch
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(str(path), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if 'Unsupported' in ln or 'global' in ln.lower()),
+                      str(e).splitlines()[0] if str(e) else type(e).__name__)
+        raise CheckpointError(
+            f'refused to load {path}: it contains pickled objects other than tensors and plain data '
+            f'({detail}). Unpickling them could run arbitrary code, so timm-msanet only reads checkpoints '
+            f'with torch.load(weights_only=True) and ran none of it. If the file comes from a source you '
+            f'trust, load it yourself and save just its state dict (torch.save(sd, "weights.pth") or '
+            f'safetensors), then publish that file.') from None
+    except Exception as e:  # corrupt zip, truncated file, not a torch file at all
+        raise CheckpointError(f'cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}') from None
+
+
+def _is_state_dict(obj) -> bool:
+    import torch
+    return isinstance(obj, Mapping) and len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def _strip_module(sd: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+
+
+def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> Checkpoint:
+    """Read a timm train.py checkpoint, a plain state dict (.pth) or a .safetensors file, safely."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f'checkpoint {path} does not exist (or is not a file)')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        try:
+            sd = load_file(str(path), device='cpu')
+        except Exception as e:
+            raise CheckpointError(f'cannot read {path} as safetensors: {type(e).__name__}: {e}') from None
+        obj: Any = sd
+    else:
+        obj = _torch_load_safely(path)
+
+    if isinstance(obj, Mapping) and any(k in obj for k in WEIGHT_KEYS + (EMA_KEY,)) and not _is_state_dict(obj):
+        raw_args = obj.get('args')
+        if isinstance(raw_args, argparse.Namespace):
+            args = dict(vars(raw_args))
+        elif isinstance(raw_args, Mapping):
+            args = dict(raw_args)
+        else:
+            args = {}
+        has_ema = _is_state_dict(obj.get(EMA_KEY))
+        plain_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
+        if use_ema is True and not has_ema:
+            raise CheckpointError(f'--ema asked for EMA weights but {path} has no "{EMA_KEY}" (train without '
+                               f'--model-ema, or publish with --no-ema / without --ema)')
+        if use_ema is False or not has_ema:
+            if plain_key is None:
+                raise CheckpointError(f'{path} is a training checkpoint without a usable "state_dict"; '
+                                   f'keys: {sorted(map(str, obj))[:12]}' + (' (it has EMA weights: use --ema)'
+                                                                              if has_ema else ''))
+            key = plain_key
+        else:
+            key = EMA_KEY
+        arch = obj.get('arch') if isinstance(obj.get('arch'), str) else None
+        extra = {k: obj[k] for k in ('epoch', 'metric') if isinstance(obj.get(k), (int, float))}
+        return Checkpoint(_strip_module(obj[key]), args, arch, key, has_ema, extra)
+
+    if _is_state_dict(obj):
+        if use_ema is True:
+            raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain state dict without any '
+                               f'(drop --ema)')
+        return Checkpoint(_strip_module(obj), {}, None, 'file', False, {})
+    what = type(obj).__name__ if not isinstance(obj, Mapping) else f'dict with keys {sorted(map(str, obj))[:12]}'
+    raise CheckpointError(f'{path} is not a model checkpoint: expected a state dict of tensors or a timm train.py '
+                       f'checkpoint (with "state_dict"), found a {what}')
+
+
+def msanet_archs() -> List[str]:
+    import timm
+    import timm_msanet  # noqa: F401  (registration when the autoload hook is off)
+    return timm.list_models('msanet_*')
+
+
+def describe_mismatch(model, sd: Mapping[str, Any]) -> str:
+    """How a state dict differs from a model's, in a few words, or '' when it fits."""
+    ref = model.state_dict()
+    missing = [k for k in ref if k not in sd]
+    unexpected = [k for k in sd if k not in ref]
+    shapes = [f'{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(ref[k].shape)}'
+              for k in ref if k in sd and tuple(sd[k].shape) != tuple(ref[k].shape)]
+    parts = []
+    if shapes:
+        parts.append(f'{len(shapes)} shapes differ, e.g. {shapes[:3]}')
+    if missing:
+        parts.append(f'{len(missing)} model keys are missing from the checkpoint, e.g. {missing[:3]}')
+    if unexpected:
+        parts.append(f'{len(unexpected)} checkpoint keys are not in the model, e.g. {unexpected[:3]}')
+    return '; '.join(parts)
+
+
+def _guess_arch(sd, model_kwargs) -> str:
+    import timm
+    fits = []
+    if any(k.startswith('branches.') for k in sd):
+        fits = [name for name in msanet_archs() if not describe_mismatch(timm.create_model(name, **model_kwargs), sd)]
+    if len(fits) != 1:
+        raise CheckpointError(
+            'the checkpoint does not record its architecture (no train.py args) and '
+            + (f'it fits several ({fits})' if fits else 'its weights fit none of the registered msanet '
+               f'architectures ({msanet_archs()})') + '; pass --model ARCH')
+    return fits[0]
+
+
+def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, num_classes: Optional[int] = None):
+    """Create the timm model a checkpoint describes and load its weights strictly. Returns (model, arch)."""
+    import timm
+    sd = ckpt.state_dict
+    head = sd.get('head.fc.weight', sd.get('fc.weight'))
+    recorded_classes = ckpt.args.get('num_classes') or (int(head.shape[0]) if head is not None else None)
+    if num_classes is not None and recorded_classes is not None and num_classes != recorded_classes:
+        raise CheckpointError(f'wrong class count: the checkpoint has {recorded_classes} classes, not {num_classes}')
+    num_classes = recorded_classes or num_classes
+    if num_classes is None:
+        raise CheckpointError('cannot tell the number of classes: the checkpoint has no args.num_classes and no '
+                              'classifier weight; pass num_classes (--num-classes)')
+    model_kwargs: Dict[str, Any] = dict(num_classes=num_classes)
+    in_chans = ckpt.args.get('in_chans') or (int(sd['conv1.weight'].shape[1]) if 'conv1.weight' in sd else None)
+    if in_chans and in_chans != 3:
+        model_kwargs['in_chans'] = in_chans
+    if isinstance(ckpt.args.get('model_kwargs'), Mapping):
+        model_kwargs.update({k: v for k, v in ckpt.args['model_kwargs'].items() if k not in model_kwargs})
+
+    def base_name(name):  # 'msanet_r18.tv_in1k' -> 'msanet_r18'; hub / folder sources say nothing here
+        return None if not isinstance(name, str) or ':' in name else name.split('.')[0]
+
+    # train.py without args writes the class name (`msanet`) as arch: only registered names count
+    recorded = next((base_name(a) for a in (ckpt.args.get('model'), ckpt.arch) if base_name(a) and
+                     timm.is_model(base_name(a))), None)
+    if ckpt.args.get('model') and recorded is None and model_name is None:
+        raise CheckpointError(f'the checkpoint was trained as {ckpt.args["model"]!r}, which is not a registered '
+                              f'model; pass --model ARCH')
+    if model_name is not None:
+        model_name = base_name(model_name) or model_name
+        if not timm.is_model(model_name):
+            raise CheckpointError(f'--model {model_name!r} is not a registered model (msanet: {msanet_archs()})')
+        if recorded is not None and recorded != model_name:
+            raise CheckpointError(f'architecture mismatch: --model {model_name} but the checkpoint was trained as '
+                                  f'{recorded}; drop --model (the checkpoint says which) or pick the right file')
+    arch = model_name or recorded or _guess_arch(sd, model_kwargs)
+
+    model = timm.create_model(arch, **model_kwargs)
+    problems = describe_mismatch(model, sd)
+    if problems:
+        raise CheckpointError(
+            f'architecture mismatch: the weights do not fit {arch} with {model_kwargs}: {problems}. '
+            f'Pass the architecture it was trained as with --model (msanet: {msanet_archs()}).')
+    model.load_state_dict(sd, strict=True)
+    return model.eval(), arch
+
+
+def _hf_cache_hint() -> str:
+    from huggingface_hub import constants
+    return constants.HF_HUB_CACHE
+
+
+def create_published(name_or_path: str, pretrained: bool = True, num_classes: Optional[int] = None, **kwargs):
+    """`timm.create_model` for a published release, with errors that say what to do.
+
+    `name_or_path`: `hf-hub:ORG/NAME`, `local-dir:PATH`, a folder path, `ORG/NAME`, or a registered tag
+    such as `msanet_r18.rafdb`. `num_classes`, if given, must match the release: replacing the head is
+    fine-tuning, done with `timm.create_model(..., num_classes=N)` directly.
+    """
+    import timm
+    import timm_msanet  # noqa: F401
+    from huggingface_hub import errors as hf_errors
+    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
+
+    name = str(name_or_path)
+    if ':' not in name or re.match(r'^[A-Za-z]:[\\/]', name):  # no source prefix (a Windows drive is not one)
+        if Path(name).is_dir():
+            name = f'local-dir:{name}'
+        elif re.fullmatch(r'[\w.-]+/[\w.-]+(@[\w./-]+)?', name):
+            name = f'hf-hub:{name}'
+    source, _, ident = name.partition(':') if name.startswith(('hf-hub:', 'local-dir:')) else (None, '', name)
+
+    def explain(e: BaseException) -> CheckpointError:
+        if isinstance(e, hf_errors.LocalEntryNotFoundError) or (
+                isinstance(e, OSError) and 'offline' in str(e).lower()):
+            return CheckpointError(
+                f'{ident} is not in the local Hugging Face cache ({_hf_cache_hint()}) and the Hub cannot be '
+                f'reached (offline: HF_HUB_OFFLINE={os.environ.get("HF_HUB_OFFLINE", "unset")}, or no network). '
+                f'Connect and unset HF_HUB_OFFLINE, download it once while online (`hf download {ident}`), '
+                f'or load a local copy with local-dir:PATH.')
+        if isinstance(e, hf_errors.GatedRepoError):
+            return CheckpointError(f'{ident} is gated on the Hub: accept its terms on https://huggingface.co/{ident} '
+                                f'and log in (`hf auth login` or HF_TOKEN).')
+        if isinstance(e, hf_errors.RepositoryNotFoundError):
+            return CheckpointError(f'repo {ident} was not found on the Hugging Face Hub (or it is private and you are '
+                                f'not logged in). Check ORG/NAME; for a private repo run `hf auth login` or set '
+                                f'HF_TOKEN.')
+        if isinstance(e, hf_errors.RevisionNotFoundError):
+            return CheckpointError(f'{ident}: that revision does not exist on the Hub; check the part after "@".')
+        if source == 'local-dir' and isinstance(e, FileNotFoundError):
+            return CheckpointError(f'folder {ident} has no config.json (or does not exist): give a folder written '
+                                f'by `timm-msanet publish --dry-run` or downloaded from a model repo. ({e})')
+        if isinstance(e, (hf_errors.EntryNotFoundError, FileNotFoundError)):
+            return CheckpointError(f'{ident} has no config.json / model.safetensors: it is not a timm model repo '
+                                f'(publish one with `timm-msanet publish`). ({e})')
+        msg = str(e)
+        if 'Invalid pretrained tag' in msg:
+            arch = ident.split('.')[0]
+            return CheckpointError(f'{msg} Registered tags: {timm.list_pretrained(arch + ".*")}; FER-trained '
+                                f'releases are listed in timm_msanet/published.py.')
+        if 'Unknown model' in msg:
+            return CheckpointError(f'{msg}: the architecture is not registered. Install or upgrade the plugin '
+                                f'(`pip install -U timm-msanet`), which registers the msanet models.')
+        if 'Error(s) in loading state_dict' in msg or 'size mismatch' in msg or 'Missing key' in msg:
+            return CheckpointError(f'architecture mismatch: the weights of {ident} do not fit the architecture '
+                                f'its config (or your arguments) asks for; do not override model arguments, or '
+                                f're-publish the checkpoint with the right --model. ({msg.splitlines()[0]})')
+        return CheckpointError(f'cannot load {ident}: {type(e).__name__}: {e}')
+
+    expected = None
+    try:
+        if source == 'hf-hub':
+            cfg, _, _ = load_model_config_from_hf(ident)
+            expected = cfg.get('num_classes')
+        elif source == 'local-dir':
+            cfg, _, _ = load_model_config_from_path(ident)
+            expected = cfg.get('num_classes')
+    except Exception as e:
+        raise explain(e) from e
+    if expected is None and pretrained and source is None:
+        from timm.models import get_pretrained_cfg
+        try:
+            pcfg = get_pretrained_cfg(ident, allow_unregistered=True) if '.' in ident else None
+        except Exception as e:
+            raise explain(e) from e
+        expected = getattr(pcfg, 'num_classes', None)
+    if num_classes is not None and expected is not None and num_classes != expected:
+        raise CheckpointError(
+            f'wrong class count: {ident} has {expected} classes ({", ".join(labels_for(expected)) if expected in (7, 8) else "?"}), '
+            f'not {num_classes}. Drop num_classes to use it as published; to fine-tune on another class set '
+            f'call timm.create_model({name!r}, pretrained=True, num_classes={num_classes}), which replaces the head.')
+    if num_classes is not None:
+        kwargs['num_classes'] = num_classes
+    try:
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except Exception as e:
+        raise explain(e) from e
+
+
+def load_model(
+        model_name: Optional[str] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        hf_hub: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        label_names: Optional[Sequence[str]] = None,
+        use_ema: Optional[bool] = None,
+        pretrained: bool = True,
+        **kwargs: Any,
+):
+    """Create an eval-mode model from one source, with `pretrained_cfg['label_names']` set.
+
+    Args:
+        model_name: A registered name (`msanet_r18`, `msanet_r18.tv_in1k`, `hf-hub:org/repo`,
+            `local-dir:path`); with `checkpoint`, the architecture when the checkpoint does not name it.
+        checkpoint: A train.py checkpoint, state dict or safetensors file.
+        hf_hub: A Hub repo id (`org/name`) published with `timm-msanet publish`.
+        num_classes: Class count when it cannot be read from the checkpoint (must agree when it can).
+        label_names: Class names in output order (default: from the model cfg, else canonical FER names).
+        use_ema: None prefers EMA weights of a train.py checkpoint, True requires them, False skips them.
+        pretrained: Load pretrained weights for a plain model name.
+    """
+    if checkpoint is not None and hf_hub is not None or (model_name is None and checkpoint is None and hf_hub is None):
+        raise ValueError('give one model source: a model name, a checkpoint file (with --model if it does not '
+                         'name its architecture) or a Hub repo id')
+    if checkpoint is not None:
+        ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
+        model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes)
+        model.pretrained_cfg = dict(model.pretrained_cfg, checkpoint=str(checkpoint), checkpoint_weights=ckpt.weights)
+    else:
+        name = f'hf-hub:{hf_hub}' if hf_hub is not None else model_name
+        model = create_published(name, pretrained=pretrained, num_classes=num_classes, **kwargs).eval()
+
+    n_out = model.num_classes
+    names = list(label_names) if label_names is not None else list(model.pretrained_cfg.get('label_names') or [])
+    if len(names) != n_out:
+        if label_names is not None:
+            raise ValueError(f'{len(names)} label names given for a {n_out}-class model')
+        try:
+            names = list(labels_for(n_out))
+        except ValueError:
+            raise CheckpointError(
+                f'the model has {n_out} outputs and no label names: pass label_names in output order') from None
+    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=n_out)
+    return model

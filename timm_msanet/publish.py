@@ -1,0 +1,436 @@
+"""Publish a trained MSA-Net checkpoint to the Hugging Face Hub as a timm model repo (or write it to a folder).
+
+    timm-msanet publish CHECKPOINT --repo-id ORG/NAME --dataset {rafdb,affectnet7,affectnet8,fer2013,ferplus}
+        [--model ARCH] [--eval-json FILE] [--private] [--revision REV] [--dry-run OUTDIR] [--ema | --no-ema]
+
+The repo holds `model.safetensors` (no pickle), `config.json` (architecture, num_classes, label_names, the
+FER data config, the model's reconstruction arguments) written by timm's own `save_for_hf`, and a model card
+`README.md`; with `--eval-json`, also that file as `eval.json` and a `confusion_matrix.png` found beside it.
+`timm.create_model('hf-hub:ORG/NAME', pretrained=True)` then loads it wherever timm-msanet is installed, and
+`timm.create_model('local-dir:OUTDIR', pretrained=True)` loads a `--dry-run` folder.
+`timm_msanet.loading.create_published()` does the same with errors that say what to do (offline, repo not
+found, architecture, class count).
+
+Decisions where the issue left room:
+
+* CHECKPOINT is read by `timm_msanet.loading.read_checkpoint`: `torch.load(weights_only=True)` only, with
+  train.py's `argparse.Namespace` args allow-listed; anything else that needs unpickling is refused.
+* EMA: by default (`use_ema=None`) the EMA weights are published when the checkpoint has `state_dict_ema`
+  (timm's train.py ranks checkpoints by the EMA model's metric when EMA is on), else `state_dict`.
+  `--ema` insists on EMA weights (error if absent), `--no-ema` takes `state_dict`. The card says which.
+* Architecture: train.py records `args.model` (and copies it to `arch`); a checkpoint's `arch` that is not a
+  registered model name (train.py without args writes the class name, `msanet`) is ignored. `--model`
+  must agree with a recorded architecture (a disagreement is an error rather than a silent override);
+  with neither, the one registered msanet architecture whose keys and shapes fit the weights is used.
+  num_classes comes from `args.num_classes`, else the `head.fc.weight` shape; in_chans from
+  `args.in_chans`, else `conv1.weight`; train.py's `args.model_kwargs` are passed on and recorded.
+* Class count per dataset: rafdb, fer2013 and affectnet7 are 7 classes, affectnet8 is 8, ferplus is 7 or 8
+  (`timm-msanet export ferplus --classes`). A checkpoint with another class count is refused, as is an
+  eval JSON whose `label_names` differ from the canonical order (`timm_msanet.labels`).
+* Input size: the FER data config (crop_pct 1.0, squash, bilinear, ImageNet mean/std) at the training
+  resolution recorded in the checkpoint args (`input_size` / `img_size`), else 224.
+* Eval JSON metrics in [0, 1] are shown as percentages; values above 1 are taken as percentages already.
+* The card is generated from the checkpoint and eval JSON on every publish and replaces a README.md
+  already in the repo (timm's `push_to_hf_hub` keeps an existing one; a new release needs a new card), so
+  this uploads the folder `save_for_hf` + card wrote with `HfApi.upload_folder` in one commit instead of
+  calling `push_to_hf_hub`. The token comes from huggingface_hub's usual sources (`hf auth login`,
+  `HF_TOKEN`); nothing here reads or stores it.
+* `--dry-run OUTDIR` must be a new or empty folder, so no stale file can pass for part of the upload.
+* `load_model(..., num_classes=N)` with N different from the release is an error (timm itself would
+  silently replace the head, which is fine-tuning: call `timm.create_model` directly for that).
+"""
+import argparse
+import json
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+
+from .labels import labels_for
+from .loading import Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint
+from .version import __version__
+
+__all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',
+           'configure_parser', 'run']
+
+PAPER_TITLE = 'Multi-branch Multi-Scale Attention Network for Facial Expression Recognition (FER) in-the-Wild'
+CITATION = """@misc{ghadai2022msanet,
+  title  = {Multi-branch Multi-Scale Attention Network for Facial Expression Recognition ({FER}) in-the-Wild},
+  author = {Ghadai and Patra},
+  year   = {2022}
+}"""
+
+# name -> title, allowed class counts, licence note (shown on the card)
+DATASETS: Dict[str, Dict[str, Any]] = {
+    'rafdb': dict(title='RAF-DB', classes=(7,), licence=(
+        'RAF-DB (Real-world Affective Faces Database) is released by its authors for non-commercial research '
+        'only, under an agreement each user signs; the images may not be redistributed.')),
+    'affectnet7': dict(title='AffectNet (7 classes, contempt excluded)', classes=(7,), licence=(
+        'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
+        'the images may not be redistributed.')),
+    'affectnet8': dict(title='AffectNet (8 classes)', classes=(8,), licence=(
+        'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
+        'the images may not be redistributed.')),
+    'fer2013': dict(title='FER2013', classes=(7,), licence=(
+        'FER2013 was released for the ICML 2013 representation learning challenge for research use; its '
+        'faces were collected from the web without a licence for commercial use.')),
+    'ferplus': dict(title='FERPlus', classes=(7, 8), licence=(
+        'FERPlus relabels the FER2013 images, so the FER2013 terms (research use, faces collected from the web '
+        'without a licence for commercial use) apply to the images and to models trained on them.')),
+}
+
+# train.py args shown on the card as the recipe, in this order, when present and set
+RECIPE_KEYS = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'in_chans', 'img_size', 'input_size',
+               'epochs', 'batch_size', 'grad_accum_steps', 'opt', 'lr', 'weight_decay', 'layer_decay', 'sched',
+               'warmup_epochs', 'warmup_lr', 'min_lr', 'smoothing', 'drop', 'drop_path', 'aa', 'reprob',
+               'mixup', 'cutmix', 'hflip', 'scale', 'color_jitter', 'class_map', 'model_ema',
+               'model_ema_decay', 'amp', 'amp_dtype', 'seed', 'model_kwargs')
+
+
+
+class PublishError(CheckpointError):
+    """A problem with the inputs to publish, with what to do about it in the message."""
+
+
+def build_model(ckpt: Checkpoint, dataset: str, model_name: Optional[str] = None):
+    """The MSA-Net model of a checkpoint, checked against the dataset's class count. Returns (model, arch)."""
+    head = ckpt.state_dict.get('head.fc.weight')
+    num_classes = ckpt.args.get('num_classes') or (int(head.shape[0]) if head is not None else None)
+    allowed = DATASETS[dataset]['classes']
+    if num_classes is not None and num_classes not in allowed:
+        raise PublishError(
+            f'wrong class count: the checkpoint has {num_classes} classes but --dataset {dataset} models have '
+            f'{" or ".join(map(str, allowed))} ({", ".join(labels_for(allowed[0]))}'
+            f'{" (+ contempt)" if 8 in allowed and 7 in allowed else ""}). Check --dataset, or retrain with '
+            f'--num-classes {allowed[0]} on a `timm-msanet export` of that dataset.')
+    trained_as = str(ckpt.args.get('model') or '').split('.')[0]
+    archs = msanet_archs()
+    if trained_as and trained_as not in archs:
+        raise PublishError(f'the checkpoint was trained as {ckpt.args["model"]!r}, not a registered msanet '
+                           f'architecture ({archs}); only MSA-Net models are published with this command')
+    if model_name is not None and model_name not in archs:
+        raise PublishError(f'--model {model_name!r} is not an msanet architecture; choose one of {archs}')
+    try:
+        return model_from_checkpoint(ckpt, model_name=model_name)
+    except PublishError:
+        raise
+    except CheckpointError as e:
+        raise PublishError(str(e)) from e
+
+
+# ------------------------------------------------------------------------------------------- the card
+def _pct(v) -> str:
+    if not isinstance(v, (int, float)):
+        return str(v)
+    return f'{v * 100:.2f}' if v <= 1 else f'{v:.2f}'
+
+
+def read_eval_json(path: Union[str, Path], label_names: Sequence[str]) -> Dict[str, Any]:
+    path = Path(path)
+    try:
+        ev = json.loads(path.read_text(encoding='utf-8'))
+    except FileNotFoundError:
+        raise PublishError(f'--eval-json {path} does not exist') from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PublishError(f'--eval-json {path} is not valid JSON: {e}') from None
+    if not isinstance(ev, dict):
+        raise PublishError(f'--eval-json {path} must hold a JSON object')
+    if 'label_names' in ev and list(ev['label_names']) != list(label_names):
+        raise PublishError(f'--eval-json label_names {list(ev["label_names"])} differ from the model\'s class '
+                           f'order {list(label_names)}: was it made with another model or class set?')
+    cm = ev.get('confusion_matrix')
+    if cm is not None and (len(cm) != len(label_names) or any(len(r) != len(label_names) for r in cm)):
+        raise PublishError(f'--eval-json confusion_matrix is not {len(label_names)}x{len(label_names)}')
+    return ev
+
+
+def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
+    lines = []
+    for k in RECIPE_KEYS:
+        v = args.get(k)
+        if v is None or v is False or v == '' or v == {}:
+            continue
+        lines.append(f'| `{k}` | `{json.dumps(v) if isinstance(v, (list, tuple, dict)) else v}` |')
+    for k, v in ckpt.extra.items():
+        lines.append(f'| checkpoint `{k}` | `{v}` |')
+    return lines
+
+
+def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequence[str], ckpt: Checkpoint,
+                     model, data_config: Mapping[str, Any], eval_results: Optional[Mapping[str, Any]] = None,
+                     has_cm_png: bool = False) -> str:
+    ds = DATASETS[dataset]
+    n = len(label_names)
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    weights = {'state_dict_ema': 'the EMA (exponential moving average) weights of the checkpoint',
+               'state_dict': 'the raw (non-EMA) weights of the checkpoint',
+               'model': 'the raw weights of the checkpoint', 'file': 'the weights file as given'}[ckpt.weights]
+    size = data_config['input_size']
+    out = [
+        '---',
+        'library_name: timm',
+        'pipeline_tag: image-classification',
+        'license: other',
+        'license_name: research-only-training-data',
+        'tags:', '- image-classification', '- timm', '- timm-msanet', '- facial-expression-recognition', '- msanet',
+        '---',
+        f'# {repo_id.split("/")[-1]}',
+        '',
+        f'MSA-Net (`{arch}`), a multi-branch multi-scale attention CNN, trained to classify the facial expression '
+        f'of an aligned face crop into {n} classes on {ds["title"]}. MSA-Net is the model of Ghadai & Patra, '
+        f'*{PAPER_TITLE}* (2022), as implemented by the [timm-msanet](https://pypi.org/project/timm-msanet/) '
+        f'plugin for [timm](https://github.com/huggingface/pytorch-image-models).',
+        '',
+        '> **Install the plugin first: `pip install timm-msanet`.** The architecture is not part of timm '
+        'itself. The timm snippet the Hub shows for this repo leaves that step out; without the plugin, '
+        f'timm stops with `Unknown model ({arch})`. Once it is installed, `import timm` registers the '
+        'model by itself, no extra import needed.',
+        '',
+        '## Usage',
+        '',
+        '```bash',
+        'pip install timm-msanet',
+        '```',
+        '',
+        '```python',
+        'import timm, torch',
+        'from PIL import Image',
+        '',
+        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
+        'cfg = timm.data.resolve_data_config({}, model=model)   # size, squash resize, normalisation',
+        'transform = timm.data.create_transform(**cfg)',
+        f"img = Image.open('face.jpg').convert('{'L' if size[0] == 1 else 'RGB'}')   # an aligned face crop",
+        'with torch.no_grad():',
+        '    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]',
+        "print(dict(zip(model.pretrained_cfg['label_names'], probs.tolist())))",
+        '```',
+        '',
+        '## Model details',
+        '',
+        f'- **Architecture:** `{arch}` ({params:.2f} M parameters), timm-msanet {__version__}',
+        f'- **Task:** facial expression recognition, {n} classes',
+        f'- **Training data:** {ds["title"]} (`--dataset {dataset}`)',
+        f'- **Weights:** {weights}',
+        f'- **Input:** {size[0]} x {size[1]} x {size[2]}; the whole face crop is resized (crop_pct '
+        f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, {data_config["interpolation"]}), '
+        f'mean {tuple(round(m, 4) for m in data_config["mean"])}, std {tuple(round(s, 4) for s in data_config["std"])}',
+        f'- **Paper:** Ghadai & Patra, *{PAPER_TITLE}*, 2022',
+        '',
+        '## Class order',
+        '',
+        'Output index i is the class below; `config.json` and `model.pretrained_cfg["label_names"]` carry the '
+        'same list. It is the sorted folder order that `timm-msanet export` writes for every dataset.',
+        '',
+        '| index | label |', '|---|---|',
+        *[f'| {i} | {name} |' for i, name in enumerate(label_names)],
+        '',
+        '## Training',
+        '',
+    ]
+    recipe = _recipe_lines(ckpt.args, ckpt)
+    if recipe:
+        out += ['Recorded in the checkpoint (timm `train.py` arguments):', '', '| setting | value |', '|---|---|',
+                *recipe, '']
+    else:
+        out += ['The checkpoint records no training arguments.', '']
+
+    out += ['## Evaluation', '']
+    if eval_results:
+        ev = eval_results
+        where = ', '.join(f'{k}: {ev[k]}' for k in ('dataset', 'split', 'num_samples') if k in ev)
+        out += [f'Accuracy in %{" (" + where + ")" if where else ""}.', '', '| metric | value |', '|---|---|']
+        for key, title in (('accuracy', 'accuracy'), ('mean_class_accuracy', 'mean class accuracy')):
+            if key in ev:
+                out.append(f'| {title} | {_pct(ev[key])} |')
+        per_class = ev.get('per_class') or {}
+        if per_class:
+            out += ['', '| class | precision | recall | F1 | support |', '|---|---|---|---|---|']
+            for name in label_names:
+                row = per_class.get(name)
+                if isinstance(row, Mapping):
+                    out.append(f'| {name} | {_pct(row.get("precision", "-"))} | {_pct(row.get("recall", "-"))} | '
+                               f'{_pct(row.get("f1", "-"))} | {row.get("support", "-")} |')
+        cm = ev.get('confusion_matrix')
+        if cm:
+            out += ['', 'Confusion matrix (rows: true class, columns: predicted class):', '',
+                    '| true \\ predicted | ' + ' | '.join(label_names) + ' |',
+                    '|---|' + '---|' * len(label_names),
+                    *[f'| {label_names[i]} | ' + ' | '.join(str(c) for c in row) + ' |' for i, row in enumerate(cm)]]
+        if has_cm_png:
+            out += ['', '![confusion matrix](confusion_matrix.png)']
+        out += ['', 'The full results are in `eval.json`.', '']
+    else:
+        out += ['No evaluation results were supplied with this release.', '']
+
+    out += [
+        '## Training data and licence',
+        '',
+        ds['licence'],
+        '',
+        'These weights are derived from that data. Use them for non-commercial research only, and check the '
+        'dataset terms before any other use; the Apache-2.0 licence of the timm-msanet code does not extend to '
+        'the training data or to the weights learned from it.',
+        '',
+        'Expression classifiers infer a displayed expression, not a felt emotion; they are less accurate on '
+        'faces unlike the training data (pose, occlusion, age, skin tone, image quality). Do not use them for '
+        'decisions about people.',
+        '',
+        '## Citation',
+        '',
+        '```bibtex',
+        CITATION,
+        '```',
+        '',
+    ]
+    return '\n'.join(out)
+
+
+# ---------------------------------------------------------------------------------------- the release
+def _data_config(args: Mapping[str, Any], in_chans: int) -> Dict[str, Any]:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    size = 224
+    if args.get('input_size'):
+        size = tuple(args['input_size'])[-2:]
+    elif args.get('img_size'):
+        size = args['img_size']
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    mean, std = tuple(args.get('mean') or IMAGENET_DEFAULT_MEAN), tuple(args.get('std') or IMAGENET_DEFAULT_STD)
+    if len(mean) != in_chans:  # e.g. grayscale FER2013: one value, the channel average (as timm adapts it)
+        mean = (round(sum(mean) / len(mean), 4),)
+    if len(std) != in_chans:
+        std = (round(sum(std) / len(std), 4),)
+    return dict(input_size=(in_chans, *hw), crop_pct=1.0, crop_mode='squash', interpolation='bilinear',
+                mean=mean, std=std)
+
+
+def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_dir: Union[str, Path],
+                  model_name: Optional[str] = None, eval_json: Optional[Union[str, Path]] = None,
+                  use_ema: Optional[bool] = None) -> Dict[str, Any]:
+    """Write every file of the release into `out_dir` (which must be new or empty). Returns a summary."""
+    from timm.models import save_for_hf
+
+    if dataset not in DATASETS:
+        raise PublishError(f'--dataset must be one of {list(DATASETS)}, got {dataset!r}')
+    if not re.fullmatch(r'[\w.-]+/[\w.-]+', repo_id or ''):
+        raise PublishError(f'--repo-id must be ORG/NAME (e.g. my-org/msanet-r18-rafdb), got {repo_id!r}')
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise PublishError(f'{out_dir} exists and is not an empty folder; give a new or empty folder so that '
+                           f'nothing stale ends up looking like part of the release')
+
+    try:
+        ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
+    except CheckpointError as e:
+        raise PublishError(str(e)) from e
+    model, arch = build_model(ckpt, dataset, model_name)
+    label_names = list(labels_for(model.num_classes))
+    in_chans = model.conv1.in_channels
+    eval_results = read_eval_json(eval_json, label_names) if eval_json else None
+    cm_png = Path(eval_json).with_name('confusion_matrix.png') if eval_json else None
+    has_png = bool(cm_png and cm_png.is_file())
+
+    data_config = _data_config(ckpt.args, in_chans)
+    # the published weights' own cfg: no source (tv_in1k's hub id, licence and url do not describe them)
+    model.pretrained_cfg = dict(
+        {k: v for k, v in model.pretrained_cfg.items()
+         if k not in ('hf_hub_id', 'url', 'file', 'source', 'license', 'origin_url', 'tag', 'notes')},
+        num_classes=model.num_classes, label_names=tuple(label_names), tag=dataset, license='other',
+        origin_url=f'https://huggingface.co/{repo_id}',
+        description=f'MSA-Net trained on {DATASETS[dataset]["title"]} ({len(label_names)} classes)',
+        notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        save_for_hf(model, str(out_dir), model_config=dict(label_names=label_names), safe_serialization=True,
+                    data_config=data_config)
+    except ValueError as e:  # e.g. a train.py --model-kwargs value that JSON cannot hold
+        raise PublishError(f'cannot write config.json: {e}') from None
+    if eval_results is not None:
+        shutil.copyfile(eval_json, out_dir / 'eval.json')
+    if has_png:
+        shutil.copyfile(cm_png, out_dir / 'confusion_matrix.png')
+    card = build_model_card(repo_id=repo_id, arch=arch, dataset=dataset, label_names=label_names, ckpt=ckpt,
+                            model=model, data_config=data_config, eval_results=eval_results, has_cm_png=has_png)
+    (out_dir / 'README.md').write_text(card, encoding='utf-8')
+    return dict(arch=arch, num_classes=model.num_classes, label_names=label_names, weights=ckpt.weights,
+                files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir))
+
+
+def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name: Optional[str] = None,
+            eval_json: Optional[Union[str, Path]] = None, private: bool = False, revision: Optional[str] = None,
+            dry_run_dir: Optional[Union[str, Path]] = None, use_ema: Optional[bool] = None) -> Dict[str, Any]:
+    """Publish a checkpoint as the Hub model repo `repo_id`, or with `dry_run_dir` write the files only.
+
+    `use_ema`: None (default) publishes EMA weights when the checkpoint has them, True requires them,
+    False takes the raw weights. Returns a summary dict (files, arch, ... and `url` after an upload).
+    """
+    if dry_run_dir is not None:
+        return dict(stage_release(checkpoint, repo_id, dataset, dry_run_dir, model_name, eval_json, use_ema),
+                    uploaded=False)
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+    with tempfile.TemporaryDirectory(prefix='timm-msanet-publish-') as tmp:
+        summary = stage_release(checkpoint, repo_id, dataset, Path(tmp) / 'release', model_name, eval_json, use_ema)
+        api = HfApi(library_name='timm-msanet', library_version=__version__)
+        try:
+            repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
+            repo_id = getattr(repo_url, 'repo_id', None) or repo_id
+            if revision and revision != 'main':
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            info = api.upload_folder(repo_id=repo_id, folder_path=summary['folder'], revision=revision,
+                                     commit_message=f'timm-msanet {__version__}: {summary["arch"]} on {dataset}')
+        except LocalTokenNotFoundError:
+            raise PublishError('no Hugging Face token found: log in with `hf auth login` or set HF_TOKEN, '
+                               'then run publish again (or use --dry-run OUTDIR to write the files only)') from None
+        except HfHubHTTPError as e:
+            raise PublishError(f'upload to {repo_id} failed: {str(e).rstrip(".")}. Check that your token has write access to '
+                               f'{repo_id.split("/")[0]} (`hf auth whoami`), then run publish again.') from None
+        except OSError as e:  # no network
+            raise PublishError(f'cannot reach the Hugging Face Hub to upload {repo_id}: {str(e).rstrip(".")}. Check the network '
+                               f'(and that HF_HUB_OFFLINE is not set), or use --dry-run OUTDIR.') from None
+    summary = dict(summary, folder=None, uploaded=True, repo_id=repo_id,
+                   url=getattr(info, 'commit_url', None) or f'https://huggingface.co/{repo_id}')
+    return summary
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('checkpoint', metavar='CHECKPOINT',
+                        help='timm train.py checkpoint (.pth.tar), plain state dict (.pth) or .safetensors')
+    parser.add_argument('--repo-id', required=True, metavar='ORG/NAME', help='Hugging Face Hub model repo')
+    parser.add_argument('--dataset', required=True, choices=list(DATASETS), help='what the model was trained on')
+    parser.add_argument('--model', dest='model_name', metavar='ARCH', default=None,
+                        help='architecture, when the checkpoint does not record it (must agree if it does)')
+    parser.add_argument('--eval-json', default=None, metavar='FILE',
+                        help='evaluation results for the model card (a confusion_matrix.png beside it is added)')
+    parser.add_argument('--private', action='store_true', help='create the repo as private')
+    parser.add_argument('--revision', default=None, metavar='REV', help='branch to upload to (created if needed)')
+    parser.add_argument('--dry-run', dest='dry_run_dir', default=None, metavar='OUTDIR',
+                        help='write exactly what would be uploaded into OUTDIR (new or empty) and upload nothing')
+    ema = parser.add_mutually_exclusive_group()
+    ema.add_argument('--ema', dest='use_ema', action='store_const', const=True, default=None,
+                     help='publish the EMA weights (error if the checkpoint has none)')
+    ema.add_argument('--no-ema', dest='use_ema', action='store_const', const=False,
+                     help='publish the raw weights (default: EMA when present)')
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
+                          eval_json=args.eval_json, private=args.private, revision=args.revision,
+                          dry_run_dir=args.dry_run_dir, use_ema=args.use_ema)
+    except PublishError as e:
+        print(f'timm-msanet publish: error: {e}', file=sys.stderr)
+        return 2
+    weights = 'EMA' if summary['weights'] == 'state_dict_ema' else 'raw'
+    what = f"{summary['arch']}, {summary['num_classes']} classes, {weights} weights"
+    if summary['uploaded']:
+        print(f"published {what} to {summary['url']}")
+        print(f"load with: timm.create_model('hf-hub:{summary['repo_id']}', pretrained=True)")
+    else:
+        print(f"dry run: wrote {', '.join(summary['files'])} ({what}) to {summary['folder']}; nothing uploaded")
+        print(f"load with: timm.create_model('local-dir:{summary['folder']}', pretrained=True)")
+    return 0
