@@ -63,3 +63,34 @@ def test_train_validate_inference_benchmark(face_data, tmp_path):
     out = _script('benchmark.py', '--model', 'msanet_r18', '--bench', 'inference', '-b', 2, '--num-bench-iter', 5,
                   '--num-warm-iter', 1, '--img-size', 64, '--device', 'cpu', cwd=tmp_path)
     assert '"param_count": 3.73' in out
+
+
+def _example(name, *args, cwd):
+    script = Path(__file__).resolve().parent.parent / 'examples' / name
+    proc = subprocess.run([sys.executable, str(script), *map(str, args)], cwd=cwd, capture_output=True, text=True,
+                          timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_table3_study_writes_the_comparison(face_data, tmp_path):
+    out = tmp_path / 'table3'
+    _example('table3_study.py', '--timm-repo', TIMM_REPO, '--data-dir', face_data, '--out', out, '--eval-split',
+             'validation', '--', '--train-split', 'train', '--val-split', 'validation', '--num-classes', 7,
+             '--img-size', 64, '-b', 8, '--epochs', 1, '-j', 0, cwd=tmp_path)
+    rows = json.loads((out / 'table3.json').read_text())
+    assert [r['model'] for r in rows] == ['resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18']
+    for r in rows:
+        assert 0 <= r['accuracy'] <= 1 and 0 <= r['mean_class_accuracy'] <= 1
+        assert sum(c['support'] for c in r['per_class'].values()) == 7 * 3
+    table = (out / 'table3.md').read_text()
+    assert '| msanet_r18 | MSA-Net |' in table and '86.32' in table
+
+
+def test_train_smoke_records_runs(tmp_path):
+    out = tmp_path / 'smoke'
+    _example('train_smoke.py', '--timm-repo', TIMM_REPO, '--out', out, '--device', 'cpu', '--models', 'msanet_r18',
+             cwd=tmp_path)
+    record = json.loads((out / 'smoke.json').read_text())
+    assert record['device'] == 'cpu' and record['runs'][0]['model'] == 'msanet_r18'
+    assert float(record['runs'][0]['last_epoch']['train_loss']) > 0
