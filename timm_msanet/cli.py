@@ -1,7 +1,8 @@
 """`timm-msanet` command: one subcommand per tool module.
 
-Each tool module exposes `configure_parser(parser)` and `run(args) -> int`, and keeps torch/timm imports
-inside its functions where it can, so `timm-msanet --help` and `export` start quickly.
+Each tool module exposes `configure_parser(parser)` and `run(args) -> int`. Importing the package registers
+the models and so imports torch and timm (a few seconds at start); the tools keep their other heavy imports
+inside their functions.
 """
 import argparse
 import importlib
@@ -14,6 +15,7 @@ from .version import __version__
 COMMANDS = {
     'info': ('timm_msanet.info', 'list the registered MSA-Net models with their params, GMACs and cfgs'),
     'eval': ('timm_msanet.evaluate', 'FER evaluation: accuracy, mean class accuracy, per-class metrics, confusion matrix'),
+    'export': ('timm_msanet.datasets', 'export RAF-DB, AffectNet, FER2013 or FERPlus to an ImageFolder tree for timm'),
     'publish': ('timm_msanet.publish', 'publish a trained checkpoint to the Hugging Face Hub (or --dry-run to a folder)'),
 }
 
