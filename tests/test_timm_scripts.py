@@ -94,3 +94,59 @@ def test_train_smoke_records_runs(tmp_path):
     record = json.loads((out / 'smoke.json').read_text())
     assert record['device'] == 'cpu' and record['runs'][0]['model'] == 'msanet_r18'
     assert float(record['runs'][0]['last_epoch']['train_loss']) > 0
+
+
+def _cli(*args, cwd):
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_readme_end_to_end_path(tmp_path):
+    """export rafdb -> train.py -> eval -> publish --dry-run -> load, on a RAF-DB-layout tree of drawn faces."""
+    spec = importlib.util.spec_from_file_location('demo', Path(__file__).parent.parent / 'examples' / 'demo.py')
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    import random
+    rafdb_label = {'surprise': 1, 'fear': 2, 'disgust': 3, 'happiness': 4, 'sadness': 5, 'anger': 6, 'neutral': 7}
+    src = tmp_path / 'RAF-DB'
+    (src / 'EmoLabel').mkdir(parents=True)
+    (src / 'Image' / 'aligned').mkdir(parents=True)
+    rng, lines = random.Random(0), []
+    for split, n in (('train', 6), ('test', 2)):
+        for label, code in rafdb_label.items():
+            for i in range(n):
+                name = f'{split}_{len(lines) + 1:05d}.jpg'
+                demo.draw_face(label, rng, size=100).save(src / 'Image' / 'aligned' / name.replace('.jpg', '_aligned.jpg'))
+                lines.append(f'{name} {code}')
+    (src / 'EmoLabel' / 'list_patition_label.txt').write_text('\n'.join(lines) + '\n')
+
+    data = tmp_path / 'data' / 'rafdb'
+    _cli('export', 'rafdb', src, data, cwd=tmp_path)
+    recipe = Path(__file__).resolve().parent.parent / 'examples' / 'recipes' / 'paper_rafdb.yaml'
+    # the paper recipe, shrunk to one CPU epoch at 64 px and without the ImageNet download
+    cfg_text = recipe.read_text().replace('pretrained: true', 'pretrained: false')
+    local_recipe = tmp_path / 'paper_rafdb_offline.yaml'
+    local_recipe.write_text(cfg_text)
+    _script('train.py', data, '--config', local_recipe, '--output', tmp_path / 'runs', '--experiment',
+            'msanet_r18_rafdb', '--epochs', 1, '--img-size', 64, '-b', 8, '-j', 0, '--device', 'cpu', cwd=tmp_path)
+    ckpt = tmp_path / 'runs' / 'msanet_r18_rafdb' / 'model_best.pth.tar'
+    _cli('eval', '--checkpoint', ckpt, '--data-dir', data, '--split', 'test', '--out', tmp_path / 'eval',
+         '--workers', 0, cwd=tmp_path)
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert metrics['num_samples'] == 7 * 2 and metrics['model'] == 'msanet_r18'
+    _cli('publish', ckpt, '--repo-id', 'someorg/msanet-r18-rafdb', '--dataset', 'rafdb', '--eval-json',
+         tmp_path / 'eval' / 'metrics.json', '--dry-run', tmp_path / 'release', cwd=tmp_path)
+    card = (tmp_path / 'release' / 'README.md').read_text()
+    assert 'pip install timm-msanet' in card and f"{metrics['accuracy'] * 100:.2f}" in card
+
+    import timm
+    import torch
+    from timm_msanet.loading import load_model
+    released = timm.create_model(f'local-dir:{tmp_path / "release"}', pretrained=True).eval()
+    trained = load_model(checkpoint=ckpt)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(released(x), trained(x))
+    assert list(released.pretrained_cfg['label_names']) == metrics['label_names']
