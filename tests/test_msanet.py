@@ -275,8 +275,9 @@ def test_fx_feature_extraction():
     from timm.models import create_feature_extractor, get_graph_node_names
     model = timm.create_model('msanet_r18').eval()
     _, eval_nodes = get_graph_node_names(model)
-    assert 'layer2' in ''.join(eval_nodes) and 'cat' in eval_nodes
-    extractor = create_feature_extractor(model, return_nodes={'layer2.1.act2': 'pre', 'cat': 'fused'})
+    fused_node = [n for n in eval_nodes if n.startswith('cat')][-1]  # the branch concatenation
+    assert 'layer2.1.act2' in eval_nodes
+    extractor = create_feature_extractor(model, return_nodes={'layer2.1.act2': 'pre', fused_node: 'fused'})
     x = _x(1, 96)
     out = extractor(x)
     assert out['pre'].shape == (1, 128, 12, 12) and out['fused'].shape == (1, 1536, 3, 3)
@@ -394,3 +395,36 @@ def test_default_tag_offline_without_cache_fails_clearly(tmp_path):
     """, dict(HF_HOME=str(tmp_path / 'empty'), HF_HUB_OFFLINE='1'))
     assert proc.returncode != 0
     assert 'resnet18.tv_in1k' in proc.stderr
+
+
+@pytest.mark.parametrize('grad_checkpointing', [False, True])
+def test_fused_branch_entry_equals_reference(grad_checkpointing):
+    """The fused first-block convs compute what the per-branch modules compute, in training too."""
+    torch.manual_seed(0)
+    fused = timm.create_model('msanet_r18', zero_init_last=False)
+    ref = timm.create_model('msanet_r18', zero_init_last=False)
+    ref.load_state_dict(fused.state_dict())
+    assert fused.fuse_branch_entry and fused.state_dict().keys() == ref.state_dict().keys()
+    ref.fuse_branch_entry = False
+    for m in (fused, ref):
+        m.set_grad_checkpointing(grad_checkpointing)
+    x = _x(2, 96)
+    out_f, out_r = fused(x), ref(x)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-5, atol=1e-5)
+    out_f.square().sum().backward()
+    out_r.square().sum().backward()
+    grads_r = dict(ref.named_parameters())
+    for n, p in fused.named_parameters():
+        torch.testing.assert_close(p.grad, grads_r[n].grad, rtol=1e-4, atol=1e-5, msg=n)
+    for (n, b), (_, b_ref) in zip(fused.named_buffers(), ref.named_buffers()):  # BN running stats updated alike
+        torch.testing.assert_close(b, b_ref, rtol=1e-5, atol=1e-6, msg=n)
+    fused.eval()
+    ref.eval()
+    f_feats = fused.forward_intermediates(x, intermediates_only=True)
+    r_feats = ref.forward_intermediates(x, intermediates_only=True)
+    for a, b in zip(f_feats, r_feats):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_single_branch_models_do_not_fuse():
+    assert not timm.create_model('msanet_r18_as').fuse_branch_entry

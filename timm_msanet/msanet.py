@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_attn
@@ -128,9 +129,11 @@ class MultiScaleBlock(nn.Module):
         nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shortcut = self.downsample(x)
+        return self.forward_reduced(self.conv1(x), self.downsample(x))
 
-        out = self.act(self.bn1(self.conv1(x)))
+    def forward_reduced(self, reduced: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """The block after its input 1x1 conv (`reduced`, before bn1) and its shortcut (`shortcut`)."""
+        out = self.act(self.bn1(reduced))
         xs = torch.split(out, self.width, 1)
         ys: List[torch.Tensor] = []
         y = xs[0]  # placeholder so TorchScript sees a Tensor, overwritten at i == 0
@@ -293,6 +296,13 @@ class MSANet(nn.Module):
                 num_chs=chs * len(self.branch_kernels), reduction=reduction, module=f'branches.*.blocks.{i}'))
         self.feature_info[-1]['module'] = 'branches'
 
+        # Every branch's first block reads the same map: its 1x1 reduce conv and its shortcut conv run as
+        # one conv each over the concatenated weights (fewer, larger kernels; same result, same params).
+        first = [b.blocks[0] for b in self.branches]
+        self.fuse_branch_entry = len(first) > 1 and all(
+            isinstance(blk.downsample, nn.Sequential) and blk.downsample[0].stride == first[0].downsample[0].stride
+            for blk in first)
+
         self.num_features = self.head_hidden_size = branch_chs[-1] * len(self.branch_kernels)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
 
@@ -335,9 +345,42 @@ class MSANet(nn.Module):
         self.head.reset(num_classes, pool_type=global_pool, in_features=self.num_features, **get_device_dtype(self))
         self.head_hidden_size = self.head.num_features
 
+    @torch.jit.unused
+    def _branch_entry(self, x: torch.Tensor) -> List[torch.Tensor]:
+        """First block of every branch, with their 1x1 reduce and shortcut convs fused (see __init__)."""
+        first = [b.blocks[0] for b in self.branches]
+        reduced = F.conv2d(x, torch.cat([blk.conv1.weight for blk in first]))
+        shortcut = F.conv2d(
+            x, torch.cat([blk.downsample[0].weight for blk in first]), stride=first[0].downsample[0].stride)
+        reduced = torch.split(reduced, [blk.conv1.out_channels for blk in first], 1)
+        shortcut = torch.split(shortcut, [blk.downsample[0].out_channels for blk in first], 1)
+        # index rather than iterate the splits: FX tracing cannot iterate a traced tensor
+        return [self._run(lambda r, s, blk=blk: blk.forward_reduced(r, blk.downsample[1](s)), reduced[i], shortcut[i])
+                for i, blk in enumerate(first)]
+
+    @torch.jit.unused
+    def _fused_branches_forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = self._branch_entry(x)
+        for i, branch in enumerate(self.branches):
+            for block in list(branch.blocks)[1:]:
+                outs[i] = self._run(block, outs[i])
+            outs[i] = self._run(branch.attn, outs[i])
+        return torch.cat(outs, 1)
+
+    def _branches_forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fuse_branch_entry and not torch.jit.is_scripting():
+            return self._fused_branches_forward(x)
+        outs: List[torch.Tensor] = []
+        for branch in self.branches:
+            if self.grad_checkpointing and not torch.jit.is_scripting():
+                outs.append(checkpoint(branch, x))
+            else:
+                outs.append(branch(x))
+        return torch.cat(outs, 1)
+
     @torch.jit.ignore
-    def _run(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return checkpoint(module, x) if self.grad_checkpointing else module(x)
+    def _run(self, module, *args: torch.Tensor) -> torch.Tensor:
+        return checkpoint(module, *args) if self.grad_checkpointing else module(*args)
 
     def forward_intermediates(
             self,
@@ -385,7 +428,10 @@ class MSANet(nn.Module):
             num_depths = len(self.branches[0].blocks)
             for d in range(num_depths):
                 feat_idx += 1
-                xs = [self._run(branch.blocks[d], bx) for branch, bx in zip(self.branches, xs)]
+                if d == 0 and self.fuse_branch_entry:
+                    xs = self._branch_entry(x)
+                else:
+                    xs = [self._run(branch.blocks[d], bx) for branch, bx in zip(self.branches, xs)]
                 if d == num_depths - 1:
                     xs = [self._run(branch.attn, bx) for branch, bx in zip(self.branches, xs)]
                 if feat_idx in take_indices or d == num_depths - 1:
@@ -415,6 +461,7 @@ class MSANet(nn.Module):
         first_branch_idx = 3
         if max_index < first_branch_idx:
             self.branches = nn.ModuleList()
+            self.fuse_branch_entry = False
         else:
             for branch in self.branches:
                 num_depths = len(branch.blocks)
@@ -437,13 +484,7 @@ class MSANet(nn.Module):
             x = self.layer1(x)
             x = self.layer2(x)
         if len(self.branches):
-            outs: List[torch.Tensor] = []
-            for branch in self.branches:
-                if self.grad_checkpointing and not torch.jit.is_scripting():
-                    outs.append(checkpoint(branch, x))
-                else:
-                    outs.append(branch(x))
-            x = torch.cat(outs, 1)
+            x = self._branches_forward(x)
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

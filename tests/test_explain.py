@@ -1,0 +1,79 @@
+"""timm-msanet explain: CBAM spatial attention maps per branch and an exact CAM, drawn with PIL."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import timm
+from PIL import Image
+
+import timm_msanet  # noqa: F401
+from timm_msanet.explain import PANEL, explain, render
+from timm_msanet.predict import make_transform
+
+SIZE = 96
+
+
+@pytest.fixture(scope='module')
+def face(tmp_path_factory):
+    skdata = pytest.importorskip('skimage.data')
+    path = tmp_path_factory.mktemp('img') / 'astronaut.jpg'
+    Image.fromarray(skdata.astronaut()[30:230, 130:330]).save(path, quality=95)  # the face region
+    return path
+
+
+def _model(name):
+    torch.manual_seed(0)
+    m = timm.create_model(name, pretrained=False, zero_init_last=False,
+                          pretrained_cfg_overlay=dict(input_size=(3, SIZE, SIZE)))
+    torch.nn.init.normal_(m.head.fc.weight, std=0.05)
+    return m.eval()
+
+
+def test_attention_maps_and_exact_cam(face):
+    model = _model('msanet_r18')
+    r = explain(str(face), model)
+    assert [name for name, _ in r['attention']] == ['branch 0 (7x7)', 'branch 1 (5x5)', 'branch 2 (3x3)']
+    x = make_transform(model)[0](Image.open(face).convert('RGB')).unsqueeze(0)
+    with torch.no_grad():
+        h = model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x))))))
+        logits = model(x)[0]
+        for (name, amap), branch in zip(r['attention'], model.branches):
+            y = branch.attn.channel(branch.blocks(h))
+            pooled = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)
+            gate = torch.sigmoid(branch.attn.spatial.conv(pooled))[0, 0].numpy()
+            assert amap.shape == (SIZE // 32, SIZE // 32)
+            np.testing.assert_allclose(amap, gate, atol=1e-6)
+            assert ((amap >= 0) & (amap <= 1)).all()
+    pred = int(logits.argmax())
+    assert r['label'] == model.pretrained_cfg['label_names'][pred] == r['target']
+    # GAP + linear head: the CAM's mean plus the class bias is the logit, exactly
+    assert abs(float(r['cam'].mean()) + r['cam_bias'] - float(logits[pred])) < 1e-4
+    assert abs(sum(r['probabilities'].values()) - 1) < 1e-5
+    img = render(r)
+    assert img.mode == 'RGB' and img.width > 5 * PANEL and img.height > PANEL
+    # another target class gives another CAM
+    other = explain(str(face), model, target=(pred + 1) % 7)
+    assert other['target'] != r['target'] and not np.allclose(other['cam'], r['cam'])
+
+
+def test_model_without_attention_shows_cam_only(face):
+    r = explain(Image.open(face), _model('msanet_r18_ms'))
+    assert r['attention'] == [] and r['cam'].shape == (3, 3)
+    assert render(r).width < 3 * PANEL  # input + CAM
+
+
+def test_cli_explain(face, tmp_path):
+    out = tmp_path / 'out' / 'explained.png'
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'explain', str(face), '--model', 'msanet_r18_as',
+                           '--no-pretrained', '--img-size', str(SIZE), '--out', str(out)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'attention maps: branch 0 (3x3)' in proc.stdout
+    with Image.open(out) as img:
+        assert img.format == 'PNG' and img.width > 3 * PANEL
+    # refuses to overwrite its input
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'explain', str(out), '--model', 'msanet_r18_as',
+                           '--no-pretrained', '--out', str(out)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 2 and 'is the input image' in proc.stderr

@@ -1,0 +1,230 @@
+"""timm-msanet predict: the Python API and the CLI on real image files, bad inputs, batching, faces."""
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import timm
+from PIL import Image
+from safetensors.torch import save_file
+
+import timm_msanet  # noqa: F401
+from timm_msanet.loading import load_model
+from timm_msanet.predict import annotate_image, face_crop_box, predict, to_rgb
+
+LABELS = ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
+SIZE = 96
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    model = timm.create_model('msanet_r18', pretrained=False)
+    # zero_init_last leaves near-uniform outputs: give the head some spread so labels are not ties
+    torch.nn.init.normal_(model.head.fc.weight, std=0.5)
+    path = tmp_path_factory.mktemp('ckpt') / 'msanet.safetensors'
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope='module')
+def model(checkpoint):
+    return load_model(model_name='msanet_r18', checkpoint=checkpoint,
+                      pretrained_cfg_overlay=dict(input_size=(3, SIZE, SIZE)))
+
+
+def _photo(seed=0, size=(80, 64)):
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size[1], 0:size[0]]
+    base = np.stack([x * 3 % 256, y * 4 % 256, (x + y) * 2 % 256], -1)
+    return np.clip(base + rng.integers(0, 40, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def astronaut():
+    skdata = pytest.importorskip('skimage.data')
+    return skdata.astronaut()  # a real portrait photo, bundled in scikit-image's wheel (no download)
+
+
+@pytest.fixture(scope='module')
+def image_dir(tmp_path_factory):
+    """Good and bad files, all real files written by PIL (or not images at all)."""
+    d = tmp_path_factory.mktemp('imgs')
+    rgb = Image.fromarray(_photo(0))
+    rgb.save(d / 'rgb.jpg', quality=95)
+    rgb.convert('CMYK').save(d / 'cmyk.jpg')
+    Image.fromarray(_photo(1)[..., 0].astype(np.uint16) * 257).save(d / 'gray16.png')
+    rgba = Image.fromarray(_photo(2)).convert('RGBA')
+    rgba.putalpha(128)
+    rgba.save(d / 'alpha.png')
+    Image.fromarray(_photo(3)).convert('P', palette=Image.ADAPTIVE).save(d / 'palette.gif')
+    Image.fromarray(_photo(4)).convert('L').save(d / 'gray.png')
+    Image.new('RGB', (1, 1), (200, 100, 50)).save(d / 'tiny.png')
+    Image.fromarray(_photo(5, (400, 300))).resize((4000, 3000)).save(d / 'huge.jpg', quality=80)
+    sub = d / 'sub'
+    sub.mkdir()
+    Image.fromarray(_photo(6)).save(sub / 'nested.png')
+    data = (d / 'rgb.jpg').read_bytes()
+    (d / 'truncated.jpg').write_bytes(data[:len(data) // 2])
+    (d / 'text.jpg').write_text('this is not an image\n')
+    (d / 'notes.txt').write_text('not an image extension: skipped in folders\n')
+    return d
+
+
+GOOD = ['alpha.png', 'cmyk.jpg', 'gray.png', 'gray16.png', 'huge.jpg', 'palette.gif', 'rgb.jpg', 'sub/nested.png',
+        'tiny.png']
+BAD = ['text.jpg', 'truncated.jpg']
+
+
+def _check_probs(r, names=LABELS):
+    assert list(r['probabilities']) == names
+    assert abs(sum(r['probabilities'].values()) - 1) < 1e-5
+    assert r['label'] == max(r['probabilities'], key=r['probabilities'].get)
+    assert r['score'] == r['probabilities'][r['label']]
+
+
+def test_modes_convert_to_rgb(image_dir):
+    for name, mode in [('cmyk.jpg', 'CMYK'), ('gray16.png', 'I;16'), ('alpha.png', 'RGBA'), ('palette.gif', 'P'),
+                       ('gray.png', 'L')]:
+        with Image.open(image_dir / name) as img:
+            if mode:
+                assert img.mode == mode
+            rgb = to_rgb(img)
+        assert rgb.mode == 'RGB' and rgb.size == (80, 64)
+    # 16-bit values are scaled to 8 bit, not clipped: a mid-gray 16-bit image stays mid-gray
+    mid = to_rgb(Image.fromarray(np.full((4, 4), 32896, np.uint16)))
+    assert np.asarray(mid)[0, 0].tolist() == [128, 128, 128]
+    # transparency is composited over white
+    clear = Image.new('RGBA', (2, 2), (0, 0, 0, 0))
+    assert np.asarray(to_rgb(clear))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_api_inputs_kinds_and_bad_files(model, image_dir):
+    arr = _photo(7)
+    files = [image_dir / n for n in GOOD + BAD]
+    inputs = [*map(str, files), Image.fromarray(arr), arr, arr[..., 0], torch.from_numpy(arr).permute(2, 0, 1),
+              str(image_dir / 'missing.png')]
+    results = predict(inputs, model, batch_size=4, topk=3)
+    assert len(results) == len(inputs)
+    by_input = {r['input']: r for r in results}
+    for n in GOOD:
+        r = by_input[str(image_dir / n)]
+        assert 'error' not in r, r
+        _check_probs(r)
+        assert [t['label'] for t in r['topk']] == sorted(LABELS, key=lambda k: -r['probabilities'][k])[:3]
+    assert by_input[str(image_dir / 'huge.jpg')]['width'] == 4000
+    for n in BAD + ['missing.png']:
+        r = by_input[str(image_dir / n)]
+        assert r['label'] is None and r['error'], r
+    assert 'FileNotFoundError' in by_input[str(image_dir / 'missing.png')]['error']
+    assert 'UnidentifiedImageError' in by_input[str(image_dir / 'text.jpg')]['error']
+    # the same pixels as PIL image, HWC array and CHW tensor give the same prediction
+    pil_r, arr_r, _, ten_r = results[len(files):len(files) + 4]
+    for r in (arr_r, ten_r):
+        np.testing.assert_allclose(list(r['probabilities'].values()), list(pil_r['probabilities'].values()), atol=1e-6)
+    _check_probs(results[len(files) + 2])  # grayscale HW array
+
+
+def test_batching_is_consistent(model, image_dir):
+    files = [str(image_dir / n) for n in GOOD[:5]] + [str(image_dir / 'text.jpg')] + [str(image_dir / GOOD[5])]
+    one = [predict(f, model)[0] for f in files]
+    for bs in (2, 3, 32):
+        batched = predict(files, model, batch_size=bs)
+        for a, b in zip(one, batched):
+            assert a['input'] == b['input'] and a['label'] == b['label']
+            if a['label'] is not None:
+                np.testing.assert_allclose(list(a['probabilities'].values()), list(b['probabilities'].values()),
+                                           atol=1e-5)
+    # an NCHW tensor is a batch of raw images (not preprocessed), one result per image
+    x = torch.from_numpy(np.stack([_photo(i) for i in range(3)])).permute(0, 3, 1, 2)
+    assert len(predict(x, model, batch_size=2)) == 3
+
+
+def test_faces_on_a_real_photo(model, astronaut):
+    results = predict([astronaut, _photo(0, (200, 160))], model, faces=True, topk=2)
+    face_r, empty_r = results
+    assert len(face_r['faces']) >= 1
+    face = face_r['faces'][0]
+    x0, y0, x1, y1 = face['box']
+    # the astronaut's face is in the upper middle of the 512 x 512 photo
+    assert 120 < (x0 + x1) / 2 < 330 and 40 < (y0 + y1) / 2 < 220, face['box']
+    _check_probs(face)
+    assert face_r['label'] == face['label'] and face_r['probabilities'] == face['probabilities']
+    cx0, cy0, cx1, cy1 = face['crop']
+    assert cx1 - cx0 == cy1 - cy0 == round(1.4 * (x1 - x0))  # square, 20% margin on every side
+    assert empty_r['faces'] == [] and empty_r['label'] is None and empty_r['error'] == 'no face detected'
+    drawn = annotate_image(astronaut, face_r)
+    assert drawn.size == (512, 512)
+    assert not np.array_equal(np.asarray(drawn), astronaut)
+
+
+def test_face_crop_box_stays_inside():
+    assert face_crop_box((0, 0, 10, 10), (100, 100), 0.2) == (0, 0, 14, 14)
+    assert face_crop_box((90, 90, 100, 100), (100, 100), 0.2) == (86, 86, 100, 100)
+    assert face_crop_box((0, 0, 100, 50), (100, 50), 0.2) == (0, 0, 100, 50)  # larger than the image: clipped
+
+
+def _cli(*args, timeout=240):
+    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_cli_folder_json_csv_bad_files(checkpoint, image_dir, tmp_path):
+    out_json, out_csv = tmp_path / 'r.json', tmp_path / 'r.csv'
+    proc = _cli(image_dir, '--checkpoint', checkpoint, '--model', 'msanet_r18', '--img-size', SIZE,
+                '--batch-size', 4, '--json', out_json, '--topk', 2)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out_json.read_text())
+    got = sorted(str(__import__('pathlib').Path(r['input']).relative_to(image_dir)) for r in results)
+    assert got == sorted(GOOD + BAD)  # folders are searched recursively, .txt skipped
+    assert sum(r['label'] is not None for r in results) == len(GOOD)
+    assert all(r['error'] for r in results if r['label'] is None)
+    assert '9 of 11 inputs predicted, 2 failed' in proc.stderr
+    assert '11/11' in proc.stderr  # tqdm progress bar on stderr (10 or more inputs)
+    assert proc.stdout.count('ERROR') == 2 and len(proc.stdout.splitlines()) == 11
+    for r in results:
+        if r['label']:
+            _check_probs(r)
+            assert len(r['topk']) == 2
+
+    proc = _cli(image_dir / 'rgb.jpg', image_dir / 'text.jpg', '--checkpoint', checkpoint, '--img-size', SIZE,
+                '--model', 'msanet_r18', '--csv', out_csv)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r['input'] for r in rows] == [str(image_dir / 'rgb.jpg'), str(image_dir / 'text.jpg')]
+    assert rows[0]['label'] in LABELS and abs(sum(float(rows[0][k]) for k in LABELS) - 1) < 1e-4
+    assert rows[1]['label'] == '' and 'UnidentifiedImageError' in rows[1]['error']
+
+    # nothing predictable: non-zero exit, the error still reported
+    proc = _cli(image_dir / 'text.jpg', '--checkpoint', checkpoint, '--model', 'msanet_r18', '--img-size', SIZE)
+    assert proc.returncode == 1
+    assert 'ERROR' in proc.stdout and '0 of 1 inputs predicted' in proc.stderr
+
+
+def test_cli_faces_annotate(checkpoint, astronaut, tmp_path):
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    Image.fromarray(astronaut).save(photos / 'astronaut.jpg', quality=95)
+    Image.fromarray(_photo(0, (200, 160))).save(photos / 'noface.png')
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    out_json = tmp_path / 'faces.json'
+    for outdir in (tmp_path / 'annotated', photos):  # an OUTDIR that is the input folder never overwrites inputs
+        proc = _cli(photos, '--faces', '--checkpoint', checkpoint, '--model', 'msanet_r18', '--img-size', SIZE,
+                    '--annotate', outdir, '--json', out_json)
+        assert proc.returncode == 0, proc.stderr
+        assert {p.name: p.read_bytes() for p in photos.iterdir() if p.name in before} == before
+        results = {__import__('pathlib').Path(r['input']).name: r for r in json.loads(out_json.read_text())}
+        astro = results['astronaut.jpg']
+        assert len(astro['faces']) >= 1 and astro['label'] in LABELS
+        _check_probs(astro['faces'][0])
+        assert results['noface.png']['error'] == 'no face detected'
+        for r in results.values():
+            with Image.open(r['annotated']) as img:
+                img.verify()
+        with Image.open(astro['annotated']) as img:
+            assert img.format == 'JPEG' and img.size == (512, 512)
+        if outdir == photos:
+            assert astro['annotated'].endswith('astronaut_annotated.jpg')

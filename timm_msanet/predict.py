@@ -1,0 +1,602 @@
+"""Predict facial expressions for images or folders of images, optionally for every face found in raw photos.
+
+Python API::
+
+    from timm_msanet.loading import load_model
+    from timm_msanet.predict import predict
+    model = load_model(checkpoint='model_best.pth.tar', model_name='msanet_r18')
+    results = predict(['a.jpg', pil_image, numpy_hwc_uint8], model, batch_size=32, faces=False, topk=3)
+    results[0]['label'], results[0]['probabilities']          # 'happiness', {'anger': 0.01, ...}
+
+Choices made here (the issue left them open):
+
+* Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
+  eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
+  `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
+  the RGB mean/std.
+* Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
+  1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
+  composited over white; 16-bit ('I;16*', and 'I' holding values above 255) scaled by 1/257, 32-bit
+  float taken as [0, 1] when its maximum is <= 1. numpy arrays: HWC or HW, uint8 as is, uint16 scaled,
+  float in [0, 1]. Tensors: CHW (or NCHW: each image an input) raw images, uint8 or float in [0, 1],
+  not already normalised: they go through the same transform.
+* A file that cannot be read (missing, not an image, truncated, over PIL's decompression-bomb limit)
+  gives a result with an `error` field and no label; the batch goes on. Tiny images (1x1) are
+  upsampled by the squash resize like any other.
+* Faces (`faces=True`): OpenCV's bundled frontal-face Haar cascade (`haarcascade_frontalface_default`,
+  from `opencv-python-headless` < 5: OpenCV 5 no longer ships the cascades; extra `timm-msanet[faces]`).
+  It needs no model download and runs on CPU in milliseconds; it finds near-frontal faces only. The
+  detector runs on a grayscale copy scaled to at most `detect_max_side` (1024) px, boxes are mapped back
+  to the original pixels. Each detection is made square around its centre and grown by `margin` (0.2)
+  of its side on every side (a 1.4x side crop, closer to how aligned FER datasets frame a face: the
+  cascade's box stops at the eyebrows and the chin). A crop that leaves the image is shifted back
+  inside; only a crop larger than the image is clipped. Faces come largest first; the image's own
+  `label`/`probabilities` are those of the largest face. An image with no face gets
+  `error: 'no face detected'`, an empty `faces` list and no label (it is not classified whole: use
+  `faces=False` for face crops).
+* `annotate_image` draws with PIL only. The CLI writes annotated copies under `--annotate OUTDIR`,
+  mirroring the inputs' folder structure, as JPEG for JPEG inputs and PNG otherwise; it never writes a
+  path that is one of the inputs (it adds `_annotated` to the name instead).
+* The CLI exits 1 only when no input could be predicted (no file, or every one failed); per-file errors
+  are in the output with the others.
+"""
+import argparse
+import csv
+import json
+import sys
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+if TYPE_CHECKING:  # annotations only: torch and PIL are imported inside the functions
+    import torch
+    from PIL import Image
+
+DEFAULT_MARGIN = 0.2
+DETECT_MAX_SIDE = 1024
+PROGRESS_MIN_INPUTS = 10
+
+
+class NoFaceDetector(RuntimeError):
+    """OpenCV (with its bundled Haar cascades) is not installed."""
+
+
+# ------------------------------------------------------------------------------------------- images
+
+def _scale_to_uint8(arr):
+    import numpy as np
+
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float32))
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint16 or (arr.size and arr.max() > 255):
+        return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def to_rgb(img):
+    """Return an 8-bit RGB copy of a PIL image of any mode (see the module docstring for the rules)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF: keep the pixels as stored
+        pass
+    mode = img.mode
+    if mode == 'RGB':
+        return img
+    if mode == 'P':
+        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+        mode = img.mode
+    if mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
+        rgba = img.convert('RGBA')
+        background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert('RGB')
+    if mode.startswith('I') or mode == 'F':
+        arr = np.asarray(img)
+        if arr.ndim == 3:  # e.g. I;16 with channels: take the first as gray
+            arr = arr[..., 0]
+        if mode.startswith('I;16'):
+            arr = arr.astype(np.uint16)
+        return Image.fromarray(_scale_to_uint8(arr), 'L').convert('RGB')
+    return img.convert('RGB')  # CMYK, YCbCr, LAB, HSV, L, 1, ...
+
+
+def load_image(path) -> 'Image.Image':
+    """Open and fully decode an image file as 8-bit RGB; raises on unreadable or truncated files."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def _array_to_pil(arr):
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return Image.fromarray(_scale_to_uint8(arr), 'L').convert('RGB')
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f'expected an HWC (3 or 4 channels) or HW image array, got shape {arr.shape}')
+    arr = _scale_to_uint8(arr)
+    if arr.shape[-1] == 4:
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr), 'RGBA'))
+    return Image.fromarray(np.ascontiguousarray(arr), 'RGB')
+
+
+def _tensor_to_pil(t):
+    t = t.detach().cpu()
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+        raise ValueError(f'expected a CHW image tensor with 1, 3 or 4 channels, got shape {tuple(t.shape)}')
+    return _array_to_pil(t.permute(1, 2, 0).numpy())
+
+
+def as_pil(x) -> 'Image.Image':
+    """Any supported single input (path, PIL image, numpy array, CHW tensor) as an 8-bit RGB PIL image."""
+    from PIL import Image
+
+    if isinstance(x, (str, Path)):
+        return load_image(x)
+    if isinstance(x, Image.Image):
+        return to_rgb(x)
+    if type(x).__module__.startswith('torch'):
+        return _tensor_to_pil(x)
+    return _array_to_pil(x)
+
+
+def _flatten_inputs(inputs) -> List[Tuple[str, Any]]:
+    """(name, item) pairs; a single input, a list, or an NCHW tensor (one input per image)."""
+    from PIL import Image
+
+    if isinstance(inputs, (str, Path, Image.Image)) or (hasattr(inputs, 'ndim') and inputs.ndim in (2, 3)):
+        inputs = [inputs]
+    elif hasattr(inputs, 'ndim') and inputs.ndim == 4:
+        inputs = list(inputs)
+    out = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, (str, Path)):
+            name = str(x)
+        else:
+            name = f'<{type(x).__name__} {i}>'
+        out.append((name, x))
+    return out
+
+
+def make_transform(model, img_size: Optional[int] = None):
+    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform)."""
+    from timm.data import create_transform, resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    chans = getattr(model, 'in_chans', cfg['input_size'][0])
+    if img_size:
+        cfg['input_size'] = (cfg['input_size'][0], img_size, img_size)
+    if chans == 1:
+        cfg['input_size'] = (1,) + tuple(cfg['input_size'][1:])
+        if len(cfg['mean']) == 3:
+            cfg['mean'] = (sum(cfg['mean']) / 3,)
+            cfg['std'] = (sum(cfg['std']) / 3,)
+    transform = create_transform(**cfg, is_training=False)
+    if chans == 1:
+        base = transform
+        transform = lambda img: base(img.convert('L'))  # noqa: E731
+    return transform, cfg
+
+
+# -------------------------------------------------------------------------------------------- faces
+
+@lru_cache(maxsize=1)
+def _cascade():
+    try:
+        import cv2
+    except ImportError as e:
+        raise NoFaceDetector(
+            'face detection needs OpenCV: pip install "timm-msanet[faces]" (opencv-python-headless<5)') from e
+    if not hasattr(cv2, 'CascadeClassifier') or not hasattr(cv2, 'data'):
+        raise NoFaceDetector(
+            f'this OpenCV ({cv2.__version__}) has no bundled Haar cascades (OpenCV 5 dropped them): '
+            f'pip install "opencv-python-headless<5"')
+    path = Path(cv2.data.haarcascades) / 'haarcascade_frontalface_default.xml'
+    cascade = cv2.CascadeClassifier(str(path))
+    if cascade.empty():
+        raise NoFaceDetector(f'cannot load the Haar cascade {path}')
+    return cascade
+
+
+def detect_faces(img, max_side: int = DETECT_MAX_SIDE, min_size: int = 24, scale_factor: float = 1.1,
+                 min_neighbors: int = 5) -> List[Tuple[int, int, int, int]]:
+    """Face boxes (x0, y0, x1, y1) in the image's pixels, largest first (OpenCV Haar cascade)."""
+    import numpy as np
+
+    cascade = _cascade()
+    w, h = img.size
+    scale = min(1.0, max_side / max(w, h))
+    gray = img.convert('L')
+    if scale < 1.0:
+        from PIL import Image
+        gray = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    arr = np.asarray(gray)
+    if min(arr.shape) < min_size:
+        return []
+    found = cascade.detectMultiScale(arr, scaleFactor=scale_factor, minNeighbors=min_neighbors,
+                                     minSize=(min_size, min_size))
+    boxes = []
+    for x, y, bw, bh in (found if len(found) else []):
+        x0, y0 = int(round(x / scale)), int(round(y / scale))
+        x1, y1 = int(round((x + bw) / scale)), int(round((y + bh) / scale))
+        boxes.append((max(0, x0), max(0, y0), min(w, x1), min(h, y1)))
+    boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
+    return boxes
+
+
+def face_crop_box(box: Sequence[int], size: Tuple[int, int], margin: float = DEFAULT_MARGIN) -> Tuple[int, ...]:
+    """Square crop around a detection, grown by `margin` x side on each side, shifted inside the image."""
+    w, h = size
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    left, top = cx - side / 2, cy - side / 2
+    # shift back inside where the image is large enough, clip only what cannot fit
+    left = min(max(left, 0), max(w - side, 0))
+    top = min(max(top, 0), max(h - side, 0))
+    return (int(round(left)), int(round(top)), int(round(min(left + side, w))), int(round(min(top + side, h))))
+
+
+# ---------------------------------------------------------------------------------------- predicting
+
+def _device_of(device):
+    import torch
+    return torch.device(device) if device is not None else torch.device('cpu')
+
+
+def _fill(slot: Dict[str, Any], probs: List[float], names: Sequence[str], topk: Optional[int]) -> None:
+    best = max(range(len(probs)), key=probs.__getitem__)
+    slot['label'] = names[best]
+    slot['score'] = probs[best]
+    slot['probabilities'] = dict(zip(names, probs))
+    if topk:
+        order = sorted(range(len(probs)), key=lambda i: -probs[i])[:topk]
+        slot['topk'] = [dict(label=names[i], probability=probs[i]) for i in order]
+
+
+def iter_predict(
+        inputs,
+        model,
+        batch_size: int = 32,
+        device: Union[str, 'torch.device'] = 'cpu',
+        faces: bool = False,
+        topk: Optional[int] = None,
+        margin: float = DEFAULT_MARGIN,
+        img_size: Optional[int] = None,
+        progress: Optional[bool] = None,
+        detect_max_side: int = DETECT_MAX_SIDE,
+) -> Iterator[Dict[str, Any]]:
+    """Like `predict`, but yields each input's result (in input order) as soon as its batch has run.
+
+    Only preprocessed tensors are held between batches, not decoded images, so a folder of large
+    photos streams through in constant memory.
+    """
+    import torch
+    from tqdm import tqdm
+
+    if isinstance(model, str):
+        from .loading import load_model
+        model = load_model(model_name=model)
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    names = list(model.pretrained_cfg.get('label_names') or [str(i) for i in range(model.num_classes)])
+    transform, _ = make_transform(model, img_size)
+    device = _device_of(device)
+    model.to(device)
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    was_training = model.training
+    model.eval()
+
+    items = _flatten_inputs(inputs)
+    bar = tqdm(total=len(items), unit='img', file=sys.stderr, dynamic_ncols=True,
+               disable=not (progress if progress is not None else len(items) >= PROGRESS_MIN_INPUTS))
+    pending: List[List[Any]] = []                    # [result, crops still to classify], input order
+    queue: List[Tuple[Any, Dict[str, Any], List[Any]]] = []  # (tensor, slot to fill, its pending entry)
+
+    def run_batch():
+        batch = queue[:batch_size]
+        del queue[:batch_size]
+        x = torch.stack([t for t, _, _ in batch]).to(device, dtype)
+        with torch.inference_mode():
+            probs = model(x).float().softmax(-1).cpu().tolist()
+        for (_, slot, entry), p in zip(batch, probs):
+            _fill(slot, p, names, topk)
+            entry[1] -= 1
+
+    def ready():
+        while pending and pending[0][1] == 0:
+            result = pending.pop(0)[0]
+            if faces and result.get('faces'):
+                result.update({k: v for k, v in result['faces'][0].items() if k not in ('box', 'crop')})
+            bar.update(1)
+            yield result
+
+    try:
+        for name, x in items:
+            result: Dict[str, Any] = dict(input=name)
+            crops = []
+            try:
+                img = as_pil(x)
+                result['width'], result['height'] = img.size
+                if faces:
+                    boxes = detect_faces(img, max_side=detect_max_side)
+                    result['faces'] = []
+                    for box in boxes:
+                        crop = face_crop_box(box, img.size, margin)
+                        slot = dict(box=list(box), crop=list(crop))
+                        result['faces'].append(slot)
+                        crops.append((transform(img.crop(crop)), slot))
+                    if not boxes:
+                        result['label'] = None
+                        result['error'] = 'no face detected'
+                else:
+                    crops.append((transform(img), result))
+            except NoFaceDetector:
+                raise
+            except Exception as e:  # one bad input never stops the batch
+                msg = str(e).splitlines()[0] if str(e) else ''
+                result.update(label=None, error=f'{type(e).__name__}: {msg}'.rstrip(': '))
+                crops = []
+            del x
+            entry = [result, len(crops)]
+            pending.append(entry)
+            queue.extend((t, slot, entry) for t, slot in crops)
+            while len(queue) >= batch_size:
+                run_batch()
+            yield from ready()
+        while queue:
+            run_batch()
+        yield from ready()
+    finally:
+        bar.close()
+        model.train(was_training)
+
+
+def predict(
+        inputs,
+        model,
+        batch_size: int = 32,
+        device: Union[str, 'torch.device'] = 'cpu',
+        faces: bool = False,
+        topk: Optional[int] = None,
+        margin: float = DEFAULT_MARGIN,
+        img_size: Optional[int] = None,
+        progress: Optional[bool] = None,
+        detect_max_side: int = DETECT_MAX_SIDE,
+) -> List[Dict[str, Any]]:
+    """Classify the expression of each input, batching internally.
+
+    Args:
+        inputs: A path, PIL image, numpy array (HWC uint8 RGB/RGBA, HW grayscale), CHW tensor (raw
+            pixels, uint8 or float in [0, 1]), a list of those, or an NCHW tensor (one input per image).
+        model: A model (e.g. from `timm_msanet.loading.load_model`) or a model name. It is moved to
+            `device` and run in eval mode (its train/eval mode is restored afterwards).
+        batch_size: Images (or face crops) per forward pass.
+        device: Torch device.
+        faces: Detect faces and classify each one (see the module docstring).
+        topk: Also return the k most probable labels, best first, under 'topk'.
+        margin: Face crop margin, a fraction of the face side added on every side.
+        img_size: Override the model cfg's input size (default: the size the model was trained at).
+        progress: Show a tqdm bar on stderr (default: with 10 or more inputs).
+        detect_max_side: Longest side the face detector sees (larger images are scaled down for it).
+
+    Returns:
+        One dict per input, in order: 'input' (path or '<type index>'), 'width', 'height', 'label',
+        'score' (its probability), 'probabilities' ({label name: probability} in the model's class
+        order), 'topk' when asked; with faces=True also 'faces': [{'box': [x0, y0, x1, y1],
+        'crop': [...], 'label', 'score', 'probabilities'(, 'topk')}], largest first, the image's label being
+        its largest face's. A failed input has 'label': None and 'error'.
+    """
+    return list(iter_predict(inputs, model, batch_size=batch_size, device=device, faces=faces, topk=topk,
+                             margin=margin, img_size=img_size, progress=progress, detect_max_side=detect_max_side))
+
+
+# ------------------------------------------------------------------------------------------ drawing
+
+def _font(size: int):
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def annotate_image(img, result: Dict[str, Any]):
+    """A copy of `img` with face boxes (or the whole-image label) and their labels drawn on it."""
+    from PIL import ImageDraw
+
+    img = as_pil(img).copy()
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    line = max(2, round(max(w, h) / 300))
+    font = _font(max(12, round(max(w, h) / 40)))
+
+    def tag(x, y, text, color):
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
+        pad = line
+        if y0 - (y1 - y0) - 2 * pad >= 0:  # above the box when there is room
+            y -= (y1 - y0) + 2 * pad
+            x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
+        draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=color)
+        draw.text((x, y), text, fill='white', font=font)
+
+    if 'faces' in result:
+        for i, face in enumerate(result['faces']):
+            color = (230, 40, 40) if i == 0 else (40, 120, 230)
+            draw.rectangle(face['box'], outline=color, width=line)
+            if face.get('label'):
+                tag(face['box'][0], face['box'][1], f"{face['label']} {face['score']:.2f}", color)
+        if not result['faces']:
+            tag(line, line, 'no face detected', (90, 90, 90))
+    elif result.get('label'):
+        tag(line, line, f"{result['label']} {result['score']:.2f}", (230, 40, 40))
+    return img
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def collect_files(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
+    """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted)."""
+    from PIL import Image
+
+    exts = {e.lower() for e in Image.registered_extensions()}
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in exts
+                           and not any(part.startswith('.') for part in f.relative_to(p).parts))
+            out.extend((f, p) for f in files)
+        else:
+            out.append((p, p.parent))  # a missing path is reported as that input's error
+    return out
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """--model / --checkpoint / --hf-hub / --no-pretrained, shared by predict, explain and export-onnx."""
+    g = parser.add_argument_group('model (one source)')
+    g.add_argument('--model', default=None, help='model name (msanet_r18, msanet_r18.tv_in1k, hf-hub:org/repo); '
+                   'with --checkpoint: its architecture when the checkpoint does not name it')
+    g.add_argument('--checkpoint', default=None, help='train.py checkpoint, state dict or .safetensors file')
+    g.add_argument('--hf-hub', default=None, metavar='ORG/REPO', help='Hub repo published with timm-msanet publish')
+    g.add_argument('--num-classes', type=int, default=None, help='class count if the checkpoint does not tell')
+    g.add_argument('--no-pretrained', action='store_true',
+                   help='with a plain --model name: random weights, no download (for smoke tests)')
+
+
+def model_from_args(args: argparse.Namespace):
+    from .loading import load_model
+
+    if not (args.model or args.checkpoint or args.hf_hub):
+        raise SystemExit('error: give a model: --model NAME, --checkpoint PATH or --hf-hub ORG/REPO')
+    return load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
+                      num_classes=args.num_classes, pretrained=not args.no_pretrained)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('paths', nargs='+', metavar='PATH', help='image files and folders (searched recursively)')
+    add_model_args(parser)
+    parser.add_argument('--faces', action='store_true', help='detect faces (OpenCV Haar cascade), classify each')
+    parser.add_argument('--margin', type=float, default=DEFAULT_MARGIN,
+                        help='face crop margin: fraction of the face side added on every side (default 0.2)')
+    parser.add_argument('--topk', type=int, default=None, help='print and store the k most probable labels')
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--img-size', type=int, default=None, help='override the model cfg input size')
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument('--json', default=None, metavar='OUT', help="write results as JSON ('-' for stdout)")
+    out.add_argument('--csv', default=None, metavar='OUT', help="write results as CSV ('-' for stdout), a row per face")
+    parser.add_argument('--annotate', default=None, metavar='OUTDIR', help='write copies with boxes and labels here')
+    parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+
+
+def _annotated_path(file: Path, root: Path, outdir: Path, inputs: set, taken: set) -> Path:
+    try:
+        rel = file.relative_to(root)
+    except ValueError:
+        rel = Path(file.name)
+    ext = '.jpg' if file.suffix.lower() in ('.jpg', '.jpeg') else '.png'
+    out = outdir / rel.with_suffix(ext)
+    n = 0
+    while out.resolve() in inputs or out.resolve() in taken:
+        n += 1
+        out = out.with_name(f'{rel.stem}_annotated{"" if n == 1 else n}{ext}')
+    taken.add(out.resolve())
+    return out
+
+
+def _line(r: Dict[str, Any], topk: Optional[int]) -> str:
+    def one(d):
+        if topk and d.get('topk'):
+            return ', '.join(f"{t['label']} {t['probability']:.3f}" for t in d['topk'])
+        return f"{d['label']} {d['score']:.3f}"
+
+    if 'faces' in r and r['faces']:
+        return f"{r['input']}: " + '; '.join(f"face {f['box']}: {one(f)}" for f in r['faces'])
+    if r.get('error'):
+        return f"{r['input']}: ERROR {r['error']}"
+    return f"{r['input']}: {one(r)}"
+
+
+def _csv_rows(results: List[Dict[str, Any]], names: Sequence[str]):
+    header = ['input', 'face', 'x0', 'y0', 'x1', 'y1', 'label', 'score', *names, 'error']
+    yield header
+    for r in results:
+        slots = r.get('faces') or [None]
+        for i, f in enumerate(slots):
+            d = f if f is not None else r
+            box = f['box'] if f is not None else ['', '', '', '']
+            probs = d.get('probabilities') or {}
+            yield [r['input'], '' if f is None else i, *box, d.get('label') or '',
+                   '' if d.get('score') is None else f"{d['score']:.6f}",
+                   *[f'{probs[n]:.6f}' if n in probs else '' for n in names], r.get('error') or '']
+
+
+def _open_out(target: str):
+    return sys.stdout if target == '-' else open(target, 'w', newline='', encoding='utf-8')
+
+
+def run(args: argparse.Namespace) -> int:
+    files = collect_files(args.paths)
+    if not files:
+        print('error: no image files found', file=sys.stderr)
+        return 1
+    if args.faces:
+        try:
+            _cascade()
+        except NoFaceDetector as e:
+            print(f'error: {e}', file=sys.stderr)
+            return 2
+    model = model_from_args(args)
+    names = list(model.pretrained_cfg['label_names'])
+    outdir = Path(args.annotate) if args.annotate else None
+    input_paths = {f.resolve() for f, _ in files}
+    taken: set = set()
+    results = []
+    quiet_stdout = '-' in (args.json, args.csv)
+    progress = False if args.no_progress else len(files) >= PROGRESS_MIN_INPUTS
+    for (file, root), r in zip(files, iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size,
+                                                   device=args.device, faces=args.faces, topk=args.topk,
+                                                   margin=args.margin, img_size=args.img_size,
+                                                   progress=progress)):
+        if outdir is not None and 'width' in r:
+            try:
+                out = _annotated_path(file, root, outdir, input_paths, taken)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                annotate_image(file, r).save(out, **(dict(quality=92) if out.suffix == '.jpg' else {}))
+                r['annotated'] = str(out)
+            except Exception as e:
+                r['annotate_error'] = f'{type(e).__name__}: {e}'
+        results.append(r)
+        if not quiet_stdout:
+            print(_line(r, args.topk), flush=True)
+    for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
+                          (args.csv, lambda fh: csv.writer(fh).writerows(_csv_rows(results, names)))):
+        if target:
+            fh = _open_out(target)
+            try:
+                write(fh)
+            finally:
+                if fh is not sys.stdout:
+                    fh.close()
+    ok = sum(1 for r in results if r.get('label'))
+    failed = len(results) - ok
+    print(f'{ok} of {len(results)} inputs predicted' + (f', {failed} failed' if failed else ''), file=sys.stderr)
+    return 0 if ok else 1
