@@ -34,6 +34,11 @@ Architecture as read here (every reading below is a constructor argument of `MSA
 * Stochastic depth (`drop_path_rate`) rises linearly over the network depth: the 4 pre-extractor
   blocks, then the branch blocks (parallel branches share a depth).
 * The paper's loss weight beta scales the cross-entropy; it lives in the training recipe, not here.
+* Speed, not semantics: the first block of every branch reads the same pre-extractor map, so their 1x1
+  reduce convs and their shortcut convs each run as one conv over the concatenated weights
+  (`fuse_branch_entry`, on for multi-branch models). BN layers stay per block, parameters and
+  state_dict keys are unchanged; a test checks outputs, gradients and BN statistics against the
+  per-branch computation.
 
 The `tv_in1k` pretrained tag loads timm's ImageNet ResNet-18 (`timm/resnet18.tv_in1k`) into the
 pre-extractor and leaves branches and head at their fresh init: the paper's starting point.
