@@ -58,7 +58,8 @@ __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage
 PAPER_TITLE = 'Multi-branch Multi-Scale Attention Network for Facial Expression Recognition (FER) in-the-Wild'
 CITATION = """@misc{ghadai2022msanet,
   title  = {Multi-branch Multi-Scale Attention Network for Facial Expression Recognition ({FER}) in-the-Wild},
-  author = {Ghadai and Patra},
+  author = {Ghadai, Chakrapani and Patra, Dipti},
+  note   = {National Institute of Technology Rourkela},
   year   = {2022}
 }"""
 
