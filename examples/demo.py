@@ -14,7 +14,6 @@
 """
 import argparse
 import json
-import math
 import random
 import sys
 import time

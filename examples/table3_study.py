@@ -52,7 +52,7 @@ def evaluate_checkpoint(checkpoint: str, model: str, data_dir: Path, split: str,
 
 
 def write_table(rows: List[Dict], out_dir: Path, dataset: str) -> str:
-    lines = [f'| model | paper name | accuracy (%) | mean class accuracy (%) | paper RAF-DB acc. (%) | train s |',
+    lines = ['| model | paper name | accuracy (%) | mean class accuracy (%) | paper RAF-DB acc. (%) | train s |',
              '|---|---|---|---|---|---|']
     for r in rows:
         lines.append(f"| {r['model']} | {PAPER_NAMES.get(r['model'], '')} | {r['accuracy'] * 100:.2f} | "

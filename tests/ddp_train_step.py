@@ -1,5 +1,4 @@
 """Run under torchrun (2 processes, gloo, CPU): two DDP training steps of msanet_r18, then compare weights."""
-import os
 
 import torch
 import torch.distributed as dist

@@ -724,7 +724,7 @@ def make_ferplus(root: Path, fer: FerFixture) -> List[Tuple[str, str, object]]:
         name = f'fer{index:07d}.png'
         rows.append(f'{USAGE[split]},{name},' + ','.join(map(str, votes)))
         spec.append((split, name, expected))
-    rows.append(f'Training,,' + ','.join(map(str, _votes(happiness=10))))
+    rows.append('Training,,' + ','.join(map(str, _votes(happiness=10))))
     spec.append(('train', '', 'no_image'))
     rows.append('Training,fer0000001.png,' + ','.join(['x'] * 10))
     spec.append(('train', 'fer0000001.png', 'malformed_entry'))

@@ -38,9 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .loading import CheckpointError
     args = build_parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
+    except CheckpointError as e:  # missing, unsafe or mismatched weights, in any subcommand
+        print(f'timm-msanet {args.command}: error: {e}', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print('interrupted', file=sys.stderr)
         return 130

@@ -20,7 +20,7 @@ import csv
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Sequence
 
 from .version import __version__
 
@@ -209,12 +209,8 @@ def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_argument_group('model (one of --model, --checkpoint, --hf-hub)')
-    src.add_argument('--model', help='model name; with --checkpoint, its architecture if the checkpoint lacks it')
-    src.add_argument('--checkpoint', help='train.py checkpoint (.pth.tar), state dict or safetensors file')
-    src.add_argument('--hf-hub', help='Hugging Face Hub repo id published with `timm-msanet publish`')
-    src.add_argument('--no-ema', action='store_true', help="use a train.py checkpoint's model, not its EMA weights")
-    src.add_argument('--num-classes', type=int, help='class count when the checkpoint does not tell')
+    from .loading import add_model_args
+    add_model_args(parser)
     parser.add_argument('--data-dir', required=True, help='ImageFolder root with split folders (timm-msanet export)')
     parser.add_argument('--split', default='test', help='split folder to score (default: test)')
     parser.add_argument('--out', type=Path, help='folder for metrics.json, confusion_matrix.csv/.png')
@@ -226,10 +222,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loading import CheckpointError, load_model
+    from .loading import CheckpointError, model_from_args
     try:
-        model = load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
-                           num_classes=args.num_classes, use_ema=False if args.no_ema else None)
+        model = model_from_args(args)
         metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
                            device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())
     except (EvalError, CheckpointError, ValueError) as e:

@@ -146,7 +146,7 @@ def render(result: Dict[str, Any], panel: int = PANEL):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .predict import add_model_args
+    from .loading import add_model_args
 
     parser.add_argument('image', metavar='IMAGE', help='an image file (an aligned face, as the model was trained on)')
     add_model_args(parser)
@@ -160,7 +160,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from .predict import model_from_args
+    from .loading import model_from_args
 
     image = Path(args.image)
     out = Path(args.out) if args.out else Path(f'{image.stem}_explain.png')

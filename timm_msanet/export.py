@@ -127,7 +127,7 @@ def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .predict import add_model_args
+    from .loading import add_model_args
 
     add_model_args(parser)
     parser.add_argument('--output', '-o', required=True, metavar='FILE.onnx', help='output file')
@@ -140,7 +140,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .predict import model_from_args
+    from .loading import model_from_args
 
     model = model_from_args(args).cpu().float()
     path = export_onnx(model, args.output, img_size=args.img_size, opset=args.opset,

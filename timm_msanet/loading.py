@@ -22,7 +22,7 @@ import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .labels import labels_for
 
@@ -346,3 +346,24 @@ def load_model(
                 f'the model has {n_out} outputs and no label names: pass label_names in output order') from None
     model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=n_out)
     return model
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """The one-model-source options shared by eval, predict, explain and export-onnx."""
+    g = parser.add_argument_group('model (one source)')
+    g.add_argument('--model', default=None, help='model name (msanet_r18, msanet_r18.tv_in1k, hf-hub:org/repo); '
+                   'with --checkpoint: its architecture when the checkpoint does not name it')
+    g.add_argument('--checkpoint', default=None, help='train.py checkpoint, state dict or .safetensors file')
+    g.add_argument('--hf-hub', default=None, metavar='ORG/REPO', help='Hub repo published with timm-msanet publish')
+    g.add_argument('--num-classes', type=int, default=None, help='class count if the checkpoint does not tell')
+    g.add_argument('--no-ema', action='store_true', help="use a train.py checkpoint's raw weights, not its EMA ones")
+    g.add_argument('--no-pretrained', action='store_true',
+                   help='with a plain --model name: random weights, no download (for smoke tests)')
+
+
+def model_from_args(args: argparse.Namespace):
+    if not (args.model or args.checkpoint or args.hf_hub):
+        raise CheckpointError('give a model: --model NAME, --checkpoint PATH or --hf-hub ORG/REPO')
+    return load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
+                      num_classes=args.num_classes, use_ema=False if args.no_ema else None,
+                      pretrained=not args.no_pretrained)

@@ -43,7 +43,6 @@ Architecture as read here (every reading below is a constructor argument of `MSA
 The `tv_in1k` pretrained tag loads timm's ImageNet ResNet-18 (`timm/resnet18.tv_in1k`) into the
 pre-extractor and leaves branches and head at their fresh init: the paper's starting point.
 """
-from functools import partial
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch

@@ -48,6 +48,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .loading import add_model_args, model_from_args
+
 if TYPE_CHECKING:  # annotations only: torch and PIL are imported inside the functions
     import torch
     from PIL import Image
@@ -467,27 +469,6 @@ def collect_files(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
         else:
             out.append((p, p.parent))  # a missing path is reported as that input's error
     return out
-
-
-def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """--model / --checkpoint / --hf-hub / --no-pretrained, shared by predict, explain and export-onnx."""
-    g = parser.add_argument_group('model (one source)')
-    g.add_argument('--model', default=None, help='model name (msanet_r18, msanet_r18.tv_in1k, hf-hub:org/repo); '
-                   'with --checkpoint: its architecture when the checkpoint does not name it')
-    g.add_argument('--checkpoint', default=None, help='train.py checkpoint, state dict or .safetensors file')
-    g.add_argument('--hf-hub', default=None, metavar='ORG/REPO', help='Hub repo published with timm-msanet publish')
-    g.add_argument('--num-classes', type=int, default=None, help='class count if the checkpoint does not tell')
-    g.add_argument('--no-pretrained', action='store_true',
-                   help='with a plain --model name: random weights, no download (for smoke tests)')
-
-
-def model_from_args(args: argparse.Namespace):
-    from .loading import load_model
-
-    if not (args.model or args.checkpoint or args.hf_hub):
-        raise SystemExit('error: give a model: --model NAME, --checkpoint PATH or --hf-hub ORG/REPO')
-    return load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
-                      num_classes=args.num_classes, pretrained=not args.no_pretrained)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

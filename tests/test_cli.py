@@ -1,0 +1,30 @@
+"""`timm-msanet`: every subcommand that takes a model reports a bad model source in one line, exit 2."""
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize('argv', [
+    ['predict', '{img}'],
+    ['explain', '{img}'],
+    ['export-onnx', '--output', '{tmp}/m.onnx'],
+    ['eval', '--data-dir', '{tmp}'],
+])
+def test_missing_weights_are_a_clean_error(tmp_path, argv):
+    from PIL import Image
+    img = tmp_path / 'face.png'
+    Image.new('RGB', (32, 32), (128, 100, 90)).save(img)
+    args = [a.format(img=img, tmp=tmp_path) for a in argv] + ['--checkpoint', str(tmp_path / 'missing.pth.tar')]
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert 'missing.pth.tar does not exist' in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_no_model_source_is_a_clean_error(tmp_path):
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'export-onnx', '--output', str(tmp_path / 'x.onnx')],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and '--model NAME, --checkpoint PATH or --hf-hub' in proc.stderr
+    assert 'Traceback' not in proc.stderr
