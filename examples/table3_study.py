@@ -30,7 +30,9 @@ def run_train(timm_repo: Path, data_dir: Path, model: str, out_dir: Path, recipe
     cmd = [sys.executable, str(Path(timm_repo) / 'train.py'), str(data_dir)]
     if recipe:
         cmd += ['--config', str(recipe)]
-    cmd += ['--model', model, '--output', str(out_dir), '--experiment', model, '--device', device, *extra]
+    # every model from the same ImageNet ResNet-18 when the recipe says pretrained (the paper's baseline);
+    # the msanet default tag is a finished FER2013 model, not a starting point
+    cmd += ['--model', f'{model}.tv_in1k', '--output', str(out_dir), '--experiment', model, '--device', device, *extra]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.time() - t0

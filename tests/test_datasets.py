@@ -700,6 +700,22 @@ def test_fer2013_image_folder_redistribution(tmp_path):
     assert sorted(os.listdir(tmp_path / 'out')) == ['class_map.txt', 'manifest.json', 'test', 'train']
 
 
+
+def test_fer2013_folders_with_validation_keep_the_official_split(tmp_path):
+    """train/ + validation/ (PublicTest) + test/ (PrivateTest): three splits, PublicTest never merged into test."""
+    root = tmp_path / 'fer2013-3split'
+    for split, prefix in (('train', 'Training'), ('validation', 'PublicTest'), ('test', 'PrivateTest')):
+        for k, folder in enumerate(FOLDER_NAMES.values()):
+            _save(root / split / folder / f'{prefix}_{k}.jpg', _image(_color(k), (48, 48)).convert('L'))
+    result = datasets.export_fer2013(root, tmp_path / 'out', workers=1)
+    assert result.manifest['split_map'] == {'train/': 'train', 'validation/': 'validation', 'test/': 'test'}
+    assert any('validation/ -> validation (PublicTest)' in r for r in result.manifest['rules'])
+    assert result.manifest['evaluation_split'] == 'test'
+    for split, prefix in (('train', 'Training'), ('validation', 'PublicTest'), ('test', 'PrivateTest')):
+        listing = _listing(tmp_path / 'out' / split)
+        assert listing == {c: [f'{prefix}_{k}.jpg'] for k, c in enumerate(FOLDER_NAMES)}
+    assert sorted(os.listdir(tmp_path / 'out')) == ['class_map.txt', 'manifest.json', 'test', 'train', 'validation']
+
 FERPLUS_HEADER = 'Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF'
 VOTE_ORDER = ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust', 'fear', 'contempt', 'unknown', 'NF')
 

@@ -24,3 +24,21 @@ def test_demo_end_to_end(tmp_path):
     with Image.open(next((tmp_path / 'data' / 'train' / 'happiness').glob('*.jpg'))) as im:
         assert im.format == 'JPEG' and im.size == (96, 96)
     assert (tmp_path / 'model.safetensors').stat().st_size > 1_000_000
+
+
+def test_real_photos_example_runs_the_packaged_model_offline(tmp_path):
+    """examples/real_photos.py (first half of demo.sh): installed photos, the default pretrained model, no Hub."""
+    import os
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'no-hf'))
+    proc = subprocess.run([sys.executable, str(DEMO.with_name('real_photos.py')), '--out', str(tmp_path / 'photos')],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert 'msanet_r18: tag fer2013, input (3, 64, 64)' in proc.stdout
+    results = json.loads((tmp_path / 'photos' / 'predictions.json').read_text())
+    by_name = {Path(r['input']).name: r for r in results}
+    assert by_name['astronaut.jpg']['label'] == 'happiness'
+    lfw = [r for name, r in by_name.items() if name.startswith('lfw_')]
+    assert len(lfw) == 8 and all(r['label'] in FER7_LABELS for r in lfw)
+    for r in results:
+        with Image.open(r['annotated']) as im:
+            assert im.size == (r['width'], r['height'])

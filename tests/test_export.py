@@ -70,6 +70,7 @@ def test_onnx_metadata(model, onnx_path):
     assert dc['input_size'] == [3, SIZE, SIZE] and dc['crop_mode'] == 'squash' and dc['crop_pct'] == 1.0
     assert dc['mean'] == pytest.approx([0.485, 0.456, 0.406]) and dc['std'] == pytest.approx([0.229, 0.224, 0.225])
     assert meta['model_name'] == 'msanet_r18' and meta['num_classes'] == 7
+    assert dc['grey_input'] is False  # a checkpoint says nothing of grey training
     # the same through onnxruntime, as a deployment reads it
     custom = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider']).get_modelmeta()
     assert json.loads(custom.custom_metadata_map['label_names']) == meta['label_names']

@@ -15,5 +15,5 @@ def test_info_json_counts_params_and_macs():
     assert rows['resnet18']['params_m'] == 11.69 and rows['resnet18']['gmacs'] == 1.81  # timm's published figures
     ours = rows['msanet_r18']
     assert ours['label_names'] == ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
-    assert ours['pretrained_tags'] == ['msanet_r18.tv_in1k']
+    assert ours['pretrained_tags'] == ['msanet_r18.fer2013', 'msanet_r18.tv_in1k']  # fer2013: the default
     assert 0 < ours['gmacs'] < rows['resnet18']['gmacs'] and ours['num_features'] == 1536

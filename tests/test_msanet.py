@@ -34,7 +34,7 @@ def test_registered_and_cfg():
     assert set(MODELS) <= set(timm.list_models('msanet*'))
     for name in MODELS:
         assert f'{name}.tv_in1k' in timm.list_pretrained(name + '.*')
-        cfg = timm.create_model(name).pretrained_cfg
+        cfg = timm.create_model(f'{name}.tv_in1k').pretrained_cfg
         assert cfg['num_classes'] == 7 and cfg['label_names'] == FER7_LABELS
         assert cfg['crop_pct'] == 1.0 and cfg['crop_mode'] == 'squash' and cfg['interpolation'] == 'bilinear'
         assert cfg['first_conv'] == 'conv1' and cfg['classifier'] == 'head.fc'
@@ -366,8 +366,8 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
         checkpoint_filter_fn({'conv1.weight': torch.zeros(64, 3, 7, 7)}, MSANet())
 
 
-def test_default_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path):
-    """pretrained=True resolves `timm/resnet18.tv_in1k` with huggingface_hub, here from an offline cache."""
+def test_tv_in1k_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path):
+    """The tv_in1k tag resolves `timm/resnet18.tv_in1k` with huggingface_hub, here from an offline cache."""
     from conftest import make_offline_hub_cache, run_python
     resnet_sd, path = _resnet18_state(tmp_path)
     make_offline_hub_cache(tmp_path / 'hf', 'timm/resnet18.tv_in1k', {'model.safetensors': path})
@@ -377,7 +377,7 @@ def test_default_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path)
         import timm, torch
         from safetensors.torch import load_file
         ref = load_file({str(ref)!r})
-        m = timm.create_model('msanet_r18', pretrained=True)
+        m = timm.create_model('msanet_r18.tv_in1k', pretrained=True)
         sd = m.state_dict()
         assert torch.equal(sd['layer2.1.conv2.weight'], ref['layer2.1.conv2.weight'])
         assert torch.equal(sd['conv1.weight'], ref['conv1.weight'])
@@ -387,11 +387,11 @@ def test_default_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path)
     assert proc.stdout.strip() == 'loaded tv_in1k'
 
 
-def test_default_tag_offline_without_cache_fails_clearly(tmp_path):
+def test_tv_in1k_tag_offline_without_cache_fails_clearly(tmp_path):
     from conftest import run_python
     proc = run_python("""
         import timm
-        timm.create_model('msanet_r18', pretrained=True)
+        timm.create_model('msanet_r18.tv_in1k', pretrained=True)
     """, dict(HF_HOME=str(tmp_path / 'empty'), HF_HUB_OFFLINE='1'))
     assert proc.returncode != 0
     assert 'resnet18.tv_in1k' in proc.stderr

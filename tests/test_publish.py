@@ -270,27 +270,39 @@ def test_dry_run_refuses_a_non_empty_folder(trained, tmp_path):
         publish(trained['ckpt'], REPO, 'rafdb', dry_run_dir=tmp_path)
 
 
-def test_published_is_empty_and_an_entry_becomes_a_cfg():
+def test_published_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
     from timm.models import generate_default_cfgs
     from timm_msanet.msanet import _cfg
-    assert tuple(published_mod.PUBLISHED) == ()  # nothing is published: no invented hub ids
+    assert [(e['arch'], e['tag']) for e in published_mod.PUBLISHED] == [('msanet_r18', 'fer2013')]
+    assert all(not e.get('hf_hub_id') for e in published_mod.PUBLISHED)  # no invented hub ids
     assert set(published_mod.DATASET_NAMES) == set(DATASETS)
-    assert timm.list_pretrained('msanet_r18.*') == ['msanet_r18.tv_in1k']
+    assert timm.list_pretrained('msanet_r18.*') == ['msanet_r18.fer2013', 'msanet_r18.tv_in1k']
     entry = dict(arch='msanet_r18', tag='affectnet8', hf_hub_id='someorg/msanet-r18-affectnet8',
                  dataset='affectnet8', label_names=FER8_LABELS, metrics={'accuracy': 0.6})
     cfgs = published_mod.published_cfgs(_cfg, [entry])
     assert list(cfgs) == ['msanet_r18.affectnet8']
     cfg = cfgs['msanet_r18.affectnet8']
-    assert cfg['hf_hub_id'] == 'someorg/msanet-r18-affectnet8' and cfg['num_classes'] == 8
-    assert cfg['label_names'] == FER8_LABELS and cfg['crop_mode'] == 'squash'
+    assert cfg['hf_hub_id'] == 'someorg/msanet-r18-affectnet8' and cfg['num_classes'] == 8 and 'file' not in cfg
+    assert cfg['label_names'] == FER8_LABELS and cfg['crop_mode'] == 'squash' and cfg['input_size'] == (3, 224, 224)
+    assert not published_mod.expects_grey_input(cfg)
     default_cfgs = generate_default_cfgs({'msanet_r18.tv_in1k': _cfg(hf_hub_id='timm/resnet18.tv_in1k'), **cfgs})
     dc = default_cfgs['msanet_r18']
-    assert list(dc.tags) == ['tv_in1k', 'affectnet8']  # tv_in1k stays the default tag
+    assert list(dc.tags) == ['tv_in1k', 'affectnet8']  # not flagged default: after tv_in1k
     assert dc.cfgs['affectnet8'].num_classes == 8
+    packaged = dict(entry, tag='fer', dataset='fer2013', label_names=FER7_LABELS, hf_hub_id=None,
+                    file='weights/x.safetensors', input_size=(3, 48, 48), grey_input=True, default=True)
+    cfg = published_mod.published_cfgs(_cfg, [packaged])['msanet_r18.fer']
+    assert cfg['file'] == os.path.join(published_mod.PACKAGE_DIR, 'weights', 'x.safetensors')
+    assert 'hf_hub_id' not in cfg and cfg['input_size'] == (3, 48, 48) and cfg['pool_size'] == (2, 2)
+    assert published_mod.expects_grey_input(cfg)
+    assert published_mod.published_cfgs(_cfg, [packaged, entry], default=True).keys() == {'msanet_r18.fer'}
     for bad, match in ((dict(entry, label_names=FER7_LABELS[::-1]), 'canonical order'),
                        (dict(entry, dataset='ckplus'), 'dataset must be'),
                        (dict(entry, tag='tv_in1k'), 'tag must be'),
                        (dict(entry, hf_hub_id='no-org'), 'ORG/NAME'),
+                       (dict(entry, hf_hub_id=None), 'file= .* and/or hf_hub_id='),
+                       (dict(packaged, file='../../etc/x.safetensors'), 'inside the package'),
+                       (dict(packaged, input_size=(3, 100000, 100000)), 'input_size'),
                        ({k: v for k, v in entry.items() if k != 'metrics'}, 'lacks')):
         with pytest.raises(ValueError, match=match):
             published_mod.published_cfgs(_cfg, [bad])
@@ -310,7 +322,7 @@ def test_a_published_entry_registers_a_loadable_tag(released, trained, tmp_path)
             warnings.simplefilter('ignore')
             importlib.reload(msanet)
         assert timm.list_pretrained('{ARCH}.*') == ['{ARCH}.rafdb', '{ARCH}.tv_in1k']
-        assert timm.models.get_pretrained_cfg('{ARCH}').tag == 'tv_in1k'   # still the default tag
+        assert timm.models.get_pretrained_cfg('{ARCH}').tag == 'tv_in1k'   # a release not flagged default
         ref = load_file({str(trained['ref_file'])!r})
         m = timm.create_model('{ARCH}.rafdb', pretrained=True).eval()
         with torch.no_grad():
@@ -319,3 +331,57 @@ def test_a_published_entry_registers_a_loadable_tag(released, trained, tmp_path)
     """, dict(HF_HOME=str(hf_home), HF_HUB_OFFLINE='1'))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f'ok rafdb {REPO}'
+
+
+def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_size(trained, tmp_path):
+    """`publish --weights-only`: the packaged-weights format. eval/predict/publish rebuild the model from
+    the file alone at the recorded 64 px (not the architecture's default size), EMA weights by default."""
+    from safetensors import safe_open
+    from timm_msanet.loading import load_model
+    out = tmp_path / 'w' / 'model.safetensors'
+    proc = _cli(trained['ckpt'], '--weights-only', out)
+    assert proc.returncode == 0, proc.stderr
+    assert 'EMA weights' in proc.stdout and 'float16' in proc.stdout
+    assert sorted(p.name for p in out.parent.iterdir()) == ['model.safetensors']  # no partial file left
+    with safe_open(str(out), framework='pt') as f:
+        meta = f.metadata()
+        assert {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()} == {torch.float16}
+    args = json.loads(meta['args'])
+    assert meta['arch'] == ARCH and args['img_size'] == SIZE and args['model'] == ARCH
+    assert 'data_dir' not in args and 'model_kwargs' not in args and 'device' not in args
+    assert meta['checkpoint_weights'] == 'state_dict_ema' and meta['checkpoint_epoch'] == '2'
+    model = load_model(checkpoint=out)
+    assert model.pretrained_cfg['input_size'] == (3, SIZE, SIZE) and model.pretrained_cfg['architecture'] == ARCH
+    assert 'file' not in model.pretrained_cfg and 'notes' not in model.pretrained_cfg
+    torch.testing.assert_close(_logits(model, trained['ref']['x']), trained['ref']['ema'], atol=2e-2, rtol=2e-2)
+    # the dry-run release of the file keeps the recipe and the size
+    proc = _cli(out, '--repo-id', REPO, '--dataset', 'fer2013', '--dry-run', tmp_path / 'rel')
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads((tmp_path / 'rel' / 'config.json').read_text())
+    assert cfg['pretrained_cfg']['input_size'] == [3, SIZE, SIZE]
+    assert published_mod.GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
+    card = (tmp_path / 'rel' / 'README.md').read_text()
+    assert "convert('L').convert('RGB')" in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
+    # wrong targets are refused before anything is written
+    (tmp_path / 'dir.safetensors').mkdir()
+    for bad, match in ((tmp_path / 'w.pth', 'writes a .safetensors file'), (tmp_path / 'dir.safetensors', 'not a file')):
+        proc = _cli(trained['ckpt'], '--weights-only', bad)
+        assert proc.returncode == 2 and match in proc.stderr
+    proc = _cli(trained['ckpt'])
+    assert proc.returncode == 2 and '--repo-id and --dataset required' in proc.stderr
+
+
+def test_weights_file_metadata_cannot_choose_kwargs_or_sources(trained, tmp_path):
+    """Only the architecture and training settings are read from a weights file's metadata."""
+    from timm_msanet.loading import read_checkpoint
+    sd = {k: v.contiguous() for k, v in trained['model'].state_dict().items()}
+    path = tmp_path / 'hostile.safetensors'
+    hostile = dict(model=ARCH, img_size=SIZE, model_kwargs={'pretrained': True},
+                   pretrained_cfg_overlay={'url': 'http://127.0.0.1:9/x'}, checkpoint_path='/etc/passwd')
+    save_file(sd, str(path), metadata={'format': 'pt', 'arch': ARCH, 'args': json.dumps(hostile)})
+    ckpt = read_checkpoint(path)
+    assert ckpt.args == dict(model=ARCH, img_size=SIZE)
+    bad = tmp_path / 'bad.safetensors'
+    save_file(sd, str(bad), metadata={'args': '{not json'})
+    with pytest.raises(CheckpointError, match='metadata "args" is not JSON'):
+        read_checkpoint(bad)

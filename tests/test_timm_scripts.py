@@ -150,3 +150,37 @@ def test_readme_end_to_end_path(tmp_path):
     with torch.no_grad():
         assert torch.equal(released(x), trained(x))
     assert list(released.pretrained_cfg['label_names']) == metrics['label_names']
+
+
+def test_release_fer2013_script_end_to_end(face_data, tmp_path):
+    """examples/release_fer2013.sh on a FER2013-layout folder tree of drawn faces, shrunk to one epoch:
+    export -> train.py -> float16 weights -> eval on test and validation -> publish --dry-run; rerun resumes."""
+    from PIL import Image
+    folder = {'anger': 'angry', 'disgust': 'disgust', 'fear': 'fear', 'happiness': 'happy', 'neutral': 'neutral',
+              'sadness': 'sad', 'surprise': 'surprise'}
+    src = tmp_path / 'fer2013'
+    for split, from_split in (('train', 'train'), ('validation', 'validation'), ('test', 'validation')):
+        for label, name in folder.items():
+            (src / split / name).mkdir(parents=True)
+            for i, f in enumerate(sorted((face_data / from_split / label).iterdir())):
+                Image.open(f).convert('L').resize((48, 48)).save(src / split / name / f'{split}_{i}.png')
+    script = Path(__file__).resolve().parent.parent / 'examples' / 'release_fer2013.sh'
+    env = dict(os.environ, PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}',
+               PYTHON=sys.executable, HF_HUB_OFFLINE='1')
+    work = tmp_path / 'work'
+    cmd = ['bash', str(script), str(src), str(work), '--timm-repo', TIMM_REPO, '--', '--epochs', '1', '-b', '8',
+           '-j', '0']
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    commands = (work / 'commands.txt').read_text()
+    for step in ('timm-msanet export fer2013', 'train.py', '--weights-only', '--split test', '--split validation',
+                 '--dry-run'):
+        assert step in commands, step
+    assert sorted(p.name for p in (work / 'release').iterdir()) == [
+        'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors']
+    ev = json.loads((work / 'eval' / 'test' / 'metrics.json').read_text())
+    assert ev['num_samples'] == 7 * 3 and ev['split'] == 'test'
+    # a rerun reuses the export and the finished training, and redoes only the cheap steps
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / 'commands.txt').read_text().count('train.py') == 1

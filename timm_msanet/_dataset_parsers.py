@@ -488,7 +488,9 @@ FER2013_USAGE: Dict[str, str] = {'Training': 'train', 'PublicTest': 'validation'
 FER2013_FOLDER_LABELS: Dict[str, str] = {
     'angry': 'anger', 'disgust': 'disgust', 'fear': 'fear', 'happy': 'happiness', 'neutral': 'neutral',
     'sad': 'sadness', 'surprise': 'surprise'}
-FER2013_FOLDER_SPLITS: Dict[str, str] = {'train': 'train', 'test': 'test'}
+# Folder redistributions come in two shapes: train/ + test/ (PublicTest and PrivateTest merged into test/)
+# and train/ + validation/ + test/ (validation/ = PublicTest, test/ = PrivateTest: the official split).
+FER2013_FOLDER_SPLITS: Dict[str, str] = {'train': 'train', 'validation': 'validation', 'test': 'test'}
 FER2013_COLUMNS = ('emotion', 'pixels', 'Usage')
 FER2013_PIXELS = 48 * 48
 
@@ -555,7 +557,8 @@ def _fer2013_folder_entries(source: str, split_dirs: Sequence[str]) -> Iterator[
 
 
 def plan_fer2013(source: str, classes: int = 7) -> ExportPlan:
-    """`fer2013.csv` (SOURCE itself or SOURCE/fer2013.csv) or the train/ + test/ image-folder redistribution."""
+    """`fer2013.csv` (SOURCE itself or SOURCE/fer2013.csv) or an image-folder redistribution: train/ + test/, or
+    train/ + validation/ (PublicTest) + test/ (PrivateTest)."""
     what = 'not a FER2013 source'
     source = os.path.abspath(source)
     names = labels_for(classes)
@@ -579,10 +582,13 @@ def plan_fer2013(source: str, classes: int = 7) -> ExportPlan:
             label_map=dict(FER2013_FOLDER_LABELS), split_map={f'{d}/': FER2013_FOLDER_SPLITS[d] for d in split_dirs},
             rules=('class folders angry, disgust, fear, happy, neutral, sad, surprise -> anger, disgust, fear, '
                    'happiness, neutral, sadness, surprise',
+                   'train/ -> train, validation/ -> validation (PublicTest), test/ -> test (PrivateTest)'
+                   if 'validation' in split_dirs else
                    'train/ -> train, test/ -> test (this redistribution merges PublicTest and PrivateTest into test/)'))
     raise DatasetLayoutError(
-        f'{what}: expected file {csv_path} (Kaggle fer2013.csv) or folders {os.path.join(source, "train")} and '
-        f'{os.path.join(source, "test")} with angry/ disgust/ fear/ happy/ neutral/ sad/ surprise/ class folders')
+        f'{what}: expected file {csv_path} (Kaggle fer2013.csv) or folders {os.path.join(source, "train")}, '
+        f'{os.path.join(source, "test")} (and optionally {os.path.join(source, "validation")}) '
+        f'with angry/ disgust/ fear/ happy/ neutral/ sad/ surprise/ class folders')
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ inside their functions.
 import argparse
 import importlib
 import sys
+import warnings
 from typing import List, Optional
 
 from .version import __version__
@@ -40,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     from .loading import CheckpointError
     args = build_parser().parse_args(argv)
+
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        print(f'timm-msanet {args.command}: warning: {message}', file=sys.stderr)
+
+    warnings.showwarning = one_line_warning  # e.g. "labels are meaningless" for an untrained head
     try:
         return int(args._run(args) or 0)
     except CheckpointError as e:  # missing, unsafe or mismatched weights, in any subcommand

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from .published import expects_grey_input
 from .version import __version__
 
 LABEL_ALIASES = {
@@ -118,6 +119,9 @@ def evaluate(
     dev = torch.device(device)
     loader = create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
                            use_prefetcher=False, device=dev, **data_cfg)
+    if expects_grey_input(model.pretrained_cfg):  # as predict shows photos to a grey-trained model
+        from .predict import GreyInput
+        dataset.transform = GreyInput(dataset.transform)
     model = model.to(dev).eval()
     n = len(label_names)
     confusion = torch.zeros(n, n, dtype=torch.long)

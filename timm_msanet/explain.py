@@ -52,8 +52,10 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
     from timm.data import IMAGENET_DEFAULT_MEAN
     from PIL import Image
 
+    from .loading import warn_if_untrained
     from .predict import as_pil, make_transform
 
+    warn_if_untrained(model)
     transform, cfg = make_transform(model, img_size)
     img = as_pil(image)
     x = transform(img).unsqueeze(0)

@@ -10,7 +10,9 @@ deployment needs nothing but the .onnx file:
 
 * `label_names`: the class names in output order, e.g. `["anger", "disgust", ...]`;
 * `data_config`: `input_size`, `mean`, `std`, `interpolation`, `crop_pct`, `crop_mode` (the model's
-  timm data config: squash resize to `input_size`, scale to [0, 1], subtract mean, divide by std);
+  timm data config: squash resize to `input_size`, scale to [0, 1], subtract mean, divide by std) and
+  `grey_input` (true for grey-trained models such as `msanet_r18.fer2013`: convert colour images to
+  grey, replicated to 3 channels, first);
 * `model_name`, `timm_msanet_version`, `num_classes`.
 
 Read them with `{p.key: p.value for p in onnx.load(path).metadata_props}` or onnxruntime's
@@ -27,6 +29,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+from .published import expects_grey_input
 from .version import __version__
 
 
@@ -37,6 +40,8 @@ def onnx_metadata(model, img_size: Optional[int] = None) -> Dict[str, str]:
     _, cfg = make_transform(model, img_size)  # the data config predict uses (1 channel for in_chans=1 models)
     names = list(model.pretrained_cfg.get('label_names') or [])
     data_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
+    # a grey-trained model (FER2013) expects colour images made grey (3 equal channels) before the transform
+    data_config['grey_input'] = expects_grey_input(model.pretrained_cfg)
     return {
         'label_names': json.dumps(names),
         'data_config': json.dumps(data_config),

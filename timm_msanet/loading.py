@@ -76,20 +76,67 @@ def _strip_module(sd: Mapping[str, Any]) -> Dict[str, Any]:
     return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
 
 
+# What a weights file may say about its training (safetensors metadata written by `timm-msanet publish
+# --weights-only`): the architecture and train.py settings that describe it. Never model kwargs or weight
+# sources: a file must not choose what the loader builds beyond the architecture, or where it connects.
+RECORD_ARG_KEYS = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'in_chans', 'img_size', 'input_size',
+                   'mean', 'std', 'epochs', 'batch_size', 'grad_accum_steps', 'opt', 'lr', 'weight_decay',
+                   'layer_decay', 'sched', 'warmup_epochs', 'warmup_lr', 'min_lr', 'smoothing', 'drop',
+                   'drop_path', 'aa', 'reprob', 'mixup', 'cutmix', 'hflip', 'scale', 'ratio', 'color_jitter',
+                   'class_map', 'model_ema', 'model_ema_decay', 'amp', 'amp_dtype', 'seed', 'train_split',
+                   'val_split', 'channels_last')
+
+
+def _training_record(meta: Mapping[str, str], path: Path):
+    """(args, arch) from a safetensors file's metadata; ({}, None) when it records nothing."""
+    import json
+    args: Dict[str, Any] = {}
+    if meta.get('args'):
+        try:
+            raw = json.loads(meta['args'])
+        except ValueError:
+            raise CheckpointError(f'{path}: its metadata "args" is not JSON; re-save the weights with '
+                                  f'`timm-msanet publish CHECKPOINT --weights-only OUT.safetensors`') from None
+        if not isinstance(raw, dict):
+            raise CheckpointError(f'{path}: its metadata "args" must be a JSON object, got {type(raw).__name__}')
+        args = {k: raw[k] for k in RECORD_ARG_KEYS if k in raw}
+    arch = meta.get('arch') if isinstance(meta.get('arch'), str) else None
+    return args, arch
+
+
+def training_record(ckpt: 'Checkpoint') -> Dict[str, str]:
+    """safetensors metadata (str -> str) holding a checkpoint's architecture and training settings."""
+    import json
+    args = {k: ckpt.args[k] for k in RECORD_ARG_KEYS if ckpt.args.get(k) not in (None, '', {})}
+    meta = {'format': 'pt', 'args': json.dumps(args, sort_keys=True, default=str)}
+    arch = ckpt.args.get('model') or ckpt.arch
+    if arch:
+        meta['arch'] = str(arch)
+    meta.update({f'checkpoint_{k}': str(v) for k, v in ckpt.extra.items()})
+    meta['checkpoint_weights'] = ckpt.weights
+    return meta
+
+
 def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> Checkpoint:
     """Read a timm train.py checkpoint, a plain state dict (.pth) or a .safetensors file, safely."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist (or is not a file)')
     if path.suffix == '.safetensors':
+        from safetensors import safe_open
         from safetensors.torch import load_file
         try:
             sd = load_file(str(path), device='cpu')
+            with safe_open(str(path), framework='pt') as f:
+                meta = f.metadata() or {}
         except Exception as e:
             raise CheckpointError(f'cannot read {path} as safetensors: {type(e).__name__}: {e}') from None
-        obj: Any = sd
-    else:
-        obj = _torch_load_safely(path)
+        if use_ema is True:
+            raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain weights file without any '
+                                  f'(drop --ema)')
+        args, arch = _training_record(meta, path)
+        return Checkpoint(_strip_module(sd), args, arch, 'file', False, {})
+    obj: Any = _torch_load_safely(path)
 
     if isinstance(obj, Mapping) and any(k in obj for k in WEIGHT_KEYS + (EMA_KEY,)) and not _is_state_dict(obj):
         raw_args = obj.get('args')
@@ -162,6 +209,34 @@ def _guess_arch(sd, model_kwargs) -> str:
     return fits[0]
 
 
+SOURCE_CFG_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'tag', 'license',
+                   'origin_url', 'description', 'notes')
+
+
+def checkpoint_cfg(arch: str, args: Mapping[str, Any]) -> Dict[str, Any]:
+    """The pretrained_cfg of a model rebuilt from a checkpoint: the architecture's data config at the
+    resolution (and mean/std) the checkpoint records, without any release's weight source, licence or notes
+    (the default tag of msanet_r18 is the packaged FER2013 release, which does not describe this file)."""
+    from timm.models import get_pretrained_cfg
+    base = get_pretrained_cfg(arch)
+    cfg = {k: v for k, v in (base.to_dict() if base is not None else {}).items() if k not in SOURCE_CFG_KEYS}
+    cfg['architecture'] = arch
+    chans = int(args.get('in_chans') or tuple(cfg.get('input_size') or (3,))[0])
+    size = None
+    if args.get('input_size'):
+        size = tuple(int(v) for v in args['input_size'])[-2:]
+    elif args.get('img_size'):
+        size = (int(args['img_size']),) * 2
+    if size is not None:
+        cfg['input_size'] = (chans, *size)
+        if cfg.get('pool_size'):
+            cfg['pool_size'] = (max(1, -(-size[0] // 32)), max(1, -(-size[1] // 32)))
+    for key in ('mean', 'std'):
+        if args.get(key):
+            cfg[key] = tuple(float(v) for v in args[key])
+    return cfg
+
+
 def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, num_classes: Optional[int] = None):
     """Create the timm model a checkpoint describes and load its weights strictly. Returns (model, arch)."""
     import timm
@@ -199,7 +274,7 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
                                   f'{recorded}; drop --model (the checkpoint says which) or pick the right file')
     arch = model_name or recorded or _guess_arch(sd, model_kwargs)
 
-    model = timm.create_model(arch, **model_kwargs)
+    model = timm.create_model(arch, pretrained_cfg=checkpoint_cfg(arch, ckpt.args), **model_kwargs)
     problems = describe_mismatch(model, sd)
     if problems:
         raise CheckpointError(
@@ -212,6 +287,17 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
 def _hf_cache_hint() -> str:
     from huggingface_hub import constants
     return constants.HF_HUB_CACHE
+
+
+def _hub_repo_of(name: str) -> str:
+    """The Hub repo holding a registered model tag's weights (`msanet_r18.tv_in1k` -> `timm/resnet18.tv_in1k`)."""
+    from timm.models import get_pretrained_cfg
+    try:
+        cfg = get_pretrained_cfg(name, allow_unregistered=True)
+    except Exception:
+        cfg = None
+    hub_id = getattr(cfg, 'hf_hub_id', None)
+    return hub_id.split('@')[0] if hub_id else name
 
 
 def create_published(name_or_path: str, pretrained: bool = True, num_classes: Optional[int] = None, **kwargs):
@@ -237,10 +323,12 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
     def explain(e: BaseException) -> CheckpointError:
         if isinstance(e, hf_errors.LocalEntryNotFoundError) or (
                 isinstance(e, OSError) and 'offline' in str(e).lower()):
+            repo = ident if source == 'hf-hub' else _hub_repo_of(ident)
+            what = ident if repo == ident else f'{ident} (its weights are the Hub repo {repo})'
             return CheckpointError(
-                f'{ident} is not in the local Hugging Face cache ({_hf_cache_hint()}) and the Hub cannot be '
+                f'{what} is not in the local Hugging Face cache ({_hf_cache_hint()}) and the Hub cannot be '
                 f'reached (offline: HF_HUB_OFFLINE={os.environ.get("HF_HUB_OFFLINE", "unset")}, or no network). '
-                f'Connect and unset HF_HUB_OFFLINE, download it once while online (`hf download {ident}`), '
+                f'Connect and unset HF_HUB_OFFLINE, download it once while online (`hf download {repo}`), '
                 f'or load a local copy with local-dir:PATH.')
         if isinstance(e, hf_errors.GatedRepoError):
             return CheckpointError(f'{ident} is gated on the Hub: accept its terms on https://huggingface.co/{ident} '
@@ -333,6 +421,8 @@ def load_model(
     else:
         name = f'hf-hub:{hf_hub}' if hf_hub is not None else model_name
         model = create_published(name, pretrained=pretrained, num_classes=num_classes, **kwargs).eval()
+        if not pretrained:
+            model.pretrained_cfg = dict(model.pretrained_cfg, random_weights=True)
 
     n_out = model.num_classes
     names = list(label_names) if label_names is not None else list(model.pretrained_cfg.get('label_names') or [])
@@ -367,3 +457,33 @@ def model_from_args(args: argparse.Namespace):
     return load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
                       num_classes=args.num_classes, use_ema=False if args.no_ema else None,
                       pretrained=not args.no_pretrained)
+
+
+def untrained_head_reason(model) -> Optional[str]:
+    """Why a model's classifier has never learned expressions (None when it has, or when it cannot be told).
+
+    `load_model` records random weights (`pretrained=False`); the `tv_in1k` tags hold only an ImageNet
+    pre-extractor. Checkpoints, Hub / folder releases and FER-trained tags count as trained.
+    """
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    if cfg.get('checkpoint'):
+        return None
+    if cfg.get('random_weights'):
+        return 'it has random weights (no pretrained weights were loaded)'
+    if cfg.get('tag') == 'tv_in1k':
+        return ('its pretrained tag tv_in1k holds only an ImageNet ResNet-18 pre-extractor; the branches and '
+                'the classifier were never trained on expressions')
+    return None
+
+
+def warn_if_untrained(model) -> Optional[str]:
+    """Warn (UserWarning) when the model's labels would be guesses; returns the message, if any."""
+    import warnings
+    reason = untrained_head_reason(model)
+    if reason is None:
+        return None
+    name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
+    msg = (f'{name}: {reason}, so its labels and probabilities are meaningless. For a real expression model '
+           f'use the default tag (--model msanet_r18, i.e. msanet_r18.fer2013), a trained checkpoint or a release.')
+    warnings.warn(msg, UserWarning, stacklevel=3)
+    return msg

@@ -40,8 +40,10 @@ Architecture as read here (every reading below is a constructor argument of `MSA
   state_dict keys are unchanged; a test checks outputs, gradients and BN statistics against the
   per-branch computation.
 
-The `tv_in1k` pretrained tag loads timm's ImageNet ResNet-18 (`timm/resnet18.tv_in1k`) into the
-pre-extractor and leaves branches and head at their fresh init: the paper's starting point.
+Pretrained tags: `msanet_r18.fer2013` (the default) is a complete expression model trained from scratch on
+FER2013 at 64 px and installed with the package (see `published.py`). `tv_in1k` loads timm's ImageNet
+ResNet-18 (`timm/resnet18.tv_in1k`) into the pre-extractor and leaves branches and head at their fresh
+init: the paper's starting point for training.
 """
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
@@ -558,16 +560,19 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     }
 
 
-# Only tags whose weights exist. `tv_in1k`: timm's ImageNet ResNet-18 in the pre-extractor, branches and
-# head fresh (the paper's starting point). FER-trained tags are added in `published.py` when released.
+# Only tags whose weights exist, listed as data in published.py. `fer2013` (packaged with the wheel, 64 px,
+# trained from scratch on FER2013 by examples/release_fer2013.sh) is msanet_r18's default tag, so
+# `pretrained=True` gives a real expression model offline. `tv_in1k`: timm's ImageNet ResNet-18 in the
+# pre-extractor, branches and head fresh (the paper's starting point, named explicitly by the recipes).
 default_cfgs = generate_default_cfgs({
+    **published_cfgs(_cfg, default=True),
     'msanet_r18.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
     'msanet_r18_ms.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
     'msanet_r18_as.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
-    **published_cfgs(_cfg),  # FER-trained releases on the Hub, listed as data in published.py
+    **published_cfgs(_cfg, default=False),
 })
 
 

@@ -13,7 +13,10 @@ Choices made here (the issue left them open):
 * Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
   eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
   `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
-  the RGB mean/std.
+  the RGB mean/std. Models trained on grey faces (cfg note `published.GREY_INPUT_NOTE`, e.g. the
+  packaged `msanet_r18.fer2013`) get the image converted to grey and back to 3 equal channels.
+* A model whose classifier never learned expressions (random weights, or the `tv_in1k` ImageNet
+  starting point) still predicts, with a UserWarning saying its labels are meaningless.
 * Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
   1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
   composited over white; 16-bit ('I;16*', and 'I' holding values above 255) scaled by 1/257, 32-bit
@@ -48,7 +51,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .loading import add_model_args, model_from_args
+from .loading import add_model_args, model_from_args, warn_if_untrained
+from .published import expects_grey_input
 
 if TYPE_CHECKING:  # annotations only: torch and PIL are imported inside the functions
     import torch
@@ -178,7 +182,8 @@ def _flatten_inputs(inputs) -> List[Tuple[str, Any]]:
 
 
 def make_transform(model, img_size: Optional[int] = None):
-    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform)."""
+    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); models
+    whose cfg carries `published.GREY_INPUT_NOTE` get the image converted to grey (3 equal channels) first."""
     from timm.data import create_transform, resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
@@ -194,7 +199,23 @@ def make_transform(model, img_size: Optional[int] = None):
     if chans == 1:
         base = transform
         transform = lambda img: base(img.convert('L'))  # noqa: E731
+    elif expects_grey_input(getattr(model, 'pretrained_cfg', None)):
+        transform = GreyInput(transform)
     return transform, cfg
+
+
+class GreyInput:
+    """A transform for grey-trained models (FER2013): colour photos are shown to them as the grey image they
+    would have seen (3 equal channels). A class, not a lambda, so DataLoader workers can pickle it."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return self.transform(img.convert('L').convert('RGB'))
+
+    def __repr__(self) -> str:
+        return f'GreyInput({self.transform!r})'
 
 
 # -------------------------------------------------------------------------------------------- faces
@@ -299,6 +320,7 @@ def iter_predict(
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     names = list(model.pretrained_cfg.get('label_names') or [str(i) for i in range(model.num_classes)])
+    warn_if_untrained(model)
     transform, _ = make_transform(model, img_size)
     device = _device_of(device)
     model.to(device)

@@ -49,7 +49,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .labels import labels_for
-from .loading import Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint
+from .loading import (Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint,
+                      training_record)
+from .published import GREY_INPUT_NOTE
 from .version import __version__
 
 __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',
@@ -74,12 +76,15 @@ DATASETS: Dict[str, Dict[str, Any]] = {
     'affectnet8': dict(title='AffectNet (8 classes)', classes=(8,), licence=(
         'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
         'the images may not be redistributed.')),
-    'fer2013': dict(title='FER2013', classes=(7,), licence=(
+    'fer2013': dict(title='FER2013', classes=(7,), grey=True, licence=(
         'FER2013 was released for the ICML 2013 representation learning challenge for research use; its '
-        'faces were collected from the web without a licence for commercial use.')),
-    'ferplus': dict(title='FERPlus', classes=(7, 8), licence=(
+        'faces were collected from the web without a licence for commercial use.'), caveat=(
+        'About 8% of the PublicTest and PrivateTest images are byte-identical to training images, so test '
+        'accuracy on FER2013 is slightly optimistic for unseen faces (for every FER2013 model alike).')),
+    'ferplus': dict(title='FERPlus', classes=(7, 8), grey=True, licence=(
         'FERPlus relabels the FER2013 images, so the FER2013 terms (research use, faces collected from the web '
-        'without a licence for commercial use) apply to the images and to models trained on them.')),
+        'without a licence for commercial use) apply to the images and to models trained on them.'), caveat=(
+        'FERPlus shares FER2013\'s images: about 8% of its test images are byte-identical to training images.')),
 }
 
 # train.py args shown on the card as the recipe, in this order, when present and set
@@ -151,7 +156,7 @@ def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
     lines = []
     for k in RECIPE_KEYS:
         v = args.get(k)
-        if v is None or v is False or v == '' or v == {}:
+        if v is None or (v is False and k != 'pretrained') or v == '' or v == {}:  # from scratch is worth saying
             continue
         lines.append(f'| `{k}` | `{json.dumps(v) if isinstance(v, (list, tuple, dict)) else v}` |')
     for k, v in ckpt.extra.items():
@@ -202,7 +207,9 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
         'cfg = timm.data.resolve_data_config({}, model=model)   # size, squash resize, normalisation',
         'transform = timm.data.create_transform(**cfg)',
-        f"img = Image.open('face.jpg').convert('{'L' if size[0] == 1 else 'RGB'}')   # an aligned face crop",
+        (f"img = Image.open('face.jpg').convert('L')   # an aligned face crop" if size[0] == 1 else
+         f"img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
+         if ds.get('grey') else f"img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"),
         'with torch.no_grad():',
         '    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]',
         "print(dict(zip(model.pretrained_cfg['label_names'], probs.tolist())))",
@@ -218,6 +225,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, {data_config["interpolation"]}), '
         f'mean {tuple(round(m, 4) for m in data_config["mean"])}, std {tuple(round(s, 4) for s in data_config["std"])}',
         f'- **Paper:** Ghadai & Patra, *{PAPER_TITLE}*, 2022',
+        *([f'- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
+           f'first, as `timm-msanet predict` does'] if ds.get('grey') and size[0] != 1 else []),
         '',
         '## Class order',
         '',
@@ -265,6 +274,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
     else:
         out += ['No evaluation results were supplied with this release.', '']
 
+    if ds.get('caveat'):
+        out += ['**Known property of the data:** ' + ds['caveat'], '']
     out += [
         '## Training data and licence',
         '',
@@ -340,7 +351,8 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
         num_classes=model.num_classes, label_names=tuple(label_names), tag=dataset, license='other',
         origin_url=f'https://huggingface.co/{repo_id}',
         description=f'MSA-Net trained on {DATASETS[dataset]["title"]} ({len(label_names)} classes)',
-        notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',),
+        notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',
+               *((GREY_INPUT_NOTE,) if DATASETS[dataset].get('grey') and in_chans == 3 else ())),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -357,6 +369,40 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
     (out_dir / 'README.md').write_text(card, encoding='utf-8')
     return dict(arch=arch, num_classes=model.num_classes, label_names=label_names, weights=ckpt.weights,
                 files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir))
+
+
+def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model_name: Optional[str] = None,
+                 use_ema: Optional[bool] = None, half: bool = True) -> Dict[str, Any]:
+    """Write a checkpoint's weights (EMA by default when present) as one safetensors file, float16 unless
+    `half=False`, with its architecture and train.py settings in the file's metadata, so that eval, predict
+    and publish rebuild it at its training resolution from the file alone. This is the format of the
+    weights installed with the package (`timm_msanet/weights/`). Returns a summary."""
+    import os
+    import torch
+    from safetensors.torch import save_file
+
+    out_file = Path(out_file)
+    if out_file.suffix != '.safetensors':
+        raise PublishError(f'--weights-only writes a .safetensors file, got {out_file}')
+    if out_file.exists() and not out_file.is_file():
+        raise PublishError(f'{out_file} exists and is not a file')
+    try:
+        ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
+        model, arch = model_from_checkpoint(ckpt, model_name=model_name)  # the weights must fit their architecture
+    except CheckpointError as e:
+        raise PublishError(str(e)) from e
+    ckpt.args.setdefault('model', arch)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in ckpt.state_dict.items()}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f'.{out_file.name}.partial-{os.getpid()}')
+    try:
+        save_file(tensors, str(tmp), metadata=training_record(ckpt))
+        os.replace(tmp, out_file)  # never a half-written file under the real name
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return dict(arch=arch, num_classes=model.num_classes, weights=ckpt.weights, file=str(out_file),
+                dtype='float16' if half else 'float32', bytes=out_file.stat().st_size)
 
 
 def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name: Optional[str] = None,
@@ -401,8 +447,14 @@ def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('checkpoint', metavar='CHECKPOINT',
                         help='timm train.py checkpoint (.pth.tar), plain state dict (.pth) or .safetensors')
-    parser.add_argument('--repo-id', required=True, metavar='ORG/NAME', help='Hugging Face Hub model repo')
-    parser.add_argument('--dataset', required=True, choices=list(DATASETS), help='what the model was trained on')
+    parser.add_argument('--repo-id', default=None, metavar='ORG/NAME', help='Hugging Face Hub model repo (required '
+                        'unless --weights-only)')
+    parser.add_argument('--dataset', default=None, choices=list(DATASETS), help='what the model was trained on '
+                        '(required unless --weights-only)')
+    parser.add_argument('--weights-only', default=None, metavar='OUT.safetensors',
+                        help='only write the weights as one float16 safetensors file carrying the architecture and '
+                             'training settings in its metadata (the format the package installs), then stop')
+    parser.add_argument('--float32', action='store_true', help='with --weights-only: keep float32 weights')
     parser.add_argument('--model', dest='model_name', metavar='ARCH', default=None,
                         help='architecture, when the checkpoint does not record it (must agree if it does)')
     parser.add_argument('--eval-json', default=None, metavar='FILE',
@@ -419,6 +471,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.weights_only:
+        try:
+            done = save_weights(args.checkpoint, args.weights_only, model_name=args.model_name, use_ema=args.use_ema,
+                                half=not args.float32)
+        except PublishError as e:
+            print(f'timm-msanet publish: error: {e}', file=sys.stderr)
+            return 2
+        weights = 'EMA' if done['weights'] == 'state_dict_ema' else 'raw'
+        print(f"wrote {done['file']} ({done['arch']}, {done['num_classes']} classes, {weights} weights, "
+              f"{done['dtype']}, {done['bytes'] / 2**20:.1f} MiB)")
+        return 0
+    missing = [f'--{k.replace("_", "-")}' for k in ('repo_id', 'dataset') if not getattr(args, k)]
+    if missing:
+        print(f'timm-msanet publish: error: {" and ".join(missing)} required (or --weights-only OUT.safetensors)',
+              file=sys.stderr)
+        return 2
     try:
         summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
                           eval_json=args.eval_json, private=args.private, revision=args.revision,

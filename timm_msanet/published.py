@@ -1,30 +1,36 @@
-"""FER-trained MSA-Net releases on the Hugging Face Hub, as data: the one place that lists them.
+"""FER-trained MSA-Net releases, as data: the one place that lists them.
 
-Nothing is published yet, so `PUBLISHED` is empty. A release published with `timm-msanet publish` becomes
-a registered pretrained tag (e.g. `msanet_r18.rafdb`, loadable with
-`timm.create_model('msanet_r18.rafdb', pretrained=True)`) by appending one dict here, and nothing else:
+Each entry becomes a registered pretrained tag (`msanet_r18.fer2013`, loadable with
+`timm.create_model('msanet_r18.fer2013', pretrained=True)`). A release's weights come from one of:
+
+* `file`: a safetensors file installed with the package (under `timm_msanet/weights/`), loaded offline
+  with no Hub and no download. `msanet_r18.fer2013` is such a release.
+* `hf_hub_id`: the Hub repo `timm-msanet publish --repo-id` wrote. When a packaged release is uploaded,
+  its `hf_hub_id` is added here and nothing else changes: timm still loads the installed file first
+  (timm prefers `file` over `hf_hub_id`), and the cfg now also names the Hub repo.
 
     dict(
         arch='msanet_r18',              # a registered msanet architecture
-        tag='rafdb',                    # the tag after the dot; any name but 'tv_in1k'
-        hf_hub_id='ORG/NAME',           # the repo `timm-msanet publish --repo-id` wrote
-        dataset='rafdb',                # one of publish.DATASETS
-        label_names=FER7_LABELS,        # the class order in that repo's config.json
-        metrics={'accuracy': 0.0, 'mean_class_accuracy': 0.0},  # test-split figures from its model card
+        tag='fer2013',                  # the tag after the dot; any name but 'tv_in1k'
+        dataset='fer2013',              # a key of DATASET_NAMES
+        file='weights/msanet_r18_fer2013.safetensors',   # package-relative (and/or hf_hub_id='ORG/NAME')
+        label_names=FER7_LABELS,        # the class order of the weights
+        input_size=(3, 64, 64),         # the resolution it was trained at (default 224)
+        grey_input=True,                # trained on greyscale faces: tools convert photos to grey first
+        metrics={'accuracy': 0.0, 'mean_class_accuracy': 0.0},  # test-split figures
+        default=True,                   # this tag is the architecture's default (`pretrained=True`)
     )
 
-`msanet.py` merges `published_cfgs(_cfg)` at the end of its `default_cfgs`, after the `tv_in1k` tags, so
-`tv_in1k` stays each architecture's default tag (`timm.create_model('msanet_r18', pretrained=True)` keeps
-meaning the ImageNet pre-extractor) and a FER release is asked for by its tag. The weights are the repo's
-`model.safetensors`; the cfg carries the repo's class count and label order (timm then builds the head with
-that many classes). `metrics` and `dataset` are not timm cfg fields: they stay here for documentation and
-tooling, and go into the cfg only as a one-line `notes` entry.
+`msanet.py` puts the `default=True` entries before the `tv_in1k` tags (so `timm.create_model('msanet_r18',
+pretrained=True)` gives the FER2013 expression model) and the others after them. `metrics` and `dataset`
+are not timm cfg fields: they go into the cfg's `notes`, with the grey-input marker `GREY_INPUT_NOTE`.
 
-Only list repos that exist: a cfg that points at missing weights breaks `pretrained=True` for that tag.
+Only list weights that exist: a cfg that points at missing weights breaks `pretrained=True` for that tag.
 """
+import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from .labels import labels_for
+from .labels import FER7_LABELS, labels_for
 
 # Keep in sync with publish.DATASETS (a test checks it); repeated here so msanet.py's import stays light.
 DATASET_NAMES: Dict[str, str] = {
@@ -32,9 +38,18 @@ DATASET_NAMES: Dict[str, str] = {
     'fer2013': 'FER2013', 'ferplus': 'FERPlus',
 }
 ARCHS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as')
-REQUIRED_KEYS = ('arch', 'tag', 'hf_hub_id', 'dataset', 'label_names', 'metrics')
+REQUIRED_KEYS = ('arch', 'tag', 'dataset', 'label_names', 'metrics')
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# In a cfg's `notes`: the weights were trained on greyscale faces (replicated to 3 channels), so the tools
+# convert colour photos to grey before the model's transform. timm's PretrainedCfg has no field for it.
+GREY_INPUT_NOTE = 'input: greyscale (trained on grey faces; convert colour images to grey, then to 3 channels)'
 
-PUBLISHED: Sequence[Mapping[str, Any]] = ()
+# PrivateTest figures of `timm-msanet eval` on the packaged float16 weights; see docs/releases/msanet_r18_fer2013/
+PUBLISHED: Sequence[Mapping[str, Any]] = (
+    dict(arch='msanet_r18', tag='fer2013', dataset='fer2013', file='weights/msanet_r18_fer2013.safetensors',
+         hf_hub_id=None, label_names=FER7_LABELS, input_size=(3, 64, 64), grey_input=True,
+         metrics={'accuracy': None, 'mean_class_accuracy': None}, default=True),
+)
 
 
 def validate_entry(entry: Mapping[str, Any]) -> None:
@@ -47,8 +62,15 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f'{name}: arch must be one of {ARCHS}')
     if not entry['tag'] or entry['tag'] == 'tv_in1k' or '.' in str(entry['tag']):
         raise ValueError(f"{name}: tag must be a non-empty name without '.', other than 'tv_in1k'")
-    if str(entry['hf_hub_id']).count('/') != 1:
+    if not entry.get('file') and not entry.get('hf_hub_id'):
+        raise ValueError(f'{name}: give the weights as file= (package-relative) and/or hf_hub_id=')
+    if entry.get('hf_hub_id') and str(entry['hf_hub_id']).count('/') != 1:
         raise ValueError(f"{name}: hf_hub_id must be 'ORG/NAME', got {entry['hf_hub_id']!r}")
+    if entry.get('file') and (os.path.isabs(entry['file']) or '..' in str(entry['file']).split('/')):
+        raise ValueError(f"{name}: file must be a path inside the package, got {entry['file']!r}")
+    size = tuple(entry.get('input_size') or (3, 224, 224))
+    if len(size) != 3 or not all(isinstance(v, int) and 0 < v <= 4096 for v in size):
+        raise ValueError(f'{name}: input_size must be (channels, height, width), got {size}')
     if entry['dataset'] not in DATASET_NAMES:
         raise ValueError(f"{name}: dataset must be one of {list(DATASET_NAMES)}, got {entry['dataset']!r}")
     labels = tuple(entry['label_names'])
@@ -62,25 +84,50 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f'{name}: metrics must be a dict, e.g. {{"accuracy": 0.88}}')
 
 
+def weights_path(entry: Mapping[str, Any]) -> Optional[str]:
+    """Absolute path of a packaged release's weights file (None for Hub-only releases)."""
+    return os.path.join(PACKAGE_DIR, *str(entry['file']).split('/')) if entry.get('file') else None
+
+
 def published_cfgs(cfg_fn: Callable[..., Dict[str, Any]],
-                   entries: Optional[Iterable[Mapping[str, Any]]] = None) -> Dict[str, Dict[str, Any]]:
+                   entries: Optional[Iterable[Mapping[str, Any]]] = None,
+                   default: Optional[bool] = None) -> Dict[str, Dict[str, Any]]:
     """`{'arch.tag': cfg}` for every release, built with `cfg_fn` (msanet.py's `_cfg`), ready to merge into
-    the dict given to timm's `generate_default_cfgs`. `entries` defaults to `PUBLISHED`."""
+    the dict given to timm's `generate_default_cfgs`. `entries` defaults to `PUBLISHED`; `default` keeps
+    only the entries whose `default` flag is that value (None: all)."""
     out: Dict[str, Dict[str, Any]] = {}
     for entry in (PUBLISHED if entries is None else entries):
         validate_entry(entry)
+        if default is not None and bool(entry.get('default')) != default:
+            continue
         name = f"{entry['arch']}.{entry['tag']}"
         if name in out:
             raise ValueError(f'{name} is listed twice in published.py')
         labels = tuple(entry['label_names'])
-        metrics = ', '.join(f'{k}={v}' for k, v in entry['metrics'].items() if not isinstance(v, (dict, list)))
+        size = tuple(entry.get('input_size') or (3, 224, 224))
+        metrics = ', '.join(f'{k}={v}' for k, v in entry['metrics'].items()
+                            if v is not None and not isinstance(v, (dict, list)))
+        notes = [f"dataset={entry['dataset']}; research / non-commercial dataset licence; {metrics}".rstrip('; ')]
+        if entry.get('grey_input'):
+            notes.append(GREY_INPUT_NOTE)
+        source = dict(hf_hub_id=entry['hf_hub_id']) if entry.get('hf_hub_id') else {}
+        if entry.get('file'):
+            source['file'] = weights_path(entry)
         out[name] = cfg_fn(
-            hf_hub_id=entry['hf_hub_id'],
+            **source,
             num_classes=len(labels),
             label_names=labels,
+            input_size=size,
+            # the head's global pool sees the stride-32 map of the training resolution
+            pool_size=(max(1, -(-size[1] // 32)), max(1, -(-size[2] // 32))),
             license='other',
-            origin_url=f"https://huggingface.co/{entry['hf_hub_id']}",
+            origin_url=f"https://huggingface.co/{entry['hf_hub_id']}" if entry.get('hf_hub_id') else None,
             description=f"MSA-Net trained on {DATASET_NAMES[entry['dataset']]} ({len(labels)} classes)",
-            notes=(f"dataset={entry['dataset']}; research / non-commercial dataset licence; {metrics}".rstrip('; '),),
+            notes=tuple(notes),
         )
     return out
+
+
+def expects_grey_input(pretrained_cfg: Optional[Mapping[str, Any]]) -> bool:
+    """Whether a model's cfg says it was trained on greyscale faces (see GREY_INPUT_NOTE)."""
+    return GREY_INPUT_NOTE in tuple((pretrained_cfg or {}).get('notes') or ())

@@ -1,0 +1,188 @@
+"""The packaged `msanet_r18.fer2013` release (published.py): the default `pretrained=True`, offline, on real photos."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import timm
+from PIL import Image
+from safetensors import safe_open
+
+import timm_msanet
+from conftest import make_offline_hub_cache, run_python
+from timm_msanet import FER7_LABELS
+from timm_msanet.loading import CheckpointError, load_model
+from timm_msanet.predict import make_transform, predict
+from timm_msanet.published import GREY_INPUT_NOTE, PUBLISHED, weights_path
+
+RELEASE = next(e for e in PUBLISHED if (e['arch'], e['tag']) == ('msanet_r18', 'fer2013'))
+WEIGHTS = Path(weights_path(RELEASE))
+
+
+def _offline_env(tmp_path):
+    """No Hub at all: offline, and an empty Hugging Face home."""
+    return dict(HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'empty-hf-home'))
+
+
+def _cli(*argv, env):
+    exe = shutil.which('timm-msanet')
+    cmd = [exe] if exe else [sys.executable, '-m', 'timm_msanet.cli']
+    return subprocess.run(cmd + [str(a) for a in argv], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, **env))
+
+
+@pytest.fixture(scope='module')
+def astronaut(tmp_path_factory) -> Path:
+    """scikit-image's `astronaut`: a real photo of a smiling face (Eileen Collins), saved as a JPEG file."""
+    from skimage import data
+    path = tmp_path_factory.mktemp('photos') / 'astronaut.jpg'
+    Image.fromarray(data.astronaut()).save(path, quality=95)
+    return path
+
+
+def test_the_release_is_one_float16_safetensors_file_installed_with_the_package():
+    assert WEIGHTS.is_file() and WEIGHTS.parent == Path(timm_msanet.__file__).parent / 'weights'
+    assert [p.name for p in WEIGHTS.parent.iterdir()] == [WEIGHTS.name]  # one copy, nothing else
+    with safe_open(str(WEIGHTS), framework='pt') as f:
+        meta = f.metadata()
+        dtypes = {f.get_tensor(k).dtype for k in f.keys()}
+    assert torch.float16 in dtypes and torch.float32 not in dtypes
+    args = json.loads(meta['args'])
+    assert meta['arch'] == 'msanet_r18' and args['pretrained'] is False  # trained from scratch
+    assert args['img_size'] == RELEASE['input_size'][-1] and args['num_classes'] == 7
+    assert args['val_split'] == 'validation' and meta['checkpoint_weights'] == 'state_dict_ema'
+    assert all(isinstance(v, float) and 0.0 < v < 1.0 for v in RELEASE['metrics'].values())
+
+
+def test_default_pretrained_is_the_packaged_fer2013_model_offline(tmp_path):
+    """`timm.create_model('msanet_r18', pretrained=True)` with no Hub and an empty HF_HOME, in a fresh
+    interpreter (no import of timm_msanet: the autoload hook registers the models)."""
+    env = _offline_env(tmp_path)
+    proc = run_python(f"""
+        import json, timm, torch
+        from safetensors.torch import load_file
+        m = timm.create_model('msanet_r18', pretrained=True).eval()
+        ref = load_file({str(WEIGHTS)!r})
+        sd = m.state_dict()
+        assert all(torch.equal(sd[k], v.to(sd[k].dtype)) for k, v in ref.items()), 'weights differ from the file'
+        data = timm.data.resolve_data_config({{}}, model=m)
+        print(json.dumps(dict(cfg=m.pretrained_cfg, data=data, default=timm.models.get_pretrained_cfg('msanet_r18').tag)))
+    """, env)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    cfg = out['cfg']
+    assert out['default'] == 'fer2013' and cfg['tag'] == 'fer2013' and cfg['file'] == str(WEIGHTS)
+    assert cfg['label_names'] == list(FER7_LABELS) and cfg['num_classes'] == 7
+    assert out['data']['input_size'] == [3, 64, 64] and out['data']['crop_pct'] == 1.0
+    assert out['data']['crop_mode'] == 'squash'
+    assert GREY_INPUT_NOTE in cfg['notes'] and any('non-commercial' in n for n in cfg['notes'])
+    assert any(f"accuracy={RELEASE['metrics']['accuracy']}" in n for n in cfg['notes'])
+    assert not (tmp_path / 'empty-hf-home' / 'hub').exists()  # the Hub cache was never touched
+
+
+def test_colour_photos_are_shown_to_the_grey_model_as_grey():
+    model = load_model('msanet_r18')
+    transform, cfg = make_transform(model)
+    img = Image.new('RGB', (80, 80), (200, 30, 60))
+    x = transform(img)
+    assert tuple(x.shape) == (3, 64, 64) and cfg['input_size'] == (3, 64, 64)
+    grey = transform(img.convert('L').convert('RGB'))
+    torch.testing.assert_close(x, grey)
+    from timm_msanet.export import onnx_metadata  # an ONNX deployment is told the same
+    assert json.loads(onnx_metadata(model)['data_config'])['grey_input'] is True
+    # the ImageNet starting point is a colour model: no conversion
+    tv = timm.create_model('msanet_r18.tv_in1k')
+    assert not torch.equal(make_transform(tv, 64)[0](img), grey)
+
+
+def test_astronaut_smiles_through_the_cli_with_faces(astronaut, tmp_path):
+    proc = _cli('predict', astronaut, '--model', 'msanet_r18', '--faces', '--json', '-', env=_offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert 'warning' not in proc.stderr
+    [result] = json.loads(proc.stdout)
+    assert result['faces'], 'no face found in the astronaut photo'
+    assert result['label'] == 'happiness', result['faces'][0]['probabilities']
+    assert result['faces'][0]['probabilities']['happiness'] > 0.5
+
+
+def test_untrained_heads_warn_and_trained_ones_do_not(astronaut, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # the release itself: no warning
+        predict([astronaut], load_model('msanet_r18'))
+    with pytest.warns(UserWarning, match='random weights .* meaningless'):
+        predict([astronaut], load_model('msanet_r18', pretrained=False))
+    # the ImageNet starting point, through a real (offline) Hub cache of a ResNet-18 state dict
+    resnet = tmp_path / 'resnet18.safetensors'
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in timm.create_model('resnet18').state_dict().items()}, str(resnet))
+    hf_home = tmp_path / 'hf'
+    make_offline_hub_cache(hf_home, 'timm/resnet18.tv_in1k', {'model.safetensors': resnet})
+    proc = _cli('predict', astronaut, '--model', 'msanet_r18.tv_in1k',
+                env=dict(HF_HUB_OFFLINE='1', HF_HOME=str(hf_home)))
+    assert proc.returncode == 0, proc.stderr
+    assert 'timm-msanet predict: warning:' in proc.stderr and 'tv_in1k holds only an ImageNet' in proc.stderr
+    proc = _cli('explain', astronaut, '--model', 'msanet_r18', '--no-pretrained', '--out', tmp_path / 'x.png',
+                env=_offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert 'timm-msanet explain: warning:' in proc.stderr and 'random weights' in proc.stderr
+
+
+def test_offline_error_names_the_hub_repo_to_download(tmp_path):
+    proc = run_python("""
+        from timm_msanet.loading import load_model, CheckpointError
+        try:
+            load_model('msanet_r18.tv_in1k')
+        except CheckpointError as e:
+            print(e)
+    """, _offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert '`hf download timm/resnet18.tv_in1k`' in proc.stdout and 'hf download msanet_r18' not in proc.stdout
+
+
+RELEASE_DOCS = Path(__file__).resolve().parent.parent / 'docs' / 'releases' / 'msanet_r18_fer2013'
+
+
+def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
+    """The documented command: the packaged file + the committed PrivateTest eval -> the Hub folder."""
+    out = tmp_path / 'release'
+    proc = _cli('publish', WEIGHTS, '--repo-id', 'someorg/msanet-r18-fer2013', '--dataset', 'fer2013',
+                '--eval-json', RELEASE_DOCS / 'eval' / 'test' / 'metrics.json', '--dry-run', out,
+                env=_offline_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors']
+    ev = json.loads((out / 'eval.json').read_text())
+    assert ev['split'] == 'test' and ev['num_samples'] == 3589
+    assert round(ev['accuracy'], 4) == RELEASE['metrics']['accuracy']
+    assert round(ev['mean_class_accuracy'], 4) == RELEASE['metrics']['mean_class_accuracy']
+    card = (out / 'README.md').read_text()
+    assert f"| accuracy | {ev['accuracy'] * 100:.2f} |" in card and 'byte-identical' in card
+    assert '| `img_size` | `64` |' in card and '| `pretrained` | `False` |' in card  # from scratch
+    cfg = json.loads((out / 'config.json').read_text())
+    assert cfg['architecture'] == 'msanet_r18' and cfg['pretrained_cfg']['input_size'] == [3, 64, 64]
+    assert GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes'] and cfg['label_names'] == list(FER7_LABELS)
+    released = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
+    packaged = timm.create_model('msanet_r18', pretrained=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(released(x), packaged(x))
+
+
+def test_eval_shows_colour_images_to_the_grey_model_as_grey(tmp_path):
+    """`evaluate` on a colour ImageFolder gives the grey-trained release the same results as the grey copy."""
+    from timm_msanet.evaluate import evaluate
+    for tree, mode in (('colour', 'RGB'), ('grey', 'L')):
+        for i, label in enumerate(FER7_LABELS[:3]):
+            (tmp_path / tree / 'test' / label).mkdir(parents=True)
+            for j in range(2):
+                px = (torch.rand(40, 40, 3, generator=torch.Generator().manual_seed(i * 10 + j)) * 255).byte().numpy()
+                Image.fromarray(px, 'RGB').convert(mode).save(tmp_path / tree / 'test' / label / f'{j}.png')
+    model = load_model('msanet_r18')
+    colour = evaluate(model, str(tmp_path / 'colour'), 'test', workers=0)
+    grey = evaluate(model, str(tmp_path / 'grey'), 'test', workers=0)
+    assert colour['confusion_matrix'] == grey['confusion_matrix'] and colour['num_samples'] == 6
