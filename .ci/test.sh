@@ -14,6 +14,7 @@ PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
+echo "== installing the package with its test extras into $VENV (a minute or two on a new venv)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check ".[test]" pytest-timeout
 
 echo "== package tests"

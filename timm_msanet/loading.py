@@ -135,7 +135,13 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
             raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain weights file without any '
                                   f'(drop --ema)')
         args, arch = _training_record(meta, path)
-        return Checkpoint(_strip_module(sd), args, arch, 'file', False, {})
+        extra = {}
+        for key in ('epoch', 'metric'):  # what train.py recorded about the checkpoint the file came from
+            try:
+                extra[key] = (int if key == 'epoch' else float)(meta[f'checkpoint_{key}'])
+            except (KeyError, ValueError):
+                pass
+        return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra)
     obj: Any = _torch_load_safely(path)
 
     if isinstance(obj, Mapping) and any(k in obj for k in WEIGHT_KEYS + (EMA_KEY,)) and not _is_state_dict(obj):

@@ -494,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     except PublishError as e:
         print(f'timm-msanet publish: error: {e}', file=sys.stderr)
         return 2
-    weights = 'EMA' if summary['weights'] == 'state_dict_ema' else 'raw'
+    weights = {'state_dict_ema': 'EMA', 'file': "the file's"}.get(summary['weights'], 'raw')
     what = f"{summary['arch']}, {summary['num_classes']} classes, {weights} weights"
     if summary['uploaded']:
         print(f"published {what} to {summary['url']}")

@@ -48,7 +48,7 @@ GREY_INPUT_NOTE = 'input: greyscale (trained on grey faces; convert colour image
 PUBLISHED: Sequence[Mapping[str, Any]] = (
     dict(arch='msanet_r18', tag='fer2013', dataset='fer2013', file='weights/msanet_r18_fer2013.safetensors',
          hf_hub_id=None, label_names=FER7_LABELS, input_size=(3, 64, 64), grey_input=True,
-         metrics={'accuracy': None, 'mean_class_accuracy': None}, default=True),
+         metrics={'accuracy': 0.5837, 'mean_class_accuracy': 0.488}, default=True),
 )
 
 
