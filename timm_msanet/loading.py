@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .labels import labels_for
+from .published import pool_size_for
 
 WEIGHT_KEYS = ('state_dict', 'model')  # where a training checkpoint keeps the (non-EMA) weights
 EMA_KEY = 'state_dict_ema'
@@ -236,7 +237,7 @@ def checkpoint_cfg(arch: str, args: Mapping[str, Any]) -> Dict[str, Any]:
     if size is not None:
         cfg['input_size'] = (chans, *size)
         if cfg.get('pool_size'):
-            cfg['pool_size'] = (max(1, -(-size[0] // 32)), max(1, -(-size[1] // 32)))
+            cfg['pool_size'] = pool_size_for(size)
     for key in ('mean', 'std'):
         if args.get(key):
             cfg[key] = tuple(float(v) for v in args[key])

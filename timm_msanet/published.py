@@ -84,6 +84,11 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f'{name}: metrics must be a dict, e.g. {{"accuracy": 0.88}}')
 
 
+def pool_size_for(hw: Sequence[int]) -> tuple:
+    """The map the head's global pool sees at input height, width (the network's stride is 32)."""
+    return tuple(max(1, -(-int(v) // 32)) for v in hw)
+
+
 def weights_path(entry: Mapping[str, Any]) -> Optional[str]:
     """Absolute path of a packaged release's weights file (None for Hub-only releases)."""
     return os.path.join(PACKAGE_DIR, *str(entry['file']).split('/')) if entry.get('file') else None
@@ -118,8 +123,7 @@ def published_cfgs(cfg_fn: Callable[..., Dict[str, Any]],
             num_classes=len(labels),
             label_names=labels,
             input_size=size,
-            # the head's global pool sees the stride-32 map of the training resolution
-            pool_size=(max(1, -(-size[1] // 32)), max(1, -(-size[2] // 32))),
+            pool_size=pool_size_for(size[1:]),
             license='other',
             origin_url=f"https://huggingface.co/{entry['hf_hub_id']}" if entry.get('hf_hub_id') else None,
             description=f"MSA-Net trained on {DATASET_NAMES[entry['dataset']]} ({len(labels)} classes)",
