@@ -6,6 +6,7 @@ inside their functions.
 """
 import argparse
 import importlib
+import signal
 import sys
 import warnings
 from typing import List, Optional
@@ -39,8 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .loading import CheckpointError
-    args = build_parser().parse_args(argv)
+    try:
+        from .loading import CheckpointError
+        args = build_parser().parse_args(argv)
+    except KeyboardInterrupt:  # Ctrl-C while torch and timm are still importing
+        print('interrupted', file=sys.stderr)
+        return 130
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         print(f'timm-msanet {args.command}: warning: {message}', file=sys.stderr)
@@ -52,6 +57,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'timm-msanet {args.command}: error: {e}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # a second Ctrl-C / SIGTERM while the first one unwinds must not turn this line into a traceback
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         print('interrupted', file=sys.stderr)
         return 130
 

@@ -43,8 +43,11 @@ Decisions where the datasets or the issue leave room (also in the README):
 * Encode mode keeps JPEG/PNG sources in their format (`--format` to force one), writes 'L' or
   'RGB', and resizes with bicubic filtering; link/copy keep the source file name and format (timm
   reads .jpg/.jpeg/.png only).
-* Safety: SOURCE is only read. OUTPUT is built in a `.OUTPUT.partial-*` folder beside it and
-  renamed at the end; on any failure (or Ctrl-C, SIGTERM) the partial folder is removed. An
+* Safety: SOURCE is only read. OUTPUT is built in a `.OUTPUT.partial-PID-*` folder beside it and
+  renamed at the end; on any failure (or Ctrl-C, SIGTERM) the workers are stopped at once and the
+  partial folder is removed, later signals being ignored until that is done. What a SIGKILL or power
+  loss leaves (the partial folder; an earlier OUTPUT moved aside) is cleared or restored by the next
+  export to the same OUTPUT (`clean_leftovers`), which touches nothing else. An
   existing OUTPUT is refused without `--overwrite`, and even with it only an earlier export (or an
   empty folder) is replaced, after the new one is complete. OUTPUT inside SOURCE, or SOURCE inside
   OUTPUT, is refused. When nothing could be exported, no OUTPUT is written and the exit status is 1;
@@ -57,12 +60,16 @@ import contextlib
 import datetime
 import io
 import json
+import multiprocessing
 import os
+import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
@@ -402,7 +409,6 @@ def _collect(result: ChunkResult, tally: _Tally, bar: Any) -> None:
 
 def _pool_context() -> Any:
     """fork where it is safe (Linux): workers need not re-import the package (and torch with it)."""
-    import multiprocessing
     if sys.platform.startswith('linux') and 'fork' in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context('fork')
     return multiprocessing.get_context()
@@ -428,6 +434,7 @@ def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, 
         for chunk in chunks:
             _collect(process_chunk(chunk, cfg), tally, bar)
         return
+    before = set(multiprocessing.active_children())
     if kind == 'thread':
         pool: Any = ThreadPoolExecutor(max_workers=workers)
     else:
@@ -444,9 +451,33 @@ def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, 
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
                 _collect(future.result(), tally, bar)
-    finally:
-        # wait for running chunks so no worker writes into a staging folder that is being removed
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        _stop_pool(pool, kind, before)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _stop_pool(pool: Any, kind: str, before: Set[Any]) -> None:
+    """Stop a pool at once on an error or interrupt: nothing may write into the staging folder once it is
+    being removed. Threads only run short link/copy chunks and finish them; worker processes are terminated
+    (waiting for their chunks is what made an interrupted encode export hang), then killed if they linger."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    if kind == 'process':
+        terminate = getattr(pool, 'terminate_workers', None)  # Python 3.14+
+        if terminate is not None:
+            terminate()
+        # the pool's workers are the multiprocessing children that did not exist before it
+        workers = [p for p in multiprocessing.active_children() if p not in before]
+        if terminate is None:
+            for proc in workers:
+                proc.terminate()
+        deadline = time.monotonic() + 5
+        for proc in workers:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1)
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -575,15 +606,88 @@ def _publish(staging: str, output: str) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+PARTIAL_MARKER = '.timm-msanet-partial'
+
+
+def _make_staging(output: str) -> str:
+    """`.OUTPUT.partial-PID-XXXX` beside OUTPUT, marked as ours, so a later run can tell it from anything else."""
+    parent, base = os.path.split(output)
+    staging = tempfile.mkdtemp(prefix=f'.{base}.partial-{os.getpid()}-', dir=parent)
+    with open(os.path.join(staging, PARTIAL_MARKER), 'w', encoding='utf-8') as f:
+        json.dump({'pid': os.getpid(), 'host': socket.gethostname(), 'output': output}, f)
+    return staging
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _is_our_partial(path: str, pid: int) -> bool:
+    try:
+        with open(os.path.join(path, PARTIAL_MARKER), encoding='utf-8') as f:
+            marker = json.load(f)
+    except FileNotFoundError:
+        return not os.listdir(path)  # killed between creating the folder and marking it
+    except (OSError, ValueError):
+        return False
+    return isinstance(marker, dict) and marker.get('pid') == pid and marker.get('host') == socket.gethostname()
+
+
+def clean_leftovers(output: str) -> List[str]:
+    """Clear what an export stopped without cleanup (SIGKILL, power loss) left beside OUTPUT; returns notes.
+
+    Only two kinds of folder are touched, and only when the process that made them is gone:
+    `.OUTPUT.partial-PID-*` holding this package's marker (or nothing), removed; `.OUTPUT.old-PID-*`
+    holding an earlier export, removed when OUTPUT exists (the replacement finished) and renamed back to
+    OUTPUT when it does not (the run died between moving the old export aside and moving the new one in).
+    Folders of a live process (another export to the same OUTPUT) and anything else are left alone.
+    """
+    parent, base = os.path.split(output)
+    try:
+        names = sorted(os.listdir(parent))
+    except OSError:
+        return []
+    notes = []
+    pattern = re.compile(re.escape(f'.{base}.') + r'(partial|old)-(\d+)-[^/]+')
+    for name in names:
+        match = pattern.fullmatch(name)
+        path = os.path.join(parent, name)
+        if match is None or os.path.islink(path) or not os.path.isdir(path):
+            continue
+        kind, pid = match.group(1), int(match.group(2))
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        if kind == 'partial' and _is_our_partial(path, pid):
+            shutil.rmtree(path)
+            notes.append(f'removed {path}: the partial folder of an earlier export (pid {pid}) that was stopped '
+                         f'before it could clean up')
+        elif kind == 'old' and _looks_like_export(path):
+            if os.path.lexists(output):
+                shutil.rmtree(path)
+                notes.append(f'removed {path}: an earlier export that a later, completed export replaced')
+            else:
+                os.rename(path, output)
+                notes.append(f'restored {output} from {path}: an earlier export was stopped while replacing it')
+    return notes
+
+
 def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> ExportResult:
     """The common core: stream `plan.entries` into a staging tree beside OUTPUT, then publish it."""
     options.validate(plan.dataset)
     output = os.path.abspath(output)
+    for note in clean_leftovers(output):
+        warnings.warn(note, UserWarning, stacklevel=2)
     check_output(output, plan.inputs, options.overwrite)
     parent = os.path.dirname(output)
     os.makedirs(parent, exist_ok=True)
     started = time.perf_counter()
-    staging = tempfile.mkdtemp(prefix=f'.{os.path.basename(output)}.partial-', dir=parent)
+    staging = _make_staging(output)
     bar = _NoProgress()
     try:
         for split in plan.splits:
@@ -606,6 +710,7 @@ def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> Export
                 f'nothing usable was exported from {plan.inputs[0]}: {tally.skipped} entries skipped '
                 f'({_reason_summary(tally.by_reason) or "no entries found"}); {output} was not written', manifest)
         _write_metadata(staging, plan.classes, manifest)
+        os.remove(os.path.join(staging, PARTIAL_MARKER))
         _publish(staging, output)
     except BaseException:
         bar.close()
@@ -757,20 +862,30 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so the staging folder is removed instead of left behind."""
+def _interrupts_unwind_once() -> Iterator[None]:
+    """The first SIGINT or SIGTERM unwinds like Ctrl-C, so workers are stopped and the staging folder is
+    removed; every later one is ignored, because interrupting that cleanup is what left partial folders,
+    hung on workers or printed a traceback. After an interrupt the ignoring handler stays: the process is
+    on its way out, and a signal arriving while it prints its one line must not raise again."""
+    fired = False
+
     def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
+        nonlocal fired
+        if not fired:
+            fired = True
+            raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not fired:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -786,7 +901,7 @@ def run(args: argparse.Namespace) -> int:
     }[args.dataset]()
     exporter = EXPORTERS[args.dataset]
     try:
-        with _sigterm_as_interrupt():
+        with _interrupts_unwind_once():
             result = exporter(args.source, args.output, options=options, **dataset_kwargs)
     except NothingExportedError as e:
         print(f'timm-msanet export: error: {e}', file=sys.stderr)

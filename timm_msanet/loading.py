@@ -11,18 +11,28 @@ checkpoints by the EMA model when EMA is on), `True` insists on it, `False` take
 Architecture: train.py's `args.model` (copied to `arch`), else the one msanet architecture whose keys
 and shapes fit the weights; an explicit `model_name` must agree with what the checkpoint records.
 num_classes from `args.num_classes`, else the classifier's shape; in_chans from `args.in_chans`, else
-`conv1.weight`; train.py's `args.model_kwargs` are passed on.
+`conv1.weight`. Of train.py's `args.model_kwargs` only the architecture's own constructor arguments are
+used, each value checked (`allowed_model_args`); keys that name a weight source or loader option
+(`STEERING_KEYS`: pretrained, pretrained_cfg_overlay, url, hf_hub_id, checkpoint_path, ...) are refused,
+so a file can never decide where the loader connects; other keys are ignored with a warning.
+
+Releases (`hf-hub:` / `local-dir:`): their config.json is read and checked (`check_release_config`) before
+timm acts on it: a registered architecture, allow-listed model_args, no weight source in pretrained_cfg,
+unique label names one per class, input sizes of MIN_SIDE..MAX_SIDE px, mean/std per channel. When the Hub
+does not answer a HUB_PROBE_TIMEOUT_S connection test, loading runs in huggingface_hub's offline mode:
+cached files load, missing ones fail at once instead of after half a minute of retries.
 
 Class names: the model's `pretrained_cfg['label_names']`. A checkpoint of a 7- or 8-class model
 trained on a `timm-msanet export` tree gets the package's canonical names (the sorted folder order
 train.py used); other class counts need `label_names` given explicitly.
 """
 import argparse
+import contextlib
 import os
 import pickle
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .labels import labels_for
 from .published import pool_size_for
@@ -40,8 +50,9 @@ class Checkpoint:
     """A checkpoint's weights and what it records about its training."""
 
     def __init__(self, state_dict, args: Dict[str, Any], arch: Optional[str], weights: str, has_ema: bool,
-                 extra: Dict[str, Any]):
+                 extra: Dict[str, Any], source: str = ''):
         self.state_dict = state_dict
+        self.source = source  # the file it was read from, for messages
         self.args = args
         self.arch = arch
         self.weights = weights  # 'state_dict', 'state_dict_ema', 'model' or 'file'
@@ -142,7 +153,7 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
                 extra[key] = (int if key == 'epoch' else float)(meta[f'checkpoint_{key}'])
             except (KeyError, ValueError):
                 pass
-        return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra)
+        return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra, str(path))
     obj: Any = _torch_load_safely(path)
 
     if isinstance(obj, Mapping) and any(k in obj for k in WEIGHT_KEYS + (EMA_KEY,)) and not _is_state_dict(obj):
@@ -168,13 +179,13 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
             key = EMA_KEY
         arch = obj.get('arch') if isinstance(obj.get('arch'), str) else None
         extra = {k: obj[k] for k in ('epoch', 'metric') if isinstance(obj.get(k), (int, float))}
-        return Checkpoint(_strip_module(obj[key]), args, arch, key, has_ema, extra)
+        return Checkpoint(_strip_module(obj[key]), args, arch, key, has_ema, extra, str(path))
 
     if _is_state_dict(obj):
         if use_ema is True:
             raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain state dict without any '
                                f'(drop --ema)')
-        return Checkpoint(_strip_module(obj), {}, None, 'file', False, {})
+        return Checkpoint(_strip_module(obj), {}, None, 'file', False, {}, str(path))
     what = type(obj).__name__ if not isinstance(obj, Mapping) else f'dict with keys {sorted(map(str, obj))[:12]}'
     raise CheckpointError(f'{path} is not a model checkpoint: expected a state dict of tensors or a timm train.py '
                        f'checkpoint (with "state_dict"), found a {what}')
@@ -216,11 +227,189 @@ def _guess_arch(sd, model_kwargs) -> str:
     return fits[0]
 
 
+# ------------------------------------------------------------------- what a file may say about its model
+# A checkpoint's `args.model_kwargs` and a release's config.json `model_args` may only describe the
+# architecture: its own constructor arguments, each with a checked value. Weight sources and loader options
+# are refused outright (a file that names them is trying to steer the loader or the network), anything
+# else unknown is ignored in a checkpoint (with a warning) and refused in a release config (timm reads that
+# config itself, so it cannot be partly ignored). Sizes outside MIN_SIDE..MAX_SIDE px are refused: FER
+# models run at 48-448 px, and a config asking for 100000 px would make predict allocate without bound.
+MIN_SIDE, MAX_SIDE = 16, 2048
+MAX_CHANS = 16
+STEERING_KEYS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_strict', 'pretrained_model_args',
+                 'url', 'file', 'hf_hub_id', 'hf_hub_filename', 'checkpoint_path', 'cache_dir', 'state_dict',
+                 'source', 'features_only', 'scriptable', 'exportable', 'no_jit', 'device', 'dtype')
+
+
+def _is_int(v, lo: int, hi: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _is_number(v, lo: float, hi: float) -> bool:
+    import math
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def _int_seq(lo: int, hi: int, min_len: int = 1, max_len: int = 8, odd: bool = False):
+    def check(v) -> bool:
+        return (isinstance(v, (list, tuple)) and min_len <= len(v) <= max_len
+                and all(_is_int(x, lo, hi) and (not odd or x % 2 == 1) for x in v))
+    return check
+
+
+# key -> (check, what is expected); the arguments every timm classifier takes
+COMMON_MODEL_ARGS = {
+    'num_classes': (lambda v: _is_int(v, 1, 100_000), 'an int from 1 to 100000'),
+    'in_chans': (lambda v: _is_int(v, 1, MAX_CHANS), f'an int from 1 to {MAX_CHANS}'),
+    'global_pool': (lambda v: v in ('', 'avg', 'max', 'avgmax', 'catavgmax', 'fast'),
+                    "one of '', avg, max, avgmax, catavgmax, fast"),
+    'drop_rate': (lambda v: _is_number(v, 0, 1), 'a number from 0 to 1'),
+    'drop_path_rate': (lambda v: _is_number(v, 0, 1), 'a number from 0 to 1'),
+}
+# MSANet's own constructor arguments (act_layer / norm_layer are classes: never from a file)
+MSANET_MODEL_ARGS = {
+    'branch_kernels': (_int_seq(1, 15, odd=True), 'a list of 1-8 odd ints from 1 to 15'),
+    'branch_chs': (_int_seq(1, 8192), 'a list of 1-8 ints from 1 to 8192'),
+    'branch_strides': (_int_seq(1, 4), 'a list of 1-8 ints from 1 to 4'),
+    'scale': (lambda v: _is_int(v, 1, 64), 'an int from 1 to 64'),
+    'bottle_ratio': (lambda v: _is_number(v, 0.01, 8), 'a number from 0.01 to 8'),
+    'hierarchy': (lambda v: v in ('pre', 'post'), "'pre' or 'post'"),
+    'attn_layer': (lambda v: v is None or v in ('cbam', 'lcbam', 'se', 'ese', 'eca', 'ceca', 'ge', 'gc', 'gca', 'sk',
+                                                 'splat', 'coord', 'ca'),
+                   'null or the name of a timm attention layer (cbam, se, eca, ...)'),
+    'pre_chs': (_int_seq(1, 4096, 2, 2), 'two ints from 1 to 4096'),
+    'pre_depths': (_int_seq(1, 16, 2, 2), 'two ints from 1 to 16'),
+    'zero_init_last': (lambda v: isinstance(v, bool), 'true or false'),
+}
+
+
+def allowed_model_args(arch: Optional[str]) -> Dict[str, Any]:
+    """The constructor arguments a file may set for `arch`, with their checks."""
+    allowed = dict(COMMON_MODEL_ARGS)
+    if arch is None or arch.split('.')[0].startswith('msanet'):
+        allowed.update(MSANET_MODEL_ARGS)
+    return allowed
+
+
+def checked_model_args(arch: Optional[str], model_args: Any, where: str, unknown: str = 'ignore') -> Dict[str, Any]:
+    """The architecture arguments of `model_args` (from `where`, a file) that may be used, values checked.
+
+    Weight-source and loader keys raise CheckpointError; so does a value outside its range. Other keys
+    are ignored with a warning (`unknown='ignore'`) or raise (`unknown='refuse'`).
+    """
+    import warnings
+    if model_args is None:
+        return {}
+    if not isinstance(model_args, Mapping):
+        raise CheckpointError(f'{where}: model arguments must be a mapping of name to value, got '
+                              f'{type(model_args).__name__}')
+    allowed = allowed_model_args(arch)
+    steering = sorted(str(k) for k in model_args if k in STEERING_KEYS)
+    if steering:
+        raise CheckpointError(
+            f'{where} sets {", ".join(steering)} among its model arguments: a weights file or release config may '
+            f'only describe the architecture, never where weights come from or how the loader works. Refused '
+            f'(nothing was downloaded). Allowed: {", ".join(allowed)}.')
+    out: Dict[str, Any] = {}
+    ignored = []
+    for key, value in model_args.items():
+        if key not in allowed:
+            ignored.append(str(key))
+            continue
+        check, expected = allowed[key]
+        if not check(value):
+            raise CheckpointError(f'{where}: model argument {key}={value!r} is not valid; expected {expected}')
+        out[key] = tuple(value) if isinstance(value, list) else value
+    if ignored:
+        msg = (f'{where} sets model arguments that are not architecture arguments of {arch or "an msanet model"}: '
+               f'{", ".join(sorted(ignored))}; allowed: {", ".join(allowed)}')
+        if unknown == 'refuse':
+            raise CheckpointError(msg + '. Refused: remove them from the config.')
+        warnings.warn(msg + '. Ignored.', UserWarning, stacklevel=3)
+    return out
+
+
+def check_input_size(value: Any, where: str, key: str = 'input_size') -> Tuple[int, int, int]:
+    """A (C, H, W) data-config size, or CheckpointError naming what was expected."""
+    ok = (isinstance(value, (list, tuple)) and len(value) == 3 and _is_int(value[0], 1, MAX_CHANS)
+          and all(_is_int(v, MIN_SIDE, MAX_SIDE) for v in value[1:]))
+    if not ok:
+        raise CheckpointError(f'{where}: {key} {value!r} is not a sane input size; expected [channels, height, '
+                              f'width] with 1-{MAX_CHANS} channels and sides of {MIN_SIDE}-{MAX_SIDE} px')
+    return int(value[0]), int(value[1]), int(value[2])
+
+
+def check_label_names(names: Any, num_classes: Optional[int], where: str) -> Tuple[str, ...]:
+    """Class names that are one non-empty, unique string per class, or CheckpointError."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise CheckpointError(f'{where}: label_names must be a list of non-empty strings, one per class in output '
+                              f'order; got {names!r}'[:400])
+    dups = sorted({n for n in names if list(names).count(n) > 1})
+    if dups:
+        raise CheckpointError(f'{where}: label_names must be unique, one name per class; {", ".join(dups)} '
+                              f'appear(s) more than once in {list(names)}')
+    if num_classes is not None and len(names) != num_classes:
+        raise CheckpointError(f'{where}: {len(names)} label_names for a {num_classes}-class model; expected one name '
+                              f'per class in output order')
+    return tuple(names)
+
+
+def check_release_config(config: Any, where: str) -> Dict[str, Any]:
+    """Validate a release's raw config.json (as timm's `save_for_hf` writes it) before timm acts on it.
+
+    Returns the checked model arguments. Refuses: no registered `architecture`; steering or unknown
+    `model_args`; weight-source keys in `pretrained_cfg`; label names that are not unique or not one per
+    class; an input size outside MIN_SIDE..MAX_SIDE; mean/std that do not fit the channels.
+    """
+    import timm
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f'{where} must hold a JSON object, got {type(config).__name__}')
+    legacy = 'pretrained_cfg' not in config  # timm's older single-dict layout
+    pcfg = config if legacy else config.get('pretrained_cfg')
+    if not isinstance(pcfg, Mapping):
+        raise CheckpointError(f'{where}: "pretrained_cfg" must be a JSON object')
+    arch = config.get('architecture')
+    if not isinstance(arch, str) or not arch:
+        raise CheckpointError(f'{where} has no "architecture": expected the timm model name the weights are for '
+                              f'(e.g. "msanet_r18"), as `timm-msanet publish` writes it')
+    if not timm.is_model(arch):
+        raise CheckpointError(f'{where}: architecture {arch!r} is not a registered model (msanet: {msanet_archs()}); '
+                              f'install or upgrade the package that registers it')
+    model_args = checked_model_args(arch, config.get('model_args'), where, unknown='refuse')
+    sources = sorted(k for k in pcfg if k in STEERING_KEYS)
+    if sources:
+        raise CheckpointError(f'{where}: pretrained_cfg sets {", ".join(sources)}: a release config must not say '
+                              f'where weights come from (they are the model.safetensors beside it). Refused.')
+    num_classes = next((v for v in (config.get('num_classes'), pcfg.get('num_classes'), model_args.get('num_classes'))
+                        if v is not None), None)
+    if num_classes is not None and not COMMON_MODEL_ARGS['num_classes'][0](num_classes):
+        raise CheckpointError(f'{where}: num_classes {num_classes!r} is not valid; expected an int from 1 to 100000')
+    for key in ('label_names', 'labels'):
+        for holder in (config, pcfg):
+            if holder.get(key) is not None:
+                check_label_names(holder[key], num_classes, f'{where} ({key})')
+    chans = None
+    for key in ('input_size', 'test_input_size', 'min_input_size'):
+        if pcfg.get(key) is not None:
+            c = check_input_size(pcfg[key], where, key)[0]
+            chans = chans or c
+    for key in ('mean', 'std'):
+        v = pcfg.get(key)
+        if v is None:
+            continue
+        ok = (isinstance(v, (list, tuple)) and len(v) in ({chans} if chans else set(range(1, MAX_CHANS + 1)))
+              and all(_is_number(x, 1e-6 if key == 'std' else -10, 10) for x in v))
+        if not ok:
+            raise CheckpointError(f'{where}: {key} {v!r} is not valid; expected one finite number per input channel'
+                                  + (' (std > 0)' if key == 'std' else ''))
+    return model_args
+
+
 SOURCE_CFG_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'tag', 'license',
                    'origin_url', 'description', 'notes')
 
 
-def checkpoint_cfg(arch: str, args: Mapping[str, Any]) -> Dict[str, Any]:
+def checkpoint_cfg(arch: str, args: Mapping[str, Any], where: str = 'the checkpoint') -> Dict[str, Any]:
     """The pretrained_cfg of a model rebuilt from a checkpoint: the architecture's data config at the
     resolution (and mean/std) the checkpoint records, without any release's weight source, licence or notes
     (the default tag of msanet_r18 is the packaged FER2013 release, which does not describe this file)."""
@@ -231,16 +420,21 @@ def checkpoint_cfg(arch: str, args: Mapping[str, Any]) -> Dict[str, Any]:
     chans = int(args.get('in_chans') or tuple(cfg.get('input_size') or (3,))[0])
     size = None
     if args.get('input_size'):
-        size = tuple(int(v) for v in args['input_size'])[-2:]
+        size = check_input_size(args['input_size'], f'{where}: args', 'input_size')[1:]
     elif args.get('img_size'):
-        size = (int(args['img_size']),) * 2
+        size = check_input_size((chans, args['img_size'], args['img_size']), f'{where}: args', 'img_size')[1:]
     if size is not None:
         cfg['input_size'] = (chans, *size)
         if cfg.get('pool_size'):
             cfg['pool_size'] = pool_size_for(size)
     for key in ('mean', 'std'):
-        if args.get(key):
-            cfg[key] = tuple(float(v) for v in args[key])
+        v = args.get(key)
+        if v:
+            if not (isinstance(v, (list, tuple)) and len(v) in (1, chans)
+                    and all(_is_number(x, 1e-6 if key == 'std' else -10, 10) for x in v)):
+                raise CheckpointError(f'{where}: args.{key} {v!r} is not valid; expected one finite number per '
+                                      f'input channel' + (' (std > 0)' if key == 'std' else ''))
+            cfg[key] = tuple(float(x) for x in v)
     return cfg
 
 
@@ -249,6 +443,11 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
     import timm
     sd = ckpt.state_dict
     head = sd.get('head.fc.weight', sd.get('fc.weight'))
+    where = ckpt.source or 'the checkpoint'
+    for key in ('num_classes', 'in_chans'):
+        if ckpt.args.get(key) is not None and not COMMON_MODEL_ARGS[key][0](ckpt.args[key]):
+            raise CheckpointError(f'{where}: its args.{key} {ckpt.args[key]!r} is not valid; expected '
+                                  f'{COMMON_MODEL_ARGS[key][1]}')
     recorded_classes = ckpt.args.get('num_classes') or (int(head.shape[0]) if head is not None else None)
     if num_classes is not None and recorded_classes is not None and num_classes != recorded_classes:
         raise CheckpointError(f'wrong class count: the checkpoint has {recorded_classes} classes, not {num_classes}')
@@ -260,8 +459,6 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
     in_chans = ckpt.args.get('in_chans') or (int(sd['conv1.weight'].shape[1]) if 'conv1.weight' in sd else None)
     if in_chans and in_chans != 3:
         model_kwargs['in_chans'] = in_chans
-    if isinstance(ckpt.args.get('model_kwargs'), Mapping):
-        model_kwargs.update({k: v for k, v in ckpt.args['model_kwargs'].items() if k not in model_kwargs})
 
     def base_name(name):  # 'msanet_r18.tv_in1k' -> 'msanet_r18'; hub / folder sources say nothing here
         return None if not isinstance(name, str) or ':' in name else name.split('.')[0]
@@ -269,6 +466,9 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
     # train.py without args writes the class name (`msanet`) as arch: only registered names count
     recorded = next((base_name(a) for a in (ckpt.args.get('model'), ckpt.arch) if base_name(a) and
                      timm.is_model(base_name(a))), None)
+    file_args = checked_model_args(base_name(model_name) or recorded, ckpt.args.get('model_kwargs'),
+                                   f'{ckpt.source or "the checkpoint"} (train.py args.model_kwargs)')
+    model_kwargs.update({k: v for k, v in file_args.items() if k not in model_kwargs})
     if ckpt.args.get('model') and recorded is None and model_name is None:
         raise CheckpointError(f'the checkpoint was trained as {ckpt.args["model"]!r}, which is not a registered '
                               f'model; pass --model ARCH')
@@ -281,7 +481,7 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
                                   f'{recorded}; drop --model (the checkpoint says which) or pick the right file')
     arch = model_name or recorded or _guess_arch(sd, model_kwargs)
 
-    model = timm.create_model(arch, pretrained_cfg=checkpoint_cfg(arch, ckpt.args), **model_kwargs)
+    model = timm.create_model(arch, pretrained_cfg=checkpoint_cfg(arch, ckpt.args, where), **model_kwargs)
     problems = describe_mismatch(model, sd)
     if problems:
         raise CheckpointError(
@@ -294,6 +494,13 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
 def _hf_cache_hint() -> str:
     from huggingface_hub import constants
     return constants.HF_HUB_CACHE
+
+
+def _why_offline() -> str:
+    from huggingface_hub import constants
+    if os.environ.get('HF_HUB_OFFLINE'):
+        return f'HF_HUB_OFFLINE={os.environ["HF_HUB_OFFLINE"]}'
+    return f'no connection to {constants.ENDPOINT} within {HUB_PROBE_TIMEOUT_S:g} s; HF_HUB_OFFLINE is unset'
 
 
 def _hub_repo_of(name: str) -> str:
@@ -317,7 +524,6 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
     import timm
     import timm_msanet  # noqa: F401
     from huggingface_hub import errors as hf_errors
-    from timm.models._hub import load_model_config_from_hf, load_model_config_from_path
 
     name = str(name_or_path)
     if ':' not in name or re.match(r'^[A-Za-z]:[\\/]', name):  # no source prefix (a Windows drive is not one)
@@ -334,7 +540,7 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
             what = ident if repo == ident else f'{ident} (its weights are the Hub repo {repo})'
             return CheckpointError(
                 f'{what} is not in the local Hugging Face cache ({_hf_cache_hint()}) and the Hub cannot be '
-                f'reached (offline: HF_HUB_OFFLINE={os.environ.get("HF_HUB_OFFLINE", "unset")}, or no network). '
+                f'reached ({_why_offline()}). '
                 f'Connect and unset HF_HUB_OFFLINE, download it once while online (`hf download {repo}`), '
                 f'or load a local copy with local-dir:PATH.')
         if isinstance(e, hf_errors.GatedRepoError):
@@ -367,15 +573,12 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
         return CheckpointError(f'cannot load {ident}: {type(e).__name__}: {e}')
 
     expected = None
-    try:
-        if source == 'hf-hub':
-            cfg, _, _ = load_model_config_from_hf(ident)
-            expected = cfg.get('num_classes')
-        elif source == 'local-dir':
-            cfg, _, _ = load_model_config_from_path(ident)
-            expected = cfg.get('num_classes')
-    except Exception as e:
-        raise explain(e) from e
+    if source in ('hf-hub', 'local-dir'):
+        config = _read_release_config(source, ident, explain)
+        check_release_config(config, f'{ident}/config.json')
+        expected = config.get('num_classes')
+        if expected is None and isinstance(config.get('pretrained_cfg'), Mapping):
+            expected = config['pretrained_cfg'].get('num_classes')
     if expected is None and pretrained and source is None:
         from timm.models import get_pretrained_cfg
         try:
@@ -391,9 +594,67 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
     try:
-        return timm.create_model(name, pretrained=pretrained, **kwargs)
+        with _offline_when_hub_unreachable(pretrained):
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         raise explain(e) from e
+
+
+def _read_release_config(source: str, ident: str, explain) -> Any:
+    """The raw config.json of a Hub repo or folder, read before timm acts on any of it."""
+    import json
+    try:
+        if source == 'hf-hub':
+            from huggingface_hub import hf_hub_download
+            repo_id, _, revision = ident.partition('@')
+            with _offline_when_hub_unreachable(True):
+                path = Path(hf_hub_download(repo_id, 'config.json', revision=revision or None))
+        else:
+            path = Path(ident) / 'config.json'
+            if not path.is_file():
+                raise FileNotFoundError(f'Config file not found: {path}')
+        text = path.read_text(encoding='utf-8')
+    except Exception as e:
+        raise explain(e) from e
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        raise CheckpointError(f'{ident}/config.json is not valid JSON ({e}); expected the config.json that '
+                              f'`timm-msanet publish` (timm save_for_hf) writes') from None
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the Hub endpoint (HF_ENDPOINT) opens within `timeout` seconds."""
+    import socket
+    from urllib.parse import urlsplit
+    from huggingface_hub import constants
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == 'https' else 80)
+    try:
+        with socket.create_connection((url.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _offline_when_hub_unreachable(needed: bool = True):
+    """Without a network huggingface_hub retries each request with backoff (about half a minute per file here)
+    before it falls back to its cache. One short probe instead: when the Hub endpoint does not answer within
+    HUB_PROBE_TIMEOUT_S, run the block in huggingface_hub's offline mode, so cached files load at once and a
+    missing one fails at once with the offline error. Its module flag is what HF_HUB_OFFLINE=1 sets."""
+    from huggingface_hub import constants
+    if not needed or constants.HF_HUB_OFFLINE or hub_reachable():
+        yield
+        return
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = False
 
 
 def load_model(
@@ -436,6 +697,9 @@ def load_model(
     if len(names) != n_out:
         if label_names is not None:
             raise ValueError(f'{len(names)} label names given for a {n_out}-class model')
+        if model.pretrained_cfg.get('source') in ('hf-hub', 'local-dir'):  # a release's own names: never guess
+            raise CheckpointError(f'{model_name or hf_hub}: its config has {len(names)} label_names for a '
+                                  f'{n_out}-class model; expected one name per class in output order')
         try:
             names = list(labels_for(n_out))
         except ValueError:

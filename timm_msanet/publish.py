@@ -23,7 +23,8 @@ Decisions where the issue left room:
   must agree with a recorded architecture (a disagreement is an error rather than a silent override);
   with neither, the one registered msanet architecture whose keys and shapes fit the weights is used.
   num_classes comes from `args.num_classes`, else the `head.fc.weight` shape; in_chans from
-  `args.in_chans`, else `conv1.weight`; train.py's `args.model_kwargs` are passed on and recorded.
+  `args.in_chans`, else `conv1.weight`; of train.py's `args.model_kwargs` only checked architecture
+  arguments are used (`loading.checked_model_args`).
 * Class count per dataset: rafdb, fer2013 and affectnet7 are 7 classes, affectnet8 is 8, ferplus is 7 or 8
   (`timm-msanet export ferplus --classes`). A checkpoint with another class count is refused, as is an
   eval JSON whose `label_names` differ from the canonical order (`timm_msanet.labels`).

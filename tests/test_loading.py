@@ -1,0 +1,224 @@
+"""timm_msanet.loading: what a checkpoint or release config may decide, and how lying files are refused.
+
+A file holds weights and describes its architecture; it must never choose where the loader connects.
+Hostile files point at a real HTTP server on 127.0.0.1 that counts requests: every test asserts zero.
+Releases are real `save_for_hf` folders, checkpoints real `torch.save` files in train.py's layout.
+"""
+import argparse
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.models import save_for_hf
+
+import timm_msanet  # noqa: F401
+from timm_msanet.loading import CheckpointError, create_published, load_model
+
+from conftest import make_offline_hub_cache, run_python
+
+ARCH = 'msanet_r18_ms'
+
+
+@pytest.fixture
+def beacon():
+    """An HTTP server on 127.0.0.1 that records every request it gets (and serves nothing)."""
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', hits
+    server.shutdown()
+
+
+def _hostile_kwargs(url):
+    return {'pretrained': True, 'pretrained_cfg_overlay': {'hf_hub_id': '', 'url': f'{url}/w.pth?beacon=1'}}
+
+
+def _train_checkpoint(path: Path, model_kwargs=None, **args):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7)
+    ns = argparse.Namespace(model=ARCH, num_classes=7, img_size=64, model_kwargs=model_kwargs or {}, **args)
+    torch.save({'epoch': 1, 'arch': ARCH, 'state_dict': model.state_dict(), 'args': ns}, path)
+    return path
+
+
+def _release(folder: Path) -> Path:
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7, pretrained_cfg_overlay=dict(input_size=(3, 64, 64)))
+    save_for_hf(model, str(folder), safe_serialization=True, model_config={'label_names': list(model.pretrained_cfg['label_names'])})
+    return folder
+
+
+def _edit_config(folder: Path, edit) -> Path:
+    cfg_path = folder / 'config.json'
+    cfg = json.loads(cfg_path.read_text())
+    edit(cfg)
+    cfg_path.write_text(json.dumps(cfg))
+    return folder
+
+
+def _image_folder(root: Path) -> Path:
+    for i, label in enumerate(('anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise')):
+        (root / 'test' / label).mkdir(parents=True)
+        Image.new('RGB', (48, 48), (30 * i, 90, 120)).save(root / 'test' / label / 'a.png')
+    return root
+
+
+# ---------------------------------------------------------------------------- a file never steers the loader
+def test_checkpoint_model_kwargs_cannot_fetch_a_url_through_eval(beacon, tmp_path):
+    url, hits = beacon
+    ckpt = _train_checkpoint(tmp_path / 'evil.pth.tar', model_kwargs=_hostile_kwargs(url))
+    data = _image_folder(tmp_path / 'data')
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint', str(ckpt),
+                           '--data-dir', str(data), '--split', 'test', '--out', str(tmp_path / 'eval')],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf')))
+    assert proc.returncode == 2, proc.stderr
+    assert 'sets pretrained, pretrained_cfg_overlay among its model arguments' in proc.stderr
+    assert 'Traceback' not in proc.stderr and not (tmp_path / 'eval').exists()
+    assert hits == []
+
+
+@pytest.mark.parametrize('key', ['checkpoint_path', 'pretrained_cfg', 'hf_hub_id', 'url', 'file', 'cache_dir'])
+def test_every_weight_source_key_in_a_checkpoint_is_refused(beacon, tmp_path, key):
+    url, hits = beacon
+    value = {'url': f'{url}/x'} if key == 'pretrained_cfg' else f'{url}/x'
+    ckpt = _train_checkpoint(tmp_path / 'c.pth.tar', model_kwargs={key: value})
+    with pytest.raises(CheckpointError, match=f'sets {key} among its model arguments.*Refused'):
+        load_model(checkpoint=ckpt)
+    assert hits == []
+
+
+def test_checkpoint_architecture_args_are_checked_and_unknown_ones_ignored(tmp_path):
+    ok = _train_checkpoint(tmp_path / 'ok.pth.tar', model_kwargs={'hierarchy': 'pre', 'global_pool': 'avg',
+                                                                   'my_flag': 3})
+    with pytest.warns(UserWarning, match='not architecture arguments of msanet_r18_ms: my_flag.*Ignored'):
+        model = load_model(checkpoint=ok)
+    assert model.num_classes == 7 and model.pretrained_cfg['input_size'] == (3, 64, 64)
+    bad = _train_checkpoint(tmp_path / 'bad.pth.tar', model_kwargs={'scale': 10 ** 6})
+    with pytest.raises(CheckpointError, match=r'model argument scale=1000000 is not valid; expected an int from 1'):
+        load_model(checkpoint=bad)
+    huge = _train_checkpoint(tmp_path / 'huge.pth.tar', input_size=(3, 100000, 100000))
+    with pytest.raises(CheckpointError, match='not a sane input size'):
+        load_model(checkpoint=huge)
+    classes = _train_checkpoint(tmp_path / 'cls.pth.tar')
+    state = torch.load(classes, weights_only=False)
+    state['args'].num_classes = '7; rm -rf /'
+    torch.save(state, classes)
+    with pytest.raises(CheckpointError, match=r"args.num_classes '7; rm -rf /' is not valid"):
+        load_model(checkpoint=classes)
+
+
+def test_release_config_model_args_cannot_fetch_a_url(beacon, tmp_path):
+    url, hits = beacon
+    folder = _edit_config(_release(tmp_path / 'rel'), lambda c: c['model_args'].update(_hostile_kwargs(url)))
+    with pytest.raises(CheckpointError, match='config.json sets pretrained, pretrained_cfg_overlay'):
+        create_published(f'local-dir:{folder}')
+    folder2 = _edit_config(_release(tmp_path / 'rel2'), lambda c: c['pretrained_cfg'].update(url=f'{url}/w.pth'))
+    with pytest.raises(CheckpointError, match='pretrained_cfg sets url.*Refused'):
+        load_model(f'local-dir:{folder2}')
+    folder3 = _edit_config(_release(tmp_path / 'rel3'), lambda c: c['model_args'].update(act_layer='gelu'))
+    with pytest.raises(CheckpointError, match='act_layer.*Refused: remove them'):
+        load_model(f'local-dir:{folder3}')
+    assert hits == []
+
+
+# --------------------------------------------------------------------------------------- configs that lie
+@pytest.mark.parametrize('edit, message', [
+    (lambda c: c.update(label_names=['happiness'] * 7), 'label_names must be unique.*happiness'),
+    (lambda c: c.update(label_names=['a', 'b']), '2 label_names for a 7-class model'),
+    (lambda c: c['pretrained_cfg'].update(label_names=['a', 'b']), '2 label_names for a 7-class model'),
+    (lambda c: c['pretrained_cfg'].update(input_size=[3, 100000, 100000]), 'not a sane input size.*16-2048 px'),
+    (lambda c: c['pretrained_cfg'].update(mean=[0.5, 0.5]), 'mean .* one finite number per input channel'),
+    (lambda c: c.pop('architecture'), 'has no "architecture": expected the timm model name'),
+    (lambda c: c.update(architecture='not_a_model'), "architecture 'not_a_model' is not a registered model"),
+])
+def test_a_lying_release_config_is_refused_in_one_line(tmp_path, edit, message):
+    folder = _edit_config(_release(tmp_path / 'rel'), edit)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(f'local-dir:{folder}')
+    assert '\n' not in str(info.value)
+
+
+def test_an_honest_release_still_loads(tmp_path):
+    model = load_model(f'local-dir:{_release(tmp_path / "rel")}')
+    assert model.pretrained_cfg['label_names'][3] == 'happiness'
+    assert model.pretrained_cfg['input_size'] == (3, 64, 64)
+
+
+def test_bad_json_is_named(tmp_path):
+    folder = _release(tmp_path / 'rel')
+    (folder / 'config.json').write_text('{"architecture": ')
+    with pytest.raises(CheckpointError, match='config.json is not valid JSON'):
+        load_model(f'local-dir:{folder}')
+
+
+# ------------------------------------------------------------------------------------------ offline, fast
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]  # closed again when the with block ends: connections are refused
+
+
+def test_unreachable_hub_fails_at_once_and_cached_files_still_load(tmp_path):
+    """No HF_HUB_OFFLINE, a Hub endpoint that refuses connections: no retries (huggingface_hub would retry with
+    backoff for about half a minute), the offline error naming the repo, and a cached release loads."""
+    hf_home = tmp_path / 'hf'
+    rel = _release(tmp_path / 'rel')
+    make_offline_hub_cache(hf_home, 'testorg/cached', {n: rel / n for n in ('config.json', 'model.safetensors')})
+    env = {'HF_HOME': str(hf_home), 'HF_ENDPOINT': f'http://127.0.0.1:{_closed_port()}', 'HF_HUB_OFFLINE': ''}
+    proc = run_python("""
+        import huggingface_hub
+        from timm_msanet.loading import CheckpointError, create_published
+        model = create_published('hf-hub:testorg/cached')
+        print('cached', model.num_classes, model.pretrained_cfg['input_size'])
+        try:
+            create_published('hf-hub:testorg/missing')
+        except CheckpointError as e:
+            print('missing', e)
+        print('flag restored', huggingface_hub.constants.HF_HUB_OFFLINE)
+    """, env)
+    assert proc.returncode == 0, proc.stderr
+    assert 'cached 7 (3, 64, 64)' in proc.stdout
+    assert 'missing testorg/missing is not in the local Hugging Face cache' in proc.stdout
+    assert 'within 3 s' in proc.stdout and '`hf download testorg/missing`' in proc.stdout
+    assert 'flag restored False' in proc.stdout
+    assert 'Retrying' not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path):
+    url, hits = beacon
+    rel = _edit_config(_release(tmp_path / 'rel'), lambda c: c['model_args'].update(_hostile_kwargs(url)))
+    hf_home = tmp_path / 'hf'
+    make_offline_hub_cache(hf_home, 'testorg/evil', {n: rel / n for n in ('config.json', 'model.safetensors')})
+    proc = run_python("""
+        from timm_msanet.loading import CheckpointError, load_model
+        try:
+            load_model(hf_hub='testorg/evil')
+        except CheckpointError as e:
+            print('refused', e)
+    """, {'HF_HOME': str(hf_home), 'HF_HUB_OFFLINE': '1'})
+    assert proc.returncode == 0, proc.stderr
+    assert 'refused testorg/evil/config.json sets pretrained, pretrained_cfg_overlay' in proc.stdout
+    assert hits == []
