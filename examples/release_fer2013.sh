@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make the packaged `msanet_r18.fer2013` release from the FER2013 images, every step a recorded command:
 #   export -> timm's train.py (examples/recipes/fer2013_scratch.yaml) -> float16 weights (EMA of the
-#   checkpoint with the best PublicTest top-1) -> eval on PrivateTest (and PublicTest) -> publish --dry-run.
+#   checkpoint with the best PublicTest top-1) -> calibrate (temperature fitted on PublicTest) -> eval on
+#   PrivateTest (and PublicTest) -> publish --dry-run.
 #
 #   examples/release_fer2013.sh FER2013_SOURCE WORKDIR [--timm-repo DIR] [--device cuda] [--model ARCH]
 #                               [--repo-id ORG/NAME] [-- extra train.py arguments]
@@ -70,18 +71,26 @@ fi
 WEIGHTS=$WORK/${MODEL}_fer2013.safetensors
 run timm-msanet publish "$RUN/model_best.pth.tar" --weights-only "$WEIGHTS"
 
-# 4. FER metrics of exactly those weights: PrivateTest (reported) and PublicTest (selection split)
-run timm-msanet eval --checkpoint "$WEIGHTS" --data-dir "$DATA" --split test --out "$WORK/eval/test" --device "$DEVICE"
-run timm-msanet eval --checkpoint "$WEIGHTS" --data-dir "$DATA" --split validation --out "$WORK/eval/validation" --device "$DEVICE"
+# 4. calibrated scores: one temperature fitted on PublicTest (never PrivateTest), ECE/NLL/Brier before and
+#    after on PrivateTest; the released file carries the temperature in its metadata
+CALIBRATED=$WORK/${MODEL}_fer2013_calibrated.safetensors
+run timm-msanet calibrate --checkpoint "$WEIGHTS" --data-dir "$DATA" --split validation --test-split test \
+    --out "$WORK/calibration/$MODEL" --save "$CALIBRATED" --device "$DEVICE"
 
-# 5. the Hub release, written locally (upload: the same command without --dry-run); a baseline such as
+# 5. FER metrics of exactly those weights: PrivateTest (reported) and PublicTest (selection split)
+for SPLIT in test validation; do
+    run timm-msanet eval --checkpoint "$CALIBRATED" --data-dir "$DATA" --split $SPLIT --out "$WORK/eval/$MODEL/$SPLIT" \
+        --device "$DEVICE"
+done
+
+# 6. the Hub release, written locally (upload: the same command without --dry-run); a baseline such as
 #    --model resnet18 (same recipe, seed and schedule) stops after its evaluation
 case $MODEL in
     msanet*)
         rm -rf "$WORK/release"
-        run timm-msanet publish "$WEIGHTS" --repo-id "$REPO_ID" --dataset fer2013 \
-            --eval-json "$WORK/eval/test/metrics.json" --dry-run "$WORK/release"
-        echo "done: weights $WEIGHTS, metrics $WORK/eval/test/metrics.json, release folder $WORK/release, commands $LOG" >&2 ;;
+        run timm-msanet publish "$CALIBRATED" --repo-id "$REPO_ID" --dataset fer2013 \
+            --eval-json "$WORK/eval/$MODEL/test/metrics.json" --dry-run "$WORK/release"
+        echo "done: weights $CALIBRATED, metrics $WORK/eval/$MODEL/test/metrics.json, release folder $WORK/release, commands $LOG" >&2 ;;
     *)
-        echo "done: $MODEL is a baseline, not an msanet release: weights $WEIGHTS, metrics $WORK/eval/, commands $LOG" >&2 ;;
+        echo "done: $MODEL is a baseline, not an msanet release: weights $CALIBRATED, metrics $WORK/eval/$MODEL/, commands $LOG" >&2 ;;
 esac

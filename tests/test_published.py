@@ -16,6 +16,7 @@ from safetensors import safe_open
 import timm_msanet
 from conftest import make_offline_hub_cache, run_python
 from timm_msanet import FER7_LABELS
+from timm_msanet.calibration import temperature_of
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.predict import make_transform, predict
 from timm_msanet.published import GREY_INPUT_NOTE, PUBLISHED, weights_path
@@ -155,7 +156,7 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
                 env=_offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors']
+        'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors', 'reliability.png']
     ev = json.loads((out / 'eval.json').read_text())
     assert ev['split'] == 'test' and ev['num_samples'] == 3589
     assert round(ev['accuracy'], 4) == RELEASE['metrics']['accuracy']
@@ -166,6 +167,15 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['architecture'] == 'msanet_r18' and cfg['pretrained_cfg']['input_size'] == [3, 64, 64]
     assert GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes'] and cfg['label_names'] == list(FER7_LABELS)
+    # the temperature: fitted on PublicTest, in the packaged file, the registered cfg, config.json and the card
+    t = RELEASE['temperature']
+    with safe_open(WEIGHTS, framework='pt') as f:
+        assert round(float(f.metadata()['temperature']), 4) == t
+    assert temperature_of(cfg['pretrained_cfg']) == pytest.approx(t, abs=1e-4)
+    assert temperature_of(timm.create_model('msanet_r18', pretrained=True).pretrained_cfg) == t
+    assert f'(logits / {t:.4f}).softmax(-1)' in card
+    assert f"| before (T = 1) | {ev['uncalibrated']['ece']:.4f} |" in card and round(ev['ece'], 4) == RELEASE['metrics']['ece']
+    assert ev['uncalibrated']['ece'] > ev['ece']
     released = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     packaged = timm.create_model('msanet_r18', pretrained=True).eval()
     x = torch.randn(2, 3, 64, 64)

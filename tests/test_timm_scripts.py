@@ -154,7 +154,8 @@ def test_readme_end_to_end_path(tmp_path):
 
 def test_release_fer2013_script_end_to_end(face_data, tmp_path):
     """examples/release_fer2013.sh on a FER2013-layout folder tree of drawn faces, shrunk to one epoch:
-    export -> train.py -> float16 weights -> eval on test and validation -> publish --dry-run; rerun resumes."""
+    export -> train.py -> float16 weights -> calibrate -> eval on test and validation -> publish --dry-run;
+    rerun resumes."""
     from PIL import Image
     folder = {'anger': 'angry', 'disgust': 'disgust', 'fear': 'fear', 'happiness': 'happy', 'neutral': 'neutral',
               'sadness': 'sad', 'surprise': 'surprise'}
@@ -173,13 +174,18 @@ def test_release_fer2013_script_end_to_end(face_data, tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     commands = (work / 'commands.txt').read_text()
-    for step in ('timm-msanet export fer2013', 'train.py', '--weights-only', '--split test', '--split validation',
-                 '--dry-run'):
+    for step in ('timm-msanet export fer2013', 'train.py', '--weights-only', 'timm-msanet calibrate', '--split test',
+                 '--split validation', '--dry-run'):
         assert step in commands, step
     assert sorted(p.name for p in (work / 'release').iterdir()) == [
-        'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors']
-    ev = json.loads((work / 'eval' / 'test' / 'metrics.json').read_text())
+        'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors', 'reliability.png']
+    ev = json.loads((work / 'eval' / 'msanet_r18' / 'test' / 'metrics.json').read_text())
     assert ev['num_samples'] == 7 * 3 and ev['split'] == 'test'
+    # the temperature fitted on validation travels with the weights into the release
+    calib = json.loads((work / 'calibration' / 'msanet_r18' / 'calibration.json').read_text())
+    assert calib['fit_split'] == 'validation' and ev['temperature'] == pytest.approx(calib['temperature'], rel=1e-5)
+    card = (work / 'release' / 'README.md').read_text()
+    assert f"(logits / {calib['temperature']:.4f})" in card and '| before (T = 1) |' in card
     # a rerun reuses the export and the finished training, and redoes only the cheap steps
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

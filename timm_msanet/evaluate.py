@@ -1,4 +1,5 @@
-"""FER-grade evaluation: overall and mean class accuracy, per-class precision/recall/F1, confusion matrix.
+"""FER-grade evaluation: overall and mean class accuracy, per-class precision/recall/F1, confusion matrix,
+and calibration (ECE over 15 bins, NLL, Brier score, reliability diagram; see calibration.py).
 
 timm's validate.py reports top-1/top-5; FER papers report overall accuracy, mean class accuracy
 (balanced accuracy over the whole split: the mean over classes of per-class recall, counted on the
@@ -84,7 +85,7 @@ def metrics_from_confusion(confusion: List[List[int]], label_names: Sequence[str
     )
 
 
-def evaluate(
+def collect_logits(
         model,
         data_dir: str,
         split: str = 'test',
@@ -95,7 +96,8 @@ def evaluate(
         hflip_tta: bool = False,
         progress: bool = False,
 ) -> Dict[str, Any]:
-    """Score a model on `data_dir/split` (an ImageFolder tree, e.g. from `timm-msanet export`)."""
+    """Raw logits of every image of `data_dir/split` (and of its mirror with `hflip_tta`), with the true class
+    as a model output index. Returns dict(logits, flipped (or None), targets, classes, data_cfg)."""
     import torch
     from timm.data import create_dataset, create_loader, resolve_data_config
 
@@ -122,31 +124,75 @@ def evaluate(
     if expects_grey_input(model.pretrained_cfg):  # as predict shows photos to a grey-trained model
         from .predict import GreyInput
         dataset.transform = GreyInput(dataset.transform)
+    was_training = model.training
     model = model.to(dev).eval()
-    n = len(label_names)
-    confusion = torch.zeros(n, n, dtype=torch.long)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == 'cpu' else torch.float16, enabled=amp)
     iterator = loader
     if progress:
         from tqdm import tqdm
         iterator = tqdm(loader, desc=f'eval {split}', unit='batch', file=sys.stderr)
-    with torch.inference_mode():
-        for x, y in iterator:
-            x = x.to(dev)
-            with autocast:
-                logits = model(x).float()
-                if hflip_tta:
-                    logits = (logits.softmax(-1) + model(x.flip(-1)).float().softmax(-1)) / 2
-            pred = logits.argmax(-1).cpu()
-            true = to_model[y]
-            confusion += torch.bincount(true * n + pred, minlength=n * n).view(n, n)
+    logits, flipped, targets = [], [], []
+    try:
+        with torch.inference_mode():
+            for x, y in iterator:
+                x = x.to(dev)
+                with autocast:
+                    logits.append(model(x).float().cpu())
+                    if hflip_tta:
+                        flipped.append(model(x.flip(-1)).float().cpu())
+                targets.append(to_model[y.cpu()])
+    finally:
+        model.train(was_training)
+    return dict(logits=torch.cat(logits), flipped=torch.cat(flipped) if hflip_tta else None,
+                targets=torch.cat(targets), classes=classes, data_cfg=data_cfg)
 
+
+def evaluate(
+        model,
+        data_dir: str,
+        split: str = 'test',
+        batch_size: int = 64,
+        workers: int = 2,
+        device: str = 'cpu',
+        amp: bool = False,
+        hflip_tta: bool = False,
+        progress: bool = False,
+) -> Dict[str, Any]:
+    """Score a model on `data_dir/split` (an ImageFolder tree, e.g. from `timm-msanet export`).
+
+    Accuracy and mean class accuracy from the argmax; calibration (ECE, NLL, Brier, reliability bins) from
+    softmax(logits / T) with the model's temperature T (`calibration.temperature_of`, 1.0 when it has
+    none), and, when T is not 1, the same at T = 1 under `uncalibrated`."""
+    import torch
+    from .calibration import calibrated_probs, calibration_metrics, temperature_of
+
+    got = collect_logits(model, data_dir, split, batch_size=batch_size, workers=workers, device=device, amp=amp,
+                         hflip_tta=hflip_tta, progress=progress)
+    label_names = list(model.pretrained_cfg.get('label_names'))
+    temperature = temperature_of(model.pretrained_cfg)
+
+    def probs_at(t: float):
+        p = calibrated_probs(got['logits'], t)
+        if hflip_tta:  # average the probabilities of the image and its mirror
+            p = (p + calibrated_probs(got['flipped'], t)) / 2
+        return p
+
+    probs = probs_at(temperature)
+    n = len(label_names)
+    pred, true = probs.argmax(-1), got['targets']
+    confusion = torch.bincount(true * n + pred, minlength=n * n).view(n, n)
     metrics = metrics_from_confusion(confusion.tolist(), label_names)
+    calib = calibration_metrics(probs, true)
+    metrics.update(ece=calib['ece'], nll=calib['nll'], brier=calib['brier'], temperature=temperature,
+                   calibration_bins=calib['n_bins'], reliability=calib['reliability'])
+    if temperature != 1.0:
+        raw = calibration_metrics(probs_at(1.0), true)
+        metrics['uncalibrated'] = {k: raw[k] for k in ('ece', 'nll', 'brier', 'reliability')}
     metrics.update(
         model=model.pretrained_cfg.get('architecture'),
         model_source=model.pretrained_cfg.get('checkpoint') or model.pretrained_cfg.get('hf_hub_id'),
-        data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=classes,
-        input_size=list(data_cfg['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
+        data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=got['classes'],
+        input_size=list(got['data_cfg']['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
     )
     manifest = Path(data_dir) / 'manifest.json'
     if manifest.is_file():
@@ -163,6 +209,13 @@ def format_table(metrics: Dict[str, Any]) -> str:
         lines.append(f"{name:12s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:6.4f} {m['support']:8d}")
     lines.append(f"accuracy {metrics['accuracy'] * 100:.2f}%   mean class accuracy "
                  f"{metrics['mean_class_accuracy'] * 100:.2f}%   samples {metrics['num_samples']}")
+    if 'ece' in metrics:
+        line = (f"calibration (T={metrics.get('temperature', 1.0):.4g}): ECE {metrics['ece']:.4f}   "
+                f"NLL {metrics['nll']:.4f}   Brier {metrics['brier']:.4f}")
+        raw = metrics.get('uncalibrated')
+        if raw:
+            line += f"   (T=1: ECE {raw['ece']:.4f}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f})"
+        lines.append(line)
     return '\n'.join(lines)
 
 
@@ -209,6 +262,16 @@ def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
     write_confusion_csv(metrics, written[1])
     if plot_confusion(metrics, out_dir / 'confusion_matrix.png'):
         written.append(out_dir / 'confusion_matrix.png')
+    if metrics.get('reliability'):
+        from .calibration import plot_reliability
+        t = metrics.get('temperature', 1.0)
+        curves = {f'T={t:.3g}' if t != 1.0 else 'model': metrics['reliability']}
+        if metrics.get('uncalibrated'):
+            curves = {'T=1 (uncalibrated)': metrics['uncalibrated']['reliability'], **curves}
+        title = (f"{metrics.get('model') or ''} {metrics.get('split', '')}: ECE {metrics['ece']:.3f}, "
+                 f"NLL {metrics['nll']:.3f}, Brier {metrics['brier']:.3f}")
+        if plot_reliability(curves, out_dir / 'reliability.png', title):
+            written.append(out_dir / 'reliability.png')
     return written
 
 

@@ -52,6 +52,7 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
     from timm.data import IMAGENET_DEFAULT_MEAN
     from PIL import Image
 
+    from .calibration import calibrated_probs, temperature_of
     from .loading import warn_if_untrained
     from .predict import as_pil, make_transform
 
@@ -81,7 +82,7 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
         for h in hooks:
             h.remove()
         model.train(was_training)
-    probs = logits.softmax(-1).tolist()
+    probs = calibrated_probs(logits, temperature_of(model.pretrained_cfg)).tolist()
     pred = int(logits.argmax())
     c = pred if target is None else int(target)
     fc = model.get_classifier()

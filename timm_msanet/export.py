@@ -13,6 +13,9 @@ deployment needs nothing but the .onnx file:
   timm data config: squash resize to `input_size`, scale to [0, 1], subtract mean, divide by std) and
   `grey_input` (true for grey-trained models such as `msanet_r18.fer2013`: convert colour images to
   grey, replicated to 3 channels, first);
+* `temperature`: the model's calibration temperature T (`timm-msanet calibrate`; 1.0 when it has none).
+  The graph already divides the logits by T as its last operation, so `softmax(logits)` of the ONNX
+  output is the calibrated probability that `timm-msanet predict` prints; the argmax is unchanged;
 * `model_name`, `timm_msanet_version`, `num_classes`.
 
 Read them with `{p.key: p.value for p in onnx.load(path).metadata_props}` or onnxruntime's
@@ -29,6 +32,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+from .calibration import temperature_of
 from .published import expects_grey_input
 from .version import __version__
 
@@ -47,8 +51,29 @@ def onnx_metadata(model, img_size: Optional[int] = None) -> Dict[str, str]:
         'data_config': json.dumps(data_config),
         'model_name': json.dumps(model.pretrained_cfg.get('architecture') or type(model).__name__),
         'num_classes': json.dumps(int(model.num_classes)),
+        'temperature': json.dumps(temperature_of(model.pretrained_cfg)),
         'timm_msanet_version': json.dumps(__version__),
     }
+
+
+def _with_temperature(model):
+    """`model` itself, or a wrapper whose output is its logits divided by its calibration temperature."""
+    import torch
+
+    t = temperature_of(model.pretrained_cfg)
+    if t == 1.0:
+        return model
+
+    class Calibrated(torch.nn.Module):
+        def __init__(self, net, temperature: float):
+            super().__init__()
+            self.net = net
+            self.temperature = temperature
+
+        def forward(self, x):
+            return self.net(x) / self.temperature
+
+    return Calibrated(model, t).eval()
 
 
 def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
@@ -93,7 +118,7 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
             kwargs['dynamic_shapes'] = ({0: torch.export.Dim('batch', min=1)},)
         if opset is not None:
             kwargs['opset_version'] = opset
-        program = torch.onnx.export(model, (x,), **kwargs)
+        program = torch.onnx.export(_with_temperature(model), (x,), **kwargs)
     finally:
         model.train(was_training)
     for k, v in meta.items():
@@ -103,7 +128,7 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
 
 
 def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence[int] = (1, 3)) -> float:
-    """Max abs difference of logits between onnxruntime (CPU) and the torch model.
+    """Max abs difference of logits between onnxruntime (CPU) and the torch model (divided by its temperature).
 
     `inputs`: preprocessed N x C x H x W tensors to compare on (default: random ones of each batch size).
     """
@@ -123,7 +148,7 @@ def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence
         for x in inputs:
             x = x.float().cpu()
             with torch.inference_mode():
-                ref = model.cpu()(x).float().numpy()
+                ref = _with_temperature(model.cpu())(x).float().numpy()
             (got,) = sess.run(['logits'], {'input': x.numpy()})
             diff = max(diff, float(np.abs(got - ref).max()))
     finally:

@@ -34,6 +34,7 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .calibration import check_temperature, set_temperature, temperature_of
 from .labels import labels_for
 from .published import pool_size_for
 
@@ -124,8 +125,11 @@ def training_record(ckpt: 'Checkpoint') -> Dict[str, str]:
     arch = ckpt.args.get('model') or ckpt.arch
     if arch:
         meta['arch'] = str(arch)
-    meta.update({f'checkpoint_{k}': str(v) for k, v in ckpt.extra.items()})
-    meta['checkpoint_weights'] = ckpt.weights
+    meta.update({f'checkpoint_{k}': str(v) for k, v in ckpt.extra.items() if k in ('epoch', 'metric')})
+    if 'temperature' in ckpt.extra:
+        meta['temperature'] = f"{ckpt.extra['temperature']:.6f}"
+        meta['temperature_fit_split'] = str(ckpt.extra.get('temperature_fit_split', 'validation'))
+    meta['checkpoint_weights'] = ckpt.extra.get('weights_origin') or ckpt.weights
     return meta
 
 
@@ -153,6 +157,14 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
                 extra[key] = (int if key == 'epoch' else float)(meta[f'checkpoint_{key}'])
             except (KeyError, ValueError):
                 pass
+        if meta.get('checkpoint_weights') in (EMA_KEY,) + WEIGHT_KEYS:  # which weights of the train.py checkpoint
+            extra['weights_origin'] = meta['checkpoint_weights']
+        if meta.get('temperature') is not None:  # written by `timm-msanet calibrate --save`
+            try:
+                extra['temperature'] = check_temperature(meta['temperature'], f'{path}: metadata "temperature"')
+            except ValueError as e:
+                raise CheckpointError(str(e)) from None
+            extra['temperature_fit_split'] = str(meta.get('temperature_fit_split') or 'validation')
         return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra, str(path))
     obj: Any = _torch_load_safely(path)
 
@@ -393,6 +405,10 @@ def check_release_config(config: Any, where: str) -> Dict[str, Any]:
         if pcfg.get(key) is not None:
             c = check_input_size(pcfg[key], where, key)[0]
             chans = chans or c
+    try:
+        temperature_of(pcfg)
+    except ValueError as e:
+        raise CheckpointError(f'{where}: {e}') from None
     for key in ('mean', 'std'):
         v = pcfg.get(key)
         if v is None:
@@ -686,6 +702,8 @@ def load_model(
         ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
         model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes)
         model.pretrained_cfg = dict(model.pretrained_cfg, checkpoint=str(checkpoint), checkpoint_weights=ckpt.weights)
+        if 'temperature' in ckpt.extra:
+            set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     else:
         name = f'hf-hub:{hf_hub}' if hf_hub is not None else model_name
         model = create_published(name, pretrained=pretrained, num_classes=num_classes, **kwargs).eval()

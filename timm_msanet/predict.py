@@ -51,6 +51,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .calibration import calibrated_probs, temperature_of
 from .loading import add_model_args, model_from_args, warn_if_untrained
 from .published import expects_grey_input
 
@@ -322,6 +323,7 @@ def iter_predict(
     names = list(model.pretrained_cfg.get('label_names') or [str(i) for i in range(model.num_classes)])
     warn_if_untrained(model)
     transform, _ = make_transform(model, img_size)
+    temperature = temperature_of(model.pretrained_cfg)  # calibrated scores (1.0 when the model has none)
     device = _device_of(device)
     model.to(device)
     param = next(model.parameters(), None)
@@ -340,7 +342,7 @@ def iter_predict(
         del queue[:batch_size]
         x = torch.stack([t for t, _, _ in batch]).to(device, dtype)
         with torch.inference_mode():
-            probs = model(x).float().softmax(-1).cpu().tolist()
+            probs = calibrated_probs(model(x), temperature).cpu().tolist()
         for (_, slot, entry), p in zip(batch, probs):
             _fill(slot, p, names, topk)
             entry[1] -= 1

@@ -5,7 +5,8 @@
 
 The repo holds `model.safetensors` (no pickle), `config.json` (architecture, num_classes, label_names, the
 FER data config, the model's reconstruction arguments) written by timm's own `save_for_hf`, and a model card
-`README.md`; with `--eval-json`, also that file as `eval.json` and a `confusion_matrix.png` found beside it.
+`README.md`; with `--eval-json`, also that file as `eval.json`, and the `confusion_matrix.png` and
+`reliability.png` found beside it.
 `timm.create_model('hf-hub:ORG/NAME', pretrained=True)` then loads it wherever timm-msanet is installed, and
 `timm.create_model('local-dir:OUTDIR', pretrained=True)` loads a `--dry-run` folder.
 `timm_msanet.loading.create_published()` does the same with errors that say what to do (offline, repo not
@@ -52,6 +53,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from .labels import labels_for
 from .loading import (Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint,
                       training_record)
+from .calibration import set_temperature, temperature_of
 from .published import GREY_INPUT_NOTE
 from .version import __version__
 
@@ -167,14 +169,17 @@ def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
 
 def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequence[str], ckpt: Checkpoint,
                      model, data_config: Mapping[str, Any], eval_results: Optional[Mapping[str, Any]] = None,
-                     has_cm_png: bool = False) -> str:
+                     has_cm_png: bool = False, has_reliability_png: bool = False) -> str:
     ds = DATASETS[dataset]
     n = len(label_names)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     weights = {'state_dict_ema': 'the EMA (exponential moving average) weights of the checkpoint',
                'state_dict': 'the raw (non-EMA) weights of the checkpoint',
                'model': 'the raw weights of the checkpoint', 'file': 'the weights file as given'}[ckpt.weights]
+    if ckpt.weights == 'file' and ckpt.extra.get('weights_origin') == 'state_dict_ema':  # publish --weights-only
+        weights = 'the EMA (exponential moving average) weights of the training checkpoint, as a weights file'
     size = data_config['input_size']
+    temperature = temperature_of(model.pretrained_cfg)
     out = [
         '---',
         'library_name: timm',
@@ -212,7 +217,9 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
          f"img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
          if ds.get('grey') else f"img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"),
         'with torch.no_grad():',
-        '    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]',
+        *(['    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]'] if temperature == 1.0 else
+          ['    logits = model(transform(img).unsqueeze(0))',
+           f'    probs = (logits / {temperature:.4f}).softmax(-1)[0]   # calibrated (temperature from its notes)']),
         "print(dict(zip(model.pretrained_cfg['label_names'], probs.tolist())))",
         '```',
         '',
@@ -271,6 +278,22 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
                     *[f'| {label_names[i]} | ' + ' | '.join(str(c) for c in row) + ' |' for i, row in enumerate(cm)]]
         if has_cm_png:
             out += ['', '![confusion matrix](confusion_matrix.png)']
+        if isinstance(ev.get('ece'), (int, float)):
+            t = ev.get('temperature', 1.0)
+            raw = ev.get('uncalibrated') if isinstance(ev.get('uncalibrated'), Mapping) else None
+            out += ['', f'Calibration on the same split (expected calibration error over {ev.get("calibration_bins", 15)} '
+                        f'confidence bins, negative log-likelihood, Brier score; lower is better). '
+                        + (f'The scores are softmax(logits / {t:.4f}): the temperature was fitted on the validation '
+                           f'split with `timm-msanet calibrate` and is applied by predict, eval and the ONNX export; '
+                           f'`model(x)` itself returns the raw logits.' if t != 1.0 else
+                           'No temperature was fitted: the scores are softmax(logits).'),
+                    '', '| | ECE | NLL | Brier |', '|---|---|---|---|']
+            if raw:
+                out.append(f'| before (T = 1) | {raw["ece"]:.4f} | {raw["nll"]:.4f} | {raw["brier"]:.4f} |')
+            out.append(f'| {"after (T = " + format(t, ".4f") + ")" if raw else "as published"} | {ev["ece"]:.4f} | '
+                       f'{ev["nll"]:.4f} | {ev["brier"]:.4f} |')
+            if has_reliability_png:
+                out += ['', '![reliability diagram](reliability.png)']
         out += ['', 'The full results are in `eval.json`.', '']
     else:
         out += ['No evaluation results were supplied with this release.', '']
@@ -343,6 +366,8 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
     eval_results = read_eval_json(eval_json, label_names) if eval_json else None
     cm_png = Path(eval_json).with_name('confusion_matrix.png') if eval_json else None
     has_png = bool(cm_png and cm_png.is_file())
+    rel_png = Path(eval_json).with_name('reliability.png') if eval_json else None
+    has_rel_png = bool(rel_png and rel_png.is_file())
 
     data_config = _data_config(ckpt.args, in_chans)
     # the published weights' own cfg: no source (tv_in1k's hub id, licence and url do not describe them)
@@ -355,6 +380,8 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
         notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',
                *((GREY_INPUT_NOTE,) if DATASETS[dataset].get('grey') and in_chans == 3 else ())),
     )
+    if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
+        set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         save_for_hf(model, str(out_dir), model_config=dict(label_names=label_names), safe_serialization=True,
@@ -365,8 +392,11 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
         shutil.copyfile(eval_json, out_dir / 'eval.json')
     if has_png:
         shutil.copyfile(cm_png, out_dir / 'confusion_matrix.png')
+    if has_rel_png:
+        shutil.copyfile(rel_png, out_dir / 'reliability.png')
     card = build_model_card(repo_id=repo_id, arch=arch, dataset=dataset, label_names=label_names, ckpt=ckpt,
-                            model=model, data_config=data_config, eval_results=eval_results, has_cm_png=has_png)
+                            model=model, data_config=data_config, eval_results=eval_results, has_cm_png=has_png,
+                            has_reliability_png=has_rel_png)
     (out_dir / 'README.md').write_text(card, encoding='utf-8')
     return dict(arch=arch, num_classes=model.num_classes, label_names=label_names, weights=ckpt.weights,
                 files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir))

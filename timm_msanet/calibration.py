@@ -1,0 +1,299 @@
+"""Calibrated probabilities: temperature scaling, and the metrics that say how honest a score is.
+
+    timm-msanet calibrate --checkpoint W.safetensors --data-dir ROOT --split validation --out calib/ \
+        --save W_calibrated.safetensors
+
+FER models are over-confident: a 0.9 "happiness" is right less often than 90% of the time. Temperature
+scaling (Guo et al., *On Calibration of Modern Neural Networks*, ICML 2017) divides the logits by one
+number T fitted on held-out data; the argmax, and so accuracy, never changes.
+
+Decisions:
+
+* T is fitted on the validation split only; `calibrate` refuses a fit split that is the test split (or
+  named `test`), and reports ECE / NLL / Brier before and after on the test split.
+* The fit minimises the mean negative log-likelihood over beta = 1/T in [1/20, 1/0.05] by golden-section
+  search: NLL is convex in beta (a log-sum-exp of terms linear in beta minus a linear term), so the
+  search finds the optimum without a learning rate or an iteration budget to tune.
+* Metrics: ECE with 15 equal-width bins of the top-class confidence (a bin's |accuracy - mean
+  confidence| weighted by its share of samples; a confidence of exactly 1 falls in the last bin); NLL
+  the mean of -log p(true class); Brier the mean over samples of the squared distance between the
+  probability vector and the one-hot label (summed over classes, so it ranges 0..2).
+* Where T lives: in the model's pretrained_cfg `notes` as `calibration: temperature=T ...`
+  (`CALIBRATION_NOTE`), because timm's PretrainedCfg has no field for it and notes survive every timm
+  round trip (config.json, save_for_hf, the Hub); in a weights file's safetensors metadata as
+  `temperature`; for a packaged release, as `temperature=` in `published.py`. Absent means 1.0.
+  `forward` is never changed, so training and fine-tuning see raw logits; predict, explain, eval and
+  the ONNX export (a last division by T) apply it.
+"""
+import argparse
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+N_BINS = 15
+MIN_T, MAX_T = 0.05, 20.0
+CALIBRATION_NOTE = 'calibration: temperature='
+_NOTE_RE = re.compile(re.escape(CALIBRATION_NOTE) + r'(\S+)')
+
+
+class CalibrationError(RuntimeError):
+    """Calibration cannot run as asked; the message says what was expected."""
+
+
+# ------------------------------------------------------------------------------------- where T lives
+def check_temperature(value: Any, where: str = 'temperature') -> float:
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        t = float('nan')
+    if not (math.isfinite(t) and MIN_T <= t <= MAX_T):
+        raise ValueError(f'{where}: {value!r} is not a valid temperature; expected a number from {MIN_T} to {MAX_T}')
+    return t
+
+
+def temperature_of(cfg: Optional[Mapping[str, Any]]) -> float:
+    """The temperature a model's pretrained_cfg records (1.0 when it records none)."""
+    for note in tuple((cfg or {}).get('notes') or ()):
+        match = _NOTE_RE.match(str(note))
+        if match:
+            return check_temperature(match.group(1).rstrip(';,'), 'pretrained_cfg notes')
+    return 1.0
+
+
+def calibration_note(temperature: float, fit_split: str = 'validation') -> str:
+    return (f'{CALIBRATION_NOTE}{temperature:.4f} (fitted on the {fit_split} split by timm-msanet calibrate; '
+            f'probabilities are softmax(logits / temperature))')
+
+
+def set_temperature(model, temperature: float, fit_split: str = 'validation'):
+    """Record T in `model.pretrained_cfg['notes']` (replacing an earlier one; 1.0 removes it). Returns model."""
+    t = check_temperature(temperature)
+    cfg = dict(model.pretrained_cfg or {})
+    notes = [n for n in tuple(cfg.get('notes') or ()) if not str(n).startswith(CALIBRATION_NOTE)]
+    if t != 1.0:
+        notes.append(calibration_note(t, fit_split))
+    cfg['notes'] = tuple(notes)
+    model.pretrained_cfg = cfg
+    return model
+
+
+def calibrated_probs(logits, temperature: float = 1.0):
+    """softmax(logits / T) in float32."""
+    return (logits.float() / temperature).softmax(-1)
+
+
+# ---------------------------------------------------------------------------------------------- metrics
+def reliability_bins(probs, targets, n_bins: int = N_BINS):
+    """Per equal-width confidence bin: (count, accuracy, mean confidence)."""
+    import torch
+    conf, pred = probs.max(-1)
+    correct = (pred == targets).float()
+    idx = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        mask = idx == b
+        n = int(mask.sum())
+        bins.append(dict(lower=b / n_bins, upper=(b + 1) / n_bins, count=n,
+                         accuracy=float(correct[mask].mean()) if n else None,
+                         confidence=float(conf[mask].mean()) if n else None))
+    return bins
+
+
+def calibration_metrics(probs, targets, n_bins: int = N_BINS) -> Dict[str, Any]:
+    """ECE (`n_bins` equal-width bins), NLL and Brier score of probabilities N x C against targets N."""
+    import torch
+    probs = probs.float()
+    targets = targets.long()
+    total = probs.shape[0]
+    if total == 0:
+        raise CalibrationError('no samples to measure calibration on')
+    bins = reliability_bins(probs, targets, n_bins)
+    ece = sum(b['count'] / total * abs(b['accuracy'] - b['confidence']) for b in bins if b['count'])
+    p_true = probs.gather(1, targets[:, None]).squeeze(1)
+    nll = float(-torch.log(p_true.clamp_min(1e-12)).mean())
+    onehot = torch.nn.functional.one_hot(targets, probs.shape[1]).float()
+    brier = float(((probs - onehot) ** 2).sum(-1).mean())
+    return dict(ece=float(ece), nll=nll, brier=brier, n_bins=n_bins, reliability=bins)
+
+
+def fit_temperature(logits, targets, lo: float = MIN_T, hi: float = MAX_T, iters: int = 80) -> float:
+    """The T minimising the mean NLL of softmax(logits / T), by golden-section search over beta = 1/T."""
+    import torch
+    logits = logits.double()
+    targets = targets.long()
+    true_logit = logits.gather(1, targets[:, None]).squeeze(1)
+
+    def nll(beta: float) -> float:
+        return float((torch.logsumexp(beta * logits, -1) - beta * true_logit).mean())
+
+    a, b = 1.0 / hi, 1.0 / lo
+    g = (math.sqrt(5) - 1) / 2
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = nll(c), nll(d)
+    for _ in range(iters):
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = nll(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = nll(d)
+    return float(1.0 / ((a + b) / 2))
+
+
+def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = '') -> bool:
+    """Reliability diagram: accuracy against confidence per bin, one line per curve, with the diagonal and
+    the share of samples per bin. Needs matplotlib (the `plot` extra); returns False without it."""
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
+    ax.plot([0, 1], [0, 1], color='grey', lw=1, ls='--', label='perfect calibration')
+    for (name, bins), color in zip(curves.items(), ('tab:red', 'tab:blue', 'tab:green')):
+        used = [b for b in bins if b['count']]
+        ax.plot([b['confidence'] for b in used], [b['accuracy'] for b in used], marker='o', color=color, label=name)
+        total = sum(b['count'] for b in bins)
+        hist.bar([(b['lower'] + b['upper']) / 2 for b in bins], [b['count'] / total for b in bins],
+                 width=1 / len(bins), alpha=0.45, color=color, label=name)
+    ax.set_ylabel('accuracy')
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, loc='upper left')
+    ax.set_title(title, fontsize=9)
+    hist.set_xlabel('confidence (top-class probability)')
+    hist.set_ylabel('share')
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------------------- the command
+def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: Optional[str] = 'test',
+              batch_size: int = 64, workers: int = 2, device: str = 'cpu', progress: bool = False) -> Dict[str, Any]:
+    """Fit T on `fit_split`, measure before/after on `fit_split` and `test_split`. Does not change the model."""
+    from .evaluate import collect_logits
+
+    if fit_split == 'test' or (test_split is not None and fit_split == test_split):
+        raise CalibrationError(f'refusing to fit the temperature on the test split ({fit_split!r}): fit on a '
+                               f'validation split (--split validation) and measure on the test split')
+    before_t = temperature_of(model.pretrained_cfg)
+    fit = collect_logits(model, data_dir, fit_split, batch_size=batch_size, workers=workers, device=device,
+                         progress=progress)
+    t = fit_temperature(fit['logits'], fit['targets'])
+    result: Dict[str, Any] = dict(temperature=t, previous_temperature=before_t, fit_split=fit_split,
+                                  model=model.pretrained_cfg.get('architecture'), splits={})
+    splits = [(fit_split, fit)]
+    if test_split is not None:
+        splits.append((test_split, collect_logits(model, data_dir, test_split, batch_size=batch_size,
+                                                  workers=workers, device=device, progress=progress)))
+    for name, got in splits:
+        before = calibration_metrics(calibrated_probs(got['logits'], 1.0), got['targets'])
+        after = calibration_metrics(calibrated_probs(got['logits'], t), got['targets'])
+        result['splits'][name] = dict(num_samples=int(got['targets'].numel()), before=before, after=after)
+    return result
+
+
+def format_result(result: Mapping[str, Any]) -> str:
+    lines = [f"temperature {result['temperature']:.4f} (fitted on {result['fit_split']})",
+             f"{'split':12s} {'':7s} {'ECE':>7s} {'NLL':>7s} {'Brier':>7s}"]
+    for name, s in result['splits'].items():
+        for when in ('before', 'after'):
+            m = s[when]
+            lines.append(f"{name:12s} {when:7s} {m['ece']:7.4f} {m['nll']:7.4f} {m['brier']:7.4f}")
+    return '\n'.join(lines)
+
+
+def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split: str, source: Optional[str],
+                            half: bool = True, use_ema: Optional[bool] = None) -> Path:
+    """The model's weights as safetensors with its architecture, training record and `temperature` in the
+    metadata: what `load_model(checkpoint=...)` reads back. Written to a new name, then moved into place."""
+    import json
+    import os
+    from safetensors.torch import save_file
+    from .loading import read_checkpoint, training_record
+
+    out_file = Path(out_file)
+    if out_file.suffix != '.safetensors':
+        raise CalibrationError(f'--save writes a .safetensors file, got {out_file}')
+    if source and Path(source).exists() and out_file.resolve() == Path(source).resolve():
+        raise CalibrationError(f'--save {out_file} is the input checkpoint; write the calibrated copy to a new file')
+    if source:
+        meta = training_record(read_checkpoint(source, use_ema=use_ema))
+    else:
+        meta = {'format': 'pt', 'args': json.dumps({}), 'arch': str(model.pretrained_cfg.get('architecture'))}
+    meta['temperature'] = f'{check_temperature(temperature):.6f}'
+    meta['temperature_fit_split'] = fit_split
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in model.state_dict().items()}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f'.{out_file.name}.partial-{os.getpid()}')
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, out_file)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_file
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    from .loading import add_model_args
+    add_model_args(parser)
+    parser.add_argument('--data-dir', required=True, help='ImageFolder root with split folders (timm-msanet export)')
+    parser.add_argument('--split', default='validation', help='split to fit the temperature on (default: validation; '
+                        'never the test split)')
+    parser.add_argument('--test-split', default='test', help="split to report before/after on ('none': skip)")
+    parser.add_argument('--out', type=Path, help='folder for calibration.json and reliability_<split>.png')
+    parser.add_argument('--save', type=Path, metavar='OUT.safetensors',
+                        help='write the weights with the temperature in their metadata (float16; --float32 to keep)')
+    parser.add_argument('--float32', action='store_true', help='with --save: keep float32 weights')
+    parser.add_argument('--batch-size', type=int, default=64)
+    parser.add_argument('--workers', type=int, default=2)
+    parser.add_argument('--device', default='cpu')
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from .evaluate import EvalError
+    from .loading import CheckpointError, model_from_args
+
+    test_split = None if str(args.test_split).lower() == 'none' else args.test_split
+    try:
+        if args.save and args.checkpoint and Path(args.save).resolve() == Path(args.checkpoint).resolve():
+            raise CalibrationError(f'--save {args.save} is the input checkpoint; write the calibrated copy to a '
+                                   f'new file')
+        model = model_from_args(args)
+        result = calibrate(model, args.data_dir, args.split, test_split, batch_size=args.batch_size,
+                           workers=args.workers, device=args.device, progress=sys.stderr.isatty())
+    except (CalibrationError, EvalError, CheckpointError, ValueError) as e:
+        print(f'timm-msanet calibrate: error: {e}', file=sys.stderr)
+        return 2
+    print(format_result(result))
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / 'calibration.json'
+        path.write_text(json.dumps(result, indent=2))
+        print(f'wrote {path}')
+        for name, s in result['splits'].items():
+            png = args.out / f'reliability_{name}.png'
+            title = (f"{result.get('model') or ''} {name}: ECE {s['before']['ece']:.3f} -> {s['after']['ece']:.3f} "
+                     f"(T={result['temperature']:.3f})")
+            if plot_reliability({'before (T=1)': s['before']['reliability'],
+                                 f"after (T={result['temperature']:.2f})": s['after']['reliability']}, png, title):
+                print(f'wrote {png}')
+    if args.save:
+        try:
+            saved = save_calibrated_weights(model, args.save, result['temperature'], args.split, args.checkpoint,
+                                            half=not args.float32, use_ema=False if args.no_ema else None)
+        except (CalibrationError, CheckpointError) as e:
+            print(f'timm-msanet calibrate: error: {e}', file=sys.stderr)
+            return 2
+        print(f'wrote {saved} (temperature {result["temperature"]:.4f} in its metadata)')
+    return 0
