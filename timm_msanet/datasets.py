@@ -711,8 +711,10 @@ def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> Export
                 f'({_reason_summary(tally.by_reason) or "no entries found"}); {output} was not written', manifest)
         _write_metadata(staging, plan.classes, manifest)
         os.remove(os.path.join(staging, PARTIAL_MARKER))
+        _COMMIT.active = True  # from here the export is finished: the CLI defers signals instead of unwinding
         _publish(staging, output)
     except BaseException:
+        _COMMIT.active = False
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -861,17 +863,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     p.add_argument('--images-dir', help='folder holding FER2013Train/ FER2013Valid/ FER2013Test/')
 
 
+class _CommitState:
+    """Set once the finished tree is being put in place. A signal then would leave a complete new OUTPUT
+    behind an "interrupted" exit (or tear the swap of old and new), so the CLI handler records it and lets the
+    last step finish; the run ends normally and says a signal came too late to stop it."""
+    active = False
+    deferred: Optional[int] = None
+
+
+_COMMIT = _CommitState()
+
+
 @contextlib.contextmanager
 def _interrupts_unwind_once() -> Iterator[None]:
     """The first SIGINT or SIGTERM unwinds like Ctrl-C, so workers are stopped and the staging folder is
     removed; every later one is ignored, because interrupting that cleanup is what left partial folders,
     hung on workers or printed a traceback. After an interrupt the ignoring handler stays: the process is
-    on its way out, and a signal arriving while it prints its one line must not raise again."""
+    on its way out, and a signal arriving while it prints its one line must not raise again. Once the
+    finished tree is being put in place (`_COMMIT`), signals are deferred and then ignored: the run is
+    complete, and exiting "interrupted" with a new OUTPUT in place would tell the user the opposite."""
     fired = False
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal fired
-        if not fired:
+        if _COMMIT.active:
+            _COMMIT.deferred = signum
+        elif not fired:
             fired = True
             raise KeyboardInterrupt
 
@@ -883,7 +900,12 @@ def _interrupts_unwind_once() -> Iterator[None]:
     try:
         yield
     finally:
-        if not fired:
+        completed = _COMMIT.active
+        _COMMIT.active, _COMMIT.deferred = False, None
+        if completed:  # the export is in place and the process is about to exit 0: nothing left to stop
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+        elif not fired:
             for sig, old in previous.items():
                 signal.signal(sig, old)
 
@@ -903,6 +925,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         with _interrupts_unwind_once():
             result = exporter(args.source, args.output, options=options, **dataset_kwargs)
+            if not args.quiet:
+                print(format_summary(result.manifest, result.elapsed_s))
+            if _COMMIT.deferred is not None:
+                print(f'timm-msanet export: a signal ({signal.Signals(_COMMIT.deferred).name}) arrived after the '
+                      f'export was complete; {args.output} holds the new export', file=sys.stderr)
     except NothingExportedError as e:
         print(f'timm-msanet export: error: {e}', file=sys.stderr)
         return 1
@@ -912,8 +939,6 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         print(f'timm-msanet export: error: {e}', file=sys.stderr)
         return 1
-    if not args.quiet:
-        print(format_summary(result.manifest, result.elapsed_s))
     return 0
 
 
