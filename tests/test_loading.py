@@ -222,3 +222,36 @@ def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert 'refused testorg/evil/config.json sets pretrained, pretrained_cfg_overlay' in proc.stdout
     assert hits == []
+
+
+def test_the_callers_kwargs_apply_to_a_checkpoint_or_are_refused(tmp_path):
+    from timm_msanet.predict import make_transform
+    ckpt = _train_checkpoint(tmp_path / 'c.pth.tar')
+    model = load_model(checkpoint=ckpt, pretrained_cfg_overlay=dict(input_size=(3, 96, 96)), drop_rate=0.25)
+    assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
+    assert make_transform(model)[1]['input_size'] == (3, 96, 96)
+    assert model.drop_rate == 0.25
+    assert load_model(checkpoint=ckpt).pretrained_cfg['input_size'] == (3, 64, 64)  # the checkpoint's own
+    with pytest.raises(ValueError, match='pretrained_cfg cannot apply with a checkpoint'):
+        load_model(checkpoint=ckpt, pretrained_cfg={'url': 'x'})
+    with pytest.raises(CheckpointError, match='architecture mismatch'):
+        load_model(checkpoint=ckpt, branch_kernels=(5,))
+
+
+def test_label_names_flag_for_a_class_count_without_canonical_names(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=3)
+    ckpt = tmp_path / 'three.pth.tar'
+    torch.save({'state_dict': model.state_dict(), 'arch': ARCH,
+                'args': argparse.Namespace(model=ARCH, num_classes=3, img_size=64)}, ckpt)
+    Image.new('RGB', (64, 64), (120, 90, 80)).save(tmp_path / 'face.png')
+    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', '--checkpoint', str(ckpt), str(tmp_path / 'face.png')]
+    env = dict(os.environ, HF_HUB_OFFLINE='1')
+    missing = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode == 2 and '--label-names a,b,c on the command line' in missing.stderr
+    ok = subprocess.run(base + ['--label-names', 'calm,joy,anger', '--json', '-'], capture_output=True, text=True,
+                        timeout=300, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert set(json.loads(ok.stdout)[0]['probabilities']) == {'calm', 'joy', 'anger'}
+    dup = subprocess.run(base + ['--label-names', 'a,a,b'], capture_output=True, text=True, timeout=300, env=env)
+    assert dup.returncode == 2 and 'label_names must be unique' in dup.stderr

@@ -454,8 +454,12 @@ def checkpoint_cfg(arch: str, args: Mapping[str, Any], where: str = 'the checkpo
     return cfg
 
 
-def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, num_classes: Optional[int] = None):
-    """Create the timm model a checkpoint describes and load its weights strictly. Returns (model, arch)."""
+def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, num_classes: Optional[int] = None,
+                          caller_kwargs: Optional[Mapping[str, Any]] = None):
+    """Create the timm model a checkpoint describes and load its weights strictly. Returns (model, arch).
+
+    `caller_kwargs`: the caller's own constructor arguments (e.g. drop_rate); they override the file's, and the
+    weights must still fit."""
     import timm
     sd = ckpt.state_dict
     head = sd.get('head.fc.weight', sd.get('fc.weight'))
@@ -485,6 +489,7 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
     file_args = checked_model_args(base_name(model_name) or recorded, ckpt.args.get('model_kwargs'),
                                    f'{ckpt.source or "the checkpoint"} (train.py args.model_kwargs)')
     model_kwargs.update({k: v for k, v in file_args.items() if k not in model_kwargs})
+    model_kwargs.update(caller_kwargs or {})
     if ckpt.args.get('model') and recorded is None and model_name is None:
         raise CheckpointError(f'the checkpoint was trained as {ckpt.args["model"]!r}, which is not a registered '
                               f'model; pass --model ARCH')
@@ -699,9 +704,20 @@ def load_model(
         raise ValueError('give one model source: a model name, a checkpoint file (with --model if it does not '
                          'name its architecture) or a Hub repo id')
     if checkpoint is not None:
+        refused = sorted(k for k in kwargs if k in STEERING_KEYS and k != 'pretrained_cfg_overlay')
+        if refused or not pretrained:
+            raise ValueError(f'{", ".join(refused) or "pretrained=False"} cannot apply with a checkpoint: its '
+                             f'weights are the checkpoint\'s. Drop it, or load a model name instead.')
+        overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
         ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
-        model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes)
-        model.pretrained_cfg = dict(model.pretrained_cfg, checkpoint=str(checkpoint), checkpoint_weights=ckpt.weights)
+        model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes, caller_kwargs=kwargs)
+        if overlay.get('input_size') is not None:  # the caller's resolution, with the pool size that goes with it
+            size = check_input_size(tuple(overlay['input_size']), 'pretrained_cfg_overlay')
+            overlay['input_size'] = size
+            if model.pretrained_cfg.get('pool_size'):
+                overlay.setdefault('pool_size', pool_size_for(size[1:]))
+        model.pretrained_cfg = dict(model.pretrained_cfg, **overlay, checkpoint=str(checkpoint),
+                                    checkpoint_weights=ckpt.weights)
         if 'temperature' in ckpt.extra:
             set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     else:
@@ -714,7 +730,8 @@ def load_model(
     names = list(label_names) if label_names is not None else list(model.pretrained_cfg.get('label_names') or [])
     if len(names) != n_out:
         if label_names is not None:
-            raise ValueError(f'{len(names)} label names given for a {n_out}-class model')
+            raise CheckpointError(f'{len(names)} label names given for a {n_out}-class model; expected one name '
+                                  f'per class in output order')
         if model.pretrained_cfg.get('source') in ('hf-hub', 'local-dir'):  # a release's own names: never guess
             raise CheckpointError(f'{model_name or hf_hub}: its config has {len(names)} label_names for a '
                                   f'{n_out}-class model; expected one name per class in output order')
@@ -722,7 +739,8 @@ def load_model(
             names = list(labels_for(n_out))
         except ValueError:
             raise CheckpointError(
-                f'the model has {n_out} outputs and no label names: pass label_names in output order') from None
+                f'the model has {n_out} outputs and no label names: give them in output order '
+                f'(--label-names a,b,c on the command line, label_names=[...] in Python)') from None
     model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=n_out)
     return model
 
@@ -735,6 +753,8 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument('--checkpoint', default=None, help='train.py checkpoint, state dict or .safetensors file')
     g.add_argument('--hf-hub', default=None, metavar='ORG/REPO', help='Hub repo published with timm-msanet publish')
     g.add_argument('--num-classes', type=int, default=None, help='class count if the checkpoint does not tell')
+    g.add_argument('--label-names', default=None, metavar='A,B,...',
+                   help='class names in output order, comma-separated (for a class count without canonical names)')
     g.add_argument('--no-ema', action='store_true', help="use a train.py checkpoint's raw weights, not its EMA ones")
     g.add_argument('--no-pretrained', action='store_true',
                    help='with a plain --model name: random weights, no download (for smoke tests)')
@@ -743,8 +763,12 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
 def model_from_args(args: argparse.Namespace):
     if not (args.model or args.checkpoint or args.hf_hub):
         raise CheckpointError('give a model: --model NAME, --checkpoint PATH or --hf-hub ORG/REPO')
+    names = getattr(args, 'label_names', None)
+    if names is not None:
+        names = [n.strip() for n in names.split(',')]
+        check_label_names(names, None, '--label-names')
     return load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
-                      num_classes=args.num_classes, use_ema=False if args.no_ema else None,
+                      num_classes=args.num_classes, label_names=names, use_ema=False if args.no_ema else None,
                       pretrained=not args.no_pretrained)
 
 
