@@ -54,7 +54,7 @@ from .labels import labels_for
 from .loading import (Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint,
                       training_record)
 from .calibration import set_temperature, temperature_of
-from .published import GREY_INPUT_NOTE
+from .published import DATASETS, GREY_INPUT_NOTE
 from .version import __version__
 
 __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',
@@ -67,28 +67,6 @@ CITATION = """@misc{ghadai2022msanet,
   note   = {National Institute of Technology Rourkela},
   year   = {2022}
 }"""
-
-# name -> title, allowed class counts, licence note (shown on the card)
-DATASETS: Dict[str, Dict[str, Any]] = {
-    'rafdb': dict(title='RAF-DB', classes=(7,), licence=(
-        'RAF-DB (Real-world Affective Faces Database) is released by its authors for non-commercial research '
-        'only, under an agreement each user signs; the images may not be redistributed.')),
-    'affectnet7': dict(title='AffectNet (7 classes, contempt excluded)', classes=(7,), licence=(
-        'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
-        'the images may not be redistributed.')),
-    'affectnet8': dict(title='AffectNet (8 classes)', classes=(8,), licence=(
-        'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
-        'the images may not be redistributed.')),
-    'fer2013': dict(title='FER2013', classes=(7,), grey=True, licence=(
-        'FER2013 was released for the ICML 2013 representation learning challenge for research use; its '
-        'faces were collected from the web without a licence for commercial use.'), caveat=(
-        'About 8% of the PublicTest and PrivateTest images are byte-identical to training images, so test '
-        'accuracy on FER2013 is slightly optimistic for unseen faces (for every FER2013 model alike).')),
-    'ferplus': dict(title='FERPlus', classes=(7, 8), grey=True, licence=(
-        'FERPlus relabels the FER2013 images, so the FER2013 terms (research use, faces collected from the web '
-        'without a licence for commercial use) apply to the images and to models trained on them.'), caveat=(
-        'FERPlus shares FER2013\'s images: about 8% of its test images are byte-identical to training images.')),
-}
 
 # train.py args shown on the card as the recipe, in this order, when present and set
 RECIPE_KEYS = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'in_chans', 'img_size', 'input_size',

@@ -12,7 +12,7 @@ Each entry becomes a registered pretrained tag (`msanet_r18.fer2013`, loadable w
     dict(
         arch='msanet_r18',              # a registered msanet architecture
         tag='fer2013',                  # the tag after the dot; any name but 'tv_in1k'
-        dataset='fer2013',              # a key of DATASET_NAMES
+        dataset='fer2013',              # a key of DATASETS
         file='weights/msanet_r18_fer2013.safetensors',   # package-relative (and/or hf_hub_id='ORG/NAME')
         label_names=FER7_LABELS,        # the class order of the weights
         input_size=(3, 64, 64),         # the resolution it was trained at (default 224)
@@ -34,11 +34,29 @@ from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 from .calibration import calibration_note, check_temperature
 from .labels import FER7_LABELS, labels_for
 
-# Keep in sync with publish.DATASETS (a test checks it); repeated here so msanet.py's import stays light.
-DATASET_NAMES: Dict[str, str] = {
-    'rafdb': 'RAF-DB', 'affectnet7': 'AffectNet (7 classes)', 'affectnet8': 'AffectNet (8 classes)',
-    'fer2013': 'FER2013', 'ferplus': 'FERPlus',
+# The one table of datasets: name -> title, allowed class counts, grey input, licence note and caveat (shown
+# on model cards by publish.py and in the cfg description of a release here).
+DATASETS: Dict[str, Dict[str, Any]] = {
+    'rafdb': dict(title='RAF-DB', classes=(7,), licence=(
+        'RAF-DB (Real-world Affective Faces Database) is released by its authors for non-commercial research '
+        'only, under an agreement each user signs; the images may not be redistributed.')),
+    'affectnet7': dict(title='AffectNet (7 classes, contempt excluded)', classes=(7,), licence=(
+        'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
+        'the images may not be redistributed.')),
+    'affectnet8': dict(title='AffectNet (8 classes)', classes=(8,), licence=(
+        'AffectNet is distributed by its authors under a research-only, non-commercial licence agreement; '
+        'the images may not be redistributed.')),
+    'fer2013': dict(title='FER2013', classes=(7,), grey=True, licence=(
+        'FER2013 was released for the ICML 2013 representation learning challenge for research use; its '
+        'faces were collected from the web without a licence for commercial use.'), caveat=(
+        'About 8% of the PublicTest and PrivateTest images are byte-identical to training images, so test '
+        'accuracy on FER2013 is slightly optimistic for unseen faces (for every FER2013 model alike).')),
+    'ferplus': dict(title='FERPlus', classes=(7, 8), grey=True, licence=(
+        'FERPlus relabels the FER2013 images, so the FER2013 terms (research use, faces collected from the web '
+        'without a licence for commercial use) apply to the images and to models trained on them.'), caveat=(
+        'FERPlus shares FER2013\'s images: about 8% of its test images are byte-identical to training images.')),
 }
+
 ARCHS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as')
 REQUIRED_KEYS = ('arch', 'tag', 'dataset', 'label_names', 'metrics')
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -74,8 +92,8 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
     size = tuple(entry.get('input_size') or (3, 224, 224))
     if len(size) != 3 or not all(isinstance(v, int) and 0 < v <= 4096 for v in size):
         raise ValueError(f'{name}: input_size must be (channels, height, width), got {size}')
-    if entry['dataset'] not in DATASET_NAMES:
-        raise ValueError(f"{name}: dataset must be one of {list(DATASET_NAMES)}, got {entry['dataset']!r}")
+    if entry['dataset'] not in DATASETS:
+        raise ValueError(f"{name}: dataset must be one of {list(DATASETS)}, got {entry['dataset']!r}")
     labels = tuple(entry['label_names'])
     try:
         canonical = labels_for(len(labels))
@@ -131,7 +149,7 @@ def published_cfgs(cfg_fn: Callable[..., Dict[str, Any]],
             pool_size=pool_size_for(size[1:]),
             license='other',
             origin_url=f"https://huggingface.co/{entry['hf_hub_id']}" if entry.get('hf_hub_id') else None,
-            description=f"MSA-Net trained on {DATASET_NAMES[entry['dataset']]} ({len(labels)} classes)",
+            description=f"MSA-Net trained on {DATASETS[entry['dataset']]['title']} ({len(labels)} classes)",
             notes=tuple(notes),
         )
     return out
