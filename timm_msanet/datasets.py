@@ -319,6 +319,8 @@ def process_chunk(records: Sequence[Record], cfg: WorkerConfig) -> ChunkResult:
 def _worker_init() -> None:
     # Ctrl-C goes to the whole process group; the parent handles it and shuts the pool down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a forked worker inherits the CLI's unwinding SIGTERM handler: the parent's terminate() must simply end it
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 # ---------------------------------------------------------------------------------------------------
