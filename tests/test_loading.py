@@ -255,3 +255,10 @@ def test_label_names_flag_for_a_class_count_without_canonical_names(tmp_path):
     assert set(json.loads(ok.stdout)[0]['probabilities']) == {'calm', 'joy', 'anger'}
     dup = subprocess.run(base + ['--label-names', 'a,a,b'], capture_output=True, text=True, timeout=300, env=env)
     assert dup.returncode == 2 and 'label_names must be unique' in dup.stderr
+
+
+def test_only_hub_sources_are_probed():
+    from timm_msanet.loading import needs_hub
+    assert not needs_hub('msanet_r18') and not needs_hub('msanet_r18.fer2013')  # the packaged file
+    assert needs_hub('msanet_r18.tv_in1k') and needs_hub('hf-hub:org/repo')
+    assert not needs_hub('local-dir:/x') and not needs_hub('msanet_r18.tv_in1k', pretrained=False)

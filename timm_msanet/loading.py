@@ -615,10 +615,25 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
     if num_classes is not None:
         kwargs['num_classes'] = num_classes
     try:
-        with _offline_when_hub_unreachable(pretrained):
+        with _offline_when_hub_unreachable(needs_hub(name, pretrained)):
             return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         raise explain(e) from e
+
+
+def needs_hub(name: str, pretrained: bool = True) -> bool:
+    """Whether loading `name` can touch the Hub: an `hf-hub:` source, or a registered tag whose weights are a
+    Hub repo rather than a packaged file (the default `msanet_r18` loads offline and is never probed)."""
+    if not pretrained or name.startswith('local-dir:'):
+        return False
+    if name.startswith('hf-hub:'):
+        return True
+    from timm.models import get_pretrained_cfg
+    try:
+        cfg = get_pretrained_cfg(name, allow_unregistered=True)
+    except Exception:
+        return True
+    return cfg is not None and not getattr(cfg, 'file', None) and bool(getattr(cfg, 'hf_hub_id', None))
 
 
 def _read_release_config(source: str, ident: str, explain) -> Any:
