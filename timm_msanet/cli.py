@@ -1,8 +1,9 @@
 """`timm-msanet` command: one subcommand per tool module.
 
-Each tool module exposes `configure_parser(parser)` and `run(args) -> int`. Importing the package registers
-the models and so imports torch and timm (a few seconds at start); the tools keep their other heavy imports
-inside their functions.
+Each tool module exposes `configure_parser(parser)` and `run(args) -> int`. The tool modules import torch,
+timm and other heavy packages inside the functions that use them, and importing the package does not import
+them either (see `timm_msanet/__init__.py`): `--help` and `--version` answer at once instead of after the
+seconds torch and timm take to import.
 """
 import argparse
 import importlib

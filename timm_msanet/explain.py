@@ -1,6 +1,7 @@
 """Explain one prediction: each branch's CBAM spatial attention map and the class activation map, as a PNG.
 
     timm-msanet explain face.jpg --checkpoint model_best.pth.tar --model msanet_r18 --out face_explain.png
+    timm-msanet explain group.jpg --faces --out group_explain.png      # one row per detected face
 
 The PNG is a row of panels of the preprocessed input (the squash-resized image the model sees, so every
 map lines up with it): the input with the predicted label, one panel per branch with its spatial
@@ -12,12 +13,16 @@ predicted class (or `--target`). Models without attention (`msanet_r18_ms`) show
   `CAM_c(h, w) = sum_k W[c, k] * F[k, h, w]` over the fused features F (`forward_features`), and the
   logit is exactly `mean(CAM_c) + b_c` (a test checks it). Any other pooling makes it approximate.
 * Colours: each map is min-max normalised on its own (the caption gives its raw range), drawn with a
-  jet-like colormap at 50% over the input. Drawing is PIL only.
+  jet-like colormap at 50% over the input; a colour bar at the right end of the row reads blue = the
+  map's minimum, red = its maximum. Drawing is PIL only.
+* `--faces`: on a photo rather than an aligned face, detect faces as `predict --faces` does (same
+  detector, same square crop with `--margin`) and explain each crop, one row per face, largest first
+  (at most `--max-faces`). Without it the whole image is explained, as the model would see it.
 * A low-resolution map (7x7 at 224 px) is upsampled bilinearly to the panel size.
 """
 import argparse
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 PANEL = 224
 
@@ -100,6 +105,24 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
                 logits=logits.tolist(), cam_bias=bias)
 
 
+def explain_faces(image, model, margin: Optional[float] = None, max_faces: int = 8, img_size: Optional[int] = None,
+                  target: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Detect faces in a photo (as `predict --faces`) and `explain` each square crop, largest face first.
+
+    Each result also has 'face' (its index), 'box' (the detection, x0, y0, x1, y1) and 'crop' (the region
+    explained). An empty
+    list when no face is found. Needs OpenCV (the `faces` extra)."""
+    from .predict import DEFAULT_MARGIN, as_pil, detect_faces, face_crop_box
+
+    img = as_pil(image)
+    results = []
+    for box in detect_faces(img)[:max_faces]:
+        crop = face_crop_box(box, img.size, DEFAULT_MARGIN if margin is None else margin)
+        r = explain(img.crop(crop), model, img_size=img_size, target=target)
+        results.append(dict(r, face=len(results), box=list(box), crop=list(crop)))
+    return results
+
+
 def _jet(v):
     """A jet-like colormap for values in [0, 1] -> uint8 RGB."""
     import numpy as np
@@ -124,14 +147,30 @@ def overlay(img, heat, alpha: float = 0.5):
     return Image.blend(img.convert('RGB'), colour, alpha)
 
 
+def colour_bar(height: int, width: int, font):
+    """A vertical jet colour bar (maximum at the top) with 'max' / 'min' written on it."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    ramp = np.linspace(1, 0, height, dtype=np.float32)[:, None].repeat(width, 1)
+    bar = Image.fromarray(_jet(ramp), 'RGB')
+    draw = ImageDraw.Draw(bar)
+    for text, y in (('max', 2), ('min', height - 2)):
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        draw.text(((width - (x1 - x0)) // 2, y if y < height // 2 else y - (y1 - y0) - 4), text, fill='white',
+                  font=font)
+    return bar
+
+
 def render(result: Dict[str, Any], panel: int = PANEL):
-    """The explanation as one RGB PIL image: input, attention panels, CAM; a caption above each."""
+    """The explanation as one RGB PIL image: input, attention panels, CAM, colour bar; a caption above each."""
     from PIL import Image, ImageDraw
 
     from .predict import _font
 
     base = result['image'].resize((panel, panel), Image.BILINEAR)
-    panels = [(base, f"input: {result['label']} {result['probabilities'][result['label']]:.2f}")]
+    face = f"face {result['face']}: " if 'face' in result else 'input: '  # its box is in the printed lines
+    panels = [(base, f"{face}{result['label']} {result['probabilities'][result['label']]:.2f}")]
     for name, amap in result['attention']:
         panels.append((overlay(base, amap), f'{name} attn [{amap.min():.2f}, {amap.max():.2f}]'))
     cam = result['cam']
@@ -139,24 +178,44 @@ def render(result: Dict[str, Any], panel: int = PANEL):
     font = _font(max(11, panel // 17))
     caption_h = panel // 8
     pad = 4
-    canvas = Image.new('RGB', (len(panels) * (panel + pad) + pad, panel + caption_h + 2 * pad), 'white')
+    bar_w = max(24, panel // 7)
+    canvas = Image.new('RGB', (len(panels) * (panel + pad) + bar_w + 2 * pad, panel + caption_h + 2 * pad), 'white')
     draw = ImageDraw.Draw(canvas)
     for i, (im, text) in enumerate(panels):
         x = pad + i * (panel + pad)
         canvas.paste(im, (x, caption_h + pad))
         draw.text((x, pad), text, fill='black', font=font)
+    canvas.paste(colour_bar(panel, bar_w, _font(max(9, panel // 22))), (canvas.width - bar_w - pad, caption_h + pad))
+    return canvas
+
+
+def render_rows(results: Sequence[Dict[str, Any]], panel: int = PANEL):
+    """Several explanations (e.g. one per face) stacked as rows of one image."""
+    from PIL import Image
+
+    rows = [render(r, panel) for r in results]
+    canvas = Image.new('RGB', (max(r.width for r in rows), sum(r.height for r in rows)), 'white')
+    y = 0
+    for row in rows:
+        canvas.paste(row, (0, y))
+        y += row.height
     return canvas
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     from .loading import add_model_args
 
-    parser.add_argument('image', metavar='IMAGE', help='an image file (an aligned face, as the model was trained on)')
+    parser.add_argument('image', metavar='IMAGE', help='an image file: an aligned face, as the model was trained on, '
+                        'or a photo with --faces')
     add_model_args(parser)
+    parser.add_argument('--faces', action='store_true',
+                        help='detect faces (as predict --faces) and explain each one, a row per face')
+    parser.add_argument('--margin', type=float, default=None,
+                        help='with --faces: crop margin, a fraction of the face side on every side (default 0.2)')
+    parser.add_argument('--max-faces', type=int, default=8, help='with --faces: explain at most this many (largest)')
     parser.add_argument('--out', default=None, metavar='PNG', help='output PNG (default: IMAGE_STEM_explain.png '
                         'in the current folder)')
     parser.add_argument('--target', default=None, help='class name or index for the CAM (default: predicted)')
-    parser.add_argument('--img-size', type=int, default=None, help='override the model cfg input size')
     parser.add_argument('--device', default='cpu')
 
 
@@ -172,19 +231,36 @@ def run(args: argparse.Namespace) -> int:
     if image.exists() and out.resolve() == image.resolve():
         print(f'error: --out {out} is the input image; choose another path', file=sys.stderr)
         return 2
+    if args.faces:
+        from .predict import NoFaceDetector, _cascade
+        try:
+            _cascade()
+        except NoFaceDetector as e:
+            print(f'timm-msanet explain: error: {e}', file=sys.stderr)
+            return 2
     model = model_from_args(args).to(args.device)
     target = args.target
     if target is not None:
         names = list(model.pretrained_cfg['label_names'])
         target = names.index(target) if target in names else int(target)
     try:
-        result = explain(str(image), model, img_size=args.img_size, target=target)
+        if args.faces:
+            results = explain_faces(str(image), model, margin=args.margin, max_faces=args.max_faces,
+                                    img_size=args.img_size, target=target)
+        else:
+            results = [explain(str(image), model, img_size=args.img_size, target=target)]
     except Exception as e:
-        print(f'error: cannot explain {image}: {type(e).__name__}: {e}', file=sys.stderr)
+        print(f'timm-msanet explain: error: cannot explain {image}: {type(e).__name__}: {e}', file=sys.stderr)
+        return 1
+    if not results:
+        print(f'timm-msanet explain: error: no face detected in {image}; without --faces the whole image is '
+              f'explained', file=sys.stderr)
         return 1
     out.parent.mkdir(parents=True, exist_ok=True)
-    render(result).save(out)
-    maps = ', '.join(name for name, _ in result['attention']) or 'none (model without attention)'
-    print(f"{image}: {result['label']} {result['probabilities'][result['label']]:.3f}; wrote {out} "
-          f"(attention maps: {maps}; CAM of {result['target']})")
+    render_rows(results).save(out)
+    maps = ', '.join(name for name, _ in results[0]['attention']) or 'none (model without attention)'
+    for r in results:
+        where = f" face {r['face']} {r['box']}" if 'box' in r else ''
+        print(f"{image}{where}: {r['label']} {r['probabilities'][r['label']]:.3f} (CAM of {r['target']})")
+    print(f'wrote {out}: {len(results)} row(s); attention maps: {maps}')
     return 0

@@ -161,7 +161,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
     add_model_args(parser)
     parser.add_argument('--output', '-o', required=True, metavar='FILE.onnx', help='output file')
-    parser.add_argument('--img-size', type=int, default=None, help='input size (default: the model cfg)')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: torch default)')
     parser.add_argument('--static-batch', action='store_true', help='fixed batch size 1 instead of a dynamic batch')
     parser.add_argument('--check', action='store_true',

@@ -38,6 +38,7 @@ from .calibration import check_temperature, set_temperature, temperature_of
 from .labels import labels_for
 from .published import pool_size_for
 
+DEFAULT_MODEL = 'msanet_r18'  # its default tag is the packaged FER2013 release (offline, no download)
 WEIGHT_KEYS = ('state_dict', 'model')  # where a training checkpoint keeps the (non-EMA) weights
 EMA_KEY = 'state_dict_ema'
 
@@ -421,6 +422,50 @@ def check_release_config(config: Any, where: str) -> Dict[str, Any]:
     return model_args
 
 
+# The data config of a weights file's own config.json (timm's `save_for_hf` layout: DIR/model.safetensors
+# beside DIR/config.json); the caller's pretrained_cfg_overlay still wins.
+CONFIG_DATA_KEYS = ('input_size', 'test_input_size', 'min_input_size', 'mean', 'std', 'crop_pct', 'test_crop_pct',
+                    'crop_mode', 'interpolation', 'pool_size', 'notes')  # notes: grey-input handling
+WEIGHTS_BESIDE_CONFIG = 'model.safetensors'
+
+
+def config_beside(path: Union[str, Path]) -> Optional[Tuple[Path, Dict[str, Any], Dict[str, Any]]]:
+    """(config path, raw config, checked model_args) of the config.json that describes a weights file, or None.
+
+    Only `model.safetensors` is paired with the `config.json` in its folder: that is the layout timm's
+    `save_for_hf` (and so the demo, `timm-msanet publish --dry-run` and every Hub release) writes, whereas any
+    other file name may share its folder with an unrelated config. The config is checked like a release's
+    (`check_release_config`) before anything in it is used.
+    """
+    import json
+    path = Path(path)
+    cfg_path = path.with_name('config.json')
+    if path.name != WEIGHTS_BESIDE_CONFIG or not cfg_path.is_file():
+        return None
+    try:
+        config = json.loads(cfg_path.read_text(encoding='utf-8'))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f'{cfg_path} (the config beside {path.name}) is not valid JSON ({e}); expected the '
+                              f'config.json timm\'s save_for_hf writes, or remove it to load the bare weights') from None
+    model_args = check_release_config(config, str(cfg_path))
+    return cfg_path, config, model_args
+
+
+def _with_config(ckpt: 'Checkpoint', cfg_path: Path, config: Mapping[str, Any], model_args: Mapping[str, Any]):
+    """The checkpoint's record with what its config.json says: architecture, class count, constructor args."""
+    args = dict(ckpt.args)
+    arch = config['architecture'].split('.')[0]
+    recorded = args.get('model') or ckpt.arch
+    if isinstance(recorded, str) and recorded.split('.')[0] != arch and ':' not in recorded:
+        raise CheckpointError(f'{cfg_path} says {arch} but the weights beside it record {recorded}: the two files '
+                              f'do not belong together')
+    args['model'] = arch
+    if config.get('num_classes') is not None:
+        args['num_classes'] = config['num_classes']
+    args['model_kwargs'] = dict(args.get('model_kwargs') or {}, **model_args)
+    return Checkpoint(ckpt.state_dict, args, arch, ckpt.weights, ckpt.has_ema, ckpt.extra, ckpt.source)
+
+
 SOURCE_CFG_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 'source', 'tag', 'license',
                    'origin_url', 'description', 'notes')
 
@@ -723,14 +768,32 @@ def load_model(
         if refused or not pretrained:
             raise ValueError(f'{", ".join(refused) or "pretrained=False"} cannot apply with a checkpoint: its '
                              f'weights are the checkpoint\'s. Drop it, or load a model name instead.')
-        overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
+        caller_overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
+        overlay = dict(caller_overlay)
+        if Path(checkpoint).is_dir():  # a save_for_hf / publish --dry-run folder
+            if not (Path(checkpoint) / WEIGHTS_BESIDE_CONFIG).is_file():
+                raise CheckpointError(f'checkpoint {checkpoint} is a folder without {WEIGHTS_BESIDE_CONFIG}: expected '
+                                      f'a weights file, or a folder as timm\'s save_for_hf writes it')
+            checkpoint = Path(checkpoint) / WEIGHTS_BESIDE_CONFIG
         ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
+        beside = config_beside(checkpoint)
+        if beside is not None:
+            ckpt = _with_config(ckpt, *beside)
+            pcfg = beside[1].get('pretrained_cfg', beside[1])
+            names = beside[1].get('label_names') or pcfg.get('label_names')
+            if label_names is None and names:
+                label_names = list(names)
+            data = {k: pcfg[k] for k in CONFIG_DATA_KEYS if pcfg.get(k) is not None}
+            overlay = dict(data, **overlay, config=str(beside[0]))
+            if pcfg.get('temperature') is not None and 'temperature' not in ckpt.extra:
+                ckpt.extra = dict(ckpt.extra, temperature=temperature_of(pcfg),
+                                  temperature_fit_split=pcfg.get('temperature_fit_split', 'validation'))
         model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes, caller_kwargs=kwargs)
         if overlay.get('input_size') is not None:  # the caller's resolution, with the pool size that goes with it
             size = check_input_size(tuple(overlay['input_size']), 'pretrained_cfg_overlay')
             overlay['input_size'] = size
-            if model.pretrained_cfg.get('pool_size'):
-                overlay.setdefault('pool_size', pool_size_for(size[1:]))
+            if model.pretrained_cfg.get('pool_size') and 'pool_size' not in caller_overlay:
+                overlay['pool_size'] = pool_size_for(size[1:])
         model.pretrained_cfg = dict(model.pretrained_cfg, **overlay, checkpoint=str(checkpoint),
                                     checkpoint_weights=ckpt.weights)
         if 'temperature' in ckpt.extra:
@@ -763,28 +826,47 @@ def load_model(
 def add_model_args(parser: argparse.ArgumentParser) -> None:
     """The one-model-source options shared by eval, predict, explain and export-onnx."""
     g = parser.add_argument_group('model (one source)')
-    g.add_argument('--model', default=None, help='model name (msanet_r18, msanet_r18.tv_in1k, hf-hub:org/repo); '
-                   'with --checkpoint: its architecture when the checkpoint does not name it')
+    g.add_argument('--model', default=None, help=f'model name (msanet_r18, msanet_r18.tv_in1k, hf-hub:org/repo); '
+                   f'with --checkpoint: its architecture when the checkpoint does not name it. Without any source: '
+                   f'{DEFAULT_MODEL}, the FER2013 model installed with the package')
     g.add_argument('--checkpoint', default=None, help='train.py checkpoint, state dict or .safetensors file')
     g.add_argument('--hf-hub', default=None, metavar='ORG/REPO', help='Hub repo published with timm-msanet publish')
     g.add_argument('--num-classes', type=int, default=None, help='class count if the checkpoint does not tell')
     g.add_argument('--label-names', default=None, metavar='A,B,...',
                    help='class names in output order, comma-separated (for a class count without canonical names)')
     g.add_argument('--no-ema', action='store_true', help="use a train.py checkpoint's raw weights, not its EMA ones")
+    g.add_argument('--img-size', type=int, default=None, metavar='N',
+                   help='input height and width (default: the size the model was trained at, from its config)')
     g.add_argument('--no-pretrained', action='store_true',
                    help='with a plain --model name: random weights, no download (for smoke tests)')
 
 
 def model_from_args(args: argparse.Namespace):
+    model_name = args.model
     if not (args.model or args.checkpoint or args.hf_hub):
-        raise CheckpointError('give a model: --model NAME, --checkpoint PATH or --hf-hub ORG/REPO')
+        model_name = DEFAULT_MODEL  # the packaged expression model: the commands work out of the box
     names = getattr(args, 'label_names', None)
     if names is not None:
         names = [n.strip() for n in names.split(',')]
         check_label_names(names, None, '--label-names')
-    return load_model(model_name=args.model, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
-                      num_classes=args.num_classes, label_names=names, use_ema=False if args.no_ema else None,
-                      pretrained=not args.no_pretrained)
+    model = load_model(model_name=model_name, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
+                       num_classes=args.num_classes, label_names=names, use_ema=False if args.no_ema else None,
+                       pretrained=not args.no_pretrained)
+    if getattr(args, 'img_size', None):
+        set_input_size(model, args.img_size)
+    return model
+
+
+def set_input_size(model, img_size: int):
+    """Make `img_size` the model's data-config resolution (square), with the pool size that goes with it."""
+    chans = tuple(model.pretrained_cfg.get('input_size') or (3,))[0]
+    size = check_input_size((chans, img_size, img_size), '--img-size')
+    cfg = dict(model.pretrained_cfg, input_size=size)
+    cfg.pop('test_input_size', None)  # the caller's size is the one to evaluate at
+    if cfg.get('pool_size'):
+        cfg['pool_size'] = pool_size_for(size[1:])
+    model.pretrained_cfg = cfg
+    return model
 
 
 def untrained_head_reason(model) -> Optional[str]:

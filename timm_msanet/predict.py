@@ -504,7 +504,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--topk', type=int, default=None, help='print and store the k most probable labels')
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--img-size', type=int, default=None, help='override the model cfg input size')
     out = parser.add_mutually_exclusive_group()
     out.add_argument('--json', default=None, metavar='OUT', help="write results as JSON ('-' for stdout)")
     out.add_argument('--csv', default=None, metavar='OUT', help="write results as CSV ('-' for stdout), a row per face")
@@ -559,6 +558,8 @@ def _open_out(target: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     files = collect_files(args.paths)
     if not files:
         print('error: no image files found', file=sys.stderr)
@@ -591,7 +592,9 @@ def run(args: argparse.Namespace) -> int:
                 r['annotate_error'] = f'{type(e).__name__}: {e}'
         results.append(r)
         if not quiet_stdout:
-            print(_line(r, args.topk), flush=True)
+            # through the bar: in a terminal a plain print lands after the bar's text on the same line
+            tqdm.write(_line(r, args.topk), file=sys.stdout)
+            sys.stdout.flush()
     for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
                           (args.csv, lambda fh: csv.writer(fh).writerows(_csv_rows(results, names)))):
         if target:
