@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The project's one test command (README "Run the tests"). From a fresh clone it:
+# The project's one test command (README "The two commands"; docs/testing.md). From a fresh clone it:
 #   1. makes a virtual environment (.venv, or $VENV) and installs the package with its test extras,
 #   2. runs the package's own tests,
 #   3. fetches the timm sdist matching the installed timm from the package registry and runs timm's own
@@ -14,8 +14,8 @@ PY=${PYTHON:-python3}
 if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
 fi
-echo "== installing the package with its test extras into $VENV (a minute or two on a new venv)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check ".[test]" pytest-timeout
+echo "== installing the package with its test extras into $VENV (a minute or two on a new venv; pip's own log follows)"
+"$VENV/bin/python" -m pip install --disable-pip-version-check ".[test]" pytest-timeout
 
 echo "== package tests"
 "$VENV/bin/python" -m pytest tests -q -p no:cacheprovider

@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-$(pwd)/.venv}
 [ -x "$VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$VENV"
-echo "installing the package with its demo extra into $VENV (about a minute on a new venv)" >&2
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check ".[demo]"
+echo "== installing the package with its demo extra into $VENV (about a minute on a new venv; pip's own log follows)" >&2
+"$VENV/bin/python" -m pip install --disable-pip-version-check ".[demo]"
 echo "== the packaged FER2013 model on real photos" >&2
 "$VENV/bin/python" examples/real_photos.py --out runs/demo/photos
 echo "== the training pipeline on synthetic faces" >&2

@@ -316,3 +316,18 @@ def test_img_size_option_of_every_model_command(tmp_path):
     assert model.pretrained_cfg['input_size'] == (3, 112, 112)
     with pytest.raises(CheckpointError, match='--img-size.*16-2048 px'):
         model_from_args(parser.parse_args(['--model', 'msanet_r18', '--no-pretrained', '--img-size', '4']))
+
+
+def test_wrapper_prefixes_of_compiled_and_ddp_models_are_stripped(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7).eval()
+    compiled = torch.compile(model)  # its state_dict keys start with `_orig_mod.` (no compilation happens here)
+    sd = compiled.state_dict()
+    assert all(k.startswith('_orig_mod.') for k in sd)
+    torch.save(sd, tmp_path / 'compiled.pth')
+    torch.save({'module.' + k: v for k, v in model.state_dict().items()}, tmp_path / 'ddp.pth')
+    x = torch.randn(1, 3, 64, 64)
+    for name in ('compiled.pth', 'ddp.pth'):
+        loaded = load_model(model_name=ARCH, checkpoint=tmp_path / name)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))

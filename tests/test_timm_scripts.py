@@ -1,7 +1,7 @@
 """timm's own train.py / validate.py / inference.py / benchmark.py find the models by name, no flag.
 
 The scripts live in the timm repository, not in its wheel or sdist, so this runs when TIMM_REPO points
-at a checkout of it (CI has no network to fetch one; see the README for the recorded run).
+at a checkout of it (CI has no network to fetch one; see docs/models.md for the recorded run).
 """
 import importlib.util
 import json

@@ -28,6 +28,11 @@ def __getattr__(name: str):
 if 'timm' in sys.modules:
     from . import msanet  # noqa: F401  (registers the models)
 else:
-    from . import _autoload
-    _autoload.uninstall()  # a watcher armed by an older installed copy of the hook gives way to this one
-    _autoload.install(force=True)
+    try:  # the copy installed at the top of site-packages (the wheel holds no other)
+        import _timm_msanet_autoload as _hook
+        if getattr(_hook, 'API', 1) < 2:  # left behind by an older editable install
+            raise ImportError(_hook.__file__)
+    except ImportError:  # a source tree on sys.path, or that older copy
+        from . import _autoload as _hook
+    _hook.uninstall()  # a watcher armed by an older copy gives way to this one
+    _hook.install(force=True)

@@ -21,6 +21,7 @@ import importlib.util
 import os
 import sys
 
+API = 2  # 2: install(force=...), watchers matched by class name, registers via timm_msanet.msanet
 ENV_VAR = 'TIMM_MSANET_AUTOLOAD'
 _OFF_VALUES = ('0', 'false', 'no', 'off')
 

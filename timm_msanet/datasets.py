@@ -10,7 +10,7 @@ ruins a model. Every export therefore writes the same canonical class folders
     OUTPUT/class_map.txt                             one class per line: timm's --class-map
     OUTPUT/manifest.json                             counts, skips with reasons, rules, options
 
-Decisions where the datasets or the issue leave room (also in the README):
+Decisions where the datasets leave room (also in docs/datasets.md):
 
 * All class folders are created, even empty ones. timm's folder reader only indexes folders that
   hold images, so when a class can be empty (e.g. contempt with `--classes 8` on RAF-DB) pass

@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from .loading import eval_mode
 from .published import expects_grey_input
 from .version import __version__
 
@@ -124,25 +125,21 @@ def collect_logits(
     if expects_grey_input(model.pretrained_cfg):  # as predict shows photos to a grey-trained model
         from .predict import GreyInput
         dataset.transform = GreyInput(dataset.transform)
-    was_training = model.training
-    model = model.to(dev).eval()
+    model = model.to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == 'cpu' else torch.float16, enabled=amp)
     iterator = loader
     if progress:
         from tqdm import tqdm
         iterator = tqdm(loader, desc=f'eval {split}', unit='batch', file=sys.stderr)
     logits, flipped, targets = [], [], []
-    try:
-        with torch.inference_mode():
-            for x, y in iterator:
-                x = x.to(dev)
-                with autocast:
-                    logits.append(model(x).float().cpu())
-                    if hflip_tta:
-                        flipped.append(model(x.flip(-1)).float().cpu())
-                targets.append(to_model[y.cpu()])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for x, y in iterator:
+            x = x.to(dev)
+            with autocast:
+                logits.append(model(x).float().cpu())
+                if hflip_tta:
+                    flipped.append(model(x.flip(-1)).float().cpu())
+            targets.append(to_model[y.cpu()])
     return dict(logits=torch.cat(logits), flipped=torch.cat(flipped) if hflip_tta else None,
                 targets=torch.cat(targets), classes=classes, data_cfg=data_cfg)
 

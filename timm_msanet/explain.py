@@ -24,6 +24,8 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .loading import eval_mode
+
 PANEL = 224
 
 
@@ -77,16 +79,13 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
         def hook(mod, _inp, out, name=name, parent=module):
             maps[name] = parent.gate(out.detach().float())[0, 0].cpu().numpy()
         hooks.append(module.conv.register_forward_hook(hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.inference_mode():
+        with eval_mode(model), torch.inference_mode():
             feats = model.forward_features(x)
             logits = model.forward_head(feats)[0].float()
     finally:
         for h in hooks:
             h.remove()
-        model.train(was_training)
     probs = calibrated_probs(logits, temperature_of(model.pretrained_cfg)).tolist()
     pred = int(logits.argmax())
     c = pred if target is None else int(target)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from .calibration import temperature_of
+from .loading import eval_mode
 from .published import expects_grey_input
 from .version import __version__
 
@@ -107,9 +108,7 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = onnx_metadata(model, img_size)
     c, h, w = json.loads(meta['data_config'])['input_size']
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device('cpu')
         x = torch.randn(2 if dynamic_batch else 1, c, h, w, device=device)
@@ -119,8 +118,6 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
         if opset is not None:
             kwargs['opset_version'] = opset
         program = torch.onnx.export(_with_temperature(model), (x,), **kwargs)
-    finally:
-        model.train(was_training)
     for k, v in meta.items():
         program.model.metadata_props[k] = v
     program.save(str(path))
@@ -141,18 +138,14 @@ def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence
     if inputs is None:
         g = torch.Generator().manual_seed(0)
         inputs = [torch.randn(b, *[int(s) for s in shape[1:]], generator=g) for b in batch_sizes]
-    was_training = model.training
-    model.eval()
     diff = 0.0
-    try:
+    with eval_mode(model):
         for x in inputs:
             x = x.float().cpu()
             with torch.inference_mode():
                 ref = _with_temperature(model.cpu())(x).float().numpy()
             (got,) = sess.run(['logits'], {'input': x.numpy()})
             diff = max(diff, float(np.abs(got - ref).max()))
-    finally:
-        model.train(was_training)
     return diff
 
 

@@ -87,7 +87,9 @@ def _is_state_dict(obj) -> bool:
 
 
 def _strip_module(sd: Mapping[str, Any]) -> Dict[str, Any]:
-    return {k[len('module.'):] if k.startswith('module.') else k: v for k, v in sd.items()}
+    """Keys without DDP (`module.`) and torch.compile (`_orig_mod.`) wrapper prefixes, as timm strips them."""
+    from timm.models import clean_state_dict
+    return clean_state_dict(dict(sd))
 
 
 # What a weights file may say about its training (safetensors metadata written by `timm-msanet publish
@@ -821,6 +823,17 @@ def load_model(
                 f'(--label-names a,b,c on the command line, label_names=[...] in Python)') from None
     model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=n_out)
     return model
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """Switch `model` to eval mode for the block, then restore the mode it had, also when the block fails."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ Paper: `Multi-branch Multi-Scale Attention Network for Facial Expression Recogni
     - C. Ghadai, D. Patra (NIT Rourkela), 2022
 
 Architecture as read here (every reading below is a constructor argument of `MSANet` or
-`MultiScaleBlock`, and is listed again in the README's "Design notes"):
+`MultiScaleBlock`, and is listed again in docs/design.md):
 
 * Feature pre-extractor: ResNet-18's stem (7x7 conv, BN, ReLU, 3x3 max-pool) and its first two stages
   (`layer1`, `layer2`) built from timm's own `BasicBlock`, with ResNet-18's parameter names, so a
@@ -52,11 +52,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_attn
-from timm.layers.helpers import get_device_dtype
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import FeatureGetterNet, feature_take_indices
-from timm.models._manipulate import checkpoint, checkpoint_seq
+from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_attn, get_device_dtype
+from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import FeatureGetterNet, feature_take_indices  # not re-exported by timm.models
 from timm.models.resnet import BasicBlock, downsample_conv
 
 from .labels import FER7_LABELS

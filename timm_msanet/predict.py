@@ -8,7 +8,7 @@ Python API::
     results = predict(['a.jpg', pil_image, numpy_hwc_uint8], model, batch_size=32, faces=False, topk=3)
     results[0]['label'], results[0]['probabilities']          # 'happiness', {'anger': 0.01, ...}
 
-Choices made here (the issue left them open):
+Choices made here (where FER tools differ and nothing fixes one answer):
 
 * Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
   eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .calibration import calibrated_probs, temperature_of
-from .loading import add_model_args, model_from_args, warn_if_untrained
+from .loading import add_model_args, eval_mode, model_from_args, warn_if_untrained
 from .published import expects_grey_input
 
 if TYPE_CHECKING:  # annotations only: torch and PIL are imported inside the functions
@@ -328,8 +328,6 @@ def iter_predict(
     model.to(device)
     param = next(model.parameters(), None)
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-    was_training = model.training
-    model.eval()
 
     items = _flatten_inputs(inputs)
     bar = tqdm(total=len(items), unit='img', file=sys.stderr, dynamic_ncols=True,
@@ -356,44 +354,44 @@ def iter_predict(
             yield result
 
     try:
-        for name, x in items:
-            result: Dict[str, Any] = dict(input=name)
-            crops = []
-            try:
-                img = as_pil(x)
-                result['width'], result['height'] = img.size
-                if faces:
-                    boxes = detect_faces(img, max_side=detect_max_side)
-                    result['faces'] = []
-                    for box in boxes:
-                        crop = face_crop_box(box, img.size, margin)
-                        slot = dict(box=list(box), crop=list(crop))
-                        result['faces'].append(slot)
-                        crops.append((transform(img.crop(crop)), slot))
-                    if not boxes:
-                        result['label'] = None
-                        result['error'] = 'no face detected'
-                else:
-                    crops.append((transform(img), result))
-            except NoFaceDetector:
-                raise
-            except Exception as e:  # one bad input never stops the batch
-                msg = str(e).splitlines()[0] if str(e) else ''
-                result.update(label=None, error=f'{type(e).__name__}: {msg}'.rstrip(': '))
+        with eval_mode(model):
+            for name, x in items:
+                result: Dict[str, Any] = dict(input=name)
                 crops = []
-            del x
-            entry = [result, len(crops)]
-            pending.append(entry)
-            queue.extend((t, slot, entry) for t, slot in crops)
-            while len(queue) >= batch_size:
+                try:
+                    img = as_pil(x)
+                    result['width'], result['height'] = img.size
+                    if faces:
+                        boxes = detect_faces(img, max_side=detect_max_side)
+                        result['faces'] = []
+                        for box in boxes:
+                            crop = face_crop_box(box, img.size, margin)
+                            slot = dict(box=list(box), crop=list(crop))
+                            result['faces'].append(slot)
+                            crops.append((transform(img.crop(crop)), slot))
+                        if not boxes:
+                            result['label'] = None
+                            result['error'] = 'no face detected'
+                    else:
+                        crops.append((transform(img), result))
+                except NoFaceDetector:
+                    raise
+                except Exception as e:  # one bad input never stops the batch
+                    msg = str(e).splitlines()[0] if str(e) else ''
+                    result.update(label=None, error=f'{type(e).__name__}: {msg}'.rstrip(': '))
+                    crops = []
+                del x
+                entry = [result, len(crops)]
+                pending.append(entry)
+                queue.extend((t, slot, entry) for t, slot in crops)
+                while len(queue) >= batch_size:
+                    run_batch()
+                yield from ready()
+            while queue:
                 run_batch()
             yield from ready()
-        while queue:
-            run_batch()
-        yield from ready()
     finally:
         bar.close()
-        model.train(was_training)
 
 
 def predict(

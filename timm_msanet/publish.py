@@ -12,7 +12,7 @@ FER data config, the model's reconstruction arguments) written by timm's own `sa
 `timm_msanet.loading.create_published()` does the same with errors that say what to do (offline, repo not
 found, architecture, class count).
 
-Decisions where the issue left room:
+Decisions where the Hub and timm leave room:
 
 * CHECKPOINT is read by `timm_msanet.loading.read_checkpoint`: `torch.load(weights_only=True)` only, with
   train.py's `argparse.Namespace` args allow-listed; anything else that needs unpickling is refused.
@@ -191,9 +191,9 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
         'cfg = timm.data.resolve_data_config({}, model=model)   # size, squash resize, normalisation',
         'transform = timm.data.create_transform(**cfg)',
-        (f"img = Image.open('face.jpg').convert('L')   # an aligned face crop" if size[0] == 1 else
-         f"img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
-         if ds.get('grey') else f"img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"),
+        ("img = Image.open('face.jpg').convert('L')   # an aligned face crop" if size[0] == 1 else
+         "img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
+         if ds.get('grey') else "img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"),
         'with torch.no_grad():',
         *(['    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]'] if temperature == 1.0 else
           ['    logits = model(transform(img).unsqueeze(0))',
@@ -211,8 +211,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, {data_config["interpolation"]}), '
         f'mean {tuple(round(m, 4) for m in data_config["mean"])}, std {tuple(round(s, 4) for s in data_config["std"])}',
         f'- **Paper:** Ghadai & Patra, *{PAPER_TITLE}*, 2022',
-        *([f'- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
-           f'first, as `timm-msanet predict` does'] if ds.get('grey') and size[0] != 1 else []),
+        *(['- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
+           'first, as `timm-msanet predict` does'] if ds.get('grey') and size[0] != 1 else []),
         '',
         '## Class order',
         '',
@@ -387,7 +387,6 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
     and publish rebuild it at its training resolution from the file alone. This is the format of the
     weights installed with the package (`timm_msanet/weights/`). Returns a summary."""
     import os
-    import torch
     from safetensors.torch import save_file
 
     out_file = Path(out_file)
