@@ -30,3 +30,27 @@ def test_no_model_source_means_the_packaged_model(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and f'split folder {tmp_path}/test not found' in proc.stderr, proc.stderr
     assert 'Traceback' not in proc.stderr and '--model NAME' not in proc.stderr
+
+
+@pytest.mark.parametrize('argv, status, message', [
+    (['predict', '{tmp}/empty'], 1, 'no image files found in'),
+    (['explain', '{img}', '--out', '{img}'], 2, 'is the input image'),
+    (['publish', '{tmp}/missing.pth.tar'], 2, '--repo-id and --dataset required'),
+    (['bench', '--models', 'resnet18', '--repeats', '0'], 2, '--repeats and --steps must be at least 1'),
+    (['export', 'rafdb', '{tmp}/no-such-dataset', '{tmp}/out'], 2, 'no-such-dataset'),
+    (['eval', '--checkpoint', '{tmp}/missing.pth.tar', '--hf-hub', 'org/repo', '--data-dir', '{tmp}'], 2,
+     'give one model source'),
+])
+def test_one_error_path_one_line_with_the_commands_prefix(tmp_path, argv, status, message):
+    from PIL import Image
+    img = tmp_path / 'face.png'
+    Image.new('RGB', (32, 32), (128, 100, 90)).save(img)
+    (tmp_path / 'empty').mkdir()
+    args = [a.format(img=img, tmp=tmp_path) for a in argv]
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == status, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
+    assert len(errors) == 1 and errors[0].startswith(f'timm-msanet {argv[0]}: error: ') and message in errors[0], \
+        proc.stderr
+    assert 'Traceback' not in proc.stderr

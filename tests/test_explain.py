@@ -10,7 +10,7 @@ from PIL import Image
 
 import timm_msanet  # noqa: F401
 from timm_msanet.explain import PANEL, explain, render
-from timm_msanet.predict import make_transform
+from timm_msanet.images import make_transform
 
 SIZE = 96
 

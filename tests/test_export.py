@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 import timm_msanet  # noqa: F401
 from timm_msanet.export import check_onnx, export_onnx, read_metadata
 from timm_msanet.loading import load_model
-from timm_msanet.predict import load_image, make_transform
+from timm_msanet.images import load_image, make_transform
 
 ort = pytest.importorskip('onnxruntime')
 SIZE = 96

@@ -267,7 +267,7 @@ def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path):
 
 
 def test_the_callers_kwargs_apply_to_a_checkpoint_or_are_refused(tmp_path):
-    from timm_msanet.predict import make_transform
+    from timm_msanet.images import make_transform
     ckpt = _train_checkpoint(tmp_path / 'c.pth.tar')
     model = load_model(checkpoint=ckpt, pretrained_cfg_overlay=dict(input_size=(3, 96, 96)), drop_rate=0.25)
     assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)

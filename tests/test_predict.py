@@ -13,7 +13,9 @@ from safetensors.torch import save_file
 
 import timm_msanet  # noqa: F401
 from timm_msanet.loading import load_model
-from timm_msanet.predict import annotate_image, face_crop_box, predict, to_rgb
+from timm_msanet.faces import face_crop_box
+from timm_msanet.images import to_rgb
+from timm_msanet.predict import annotate_image, predict
 
 LABELS = ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
 SIZE = 96

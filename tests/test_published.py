@@ -18,7 +18,8 @@ from conftest import make_offline_hub_cache, run_python
 from timm_msanet import FER7_LABELS
 from timm_msanet.calibration import temperature_of
 from timm_msanet.loading import CheckpointError, load_model
-from timm_msanet.predict import make_transform, predict
+from timm_msanet.images import make_transform
+from timm_msanet.predict import predict
 from timm_msanet.published import GREY_INPUT_NOTE, PUBLISHED, weights_path
 
 RELEASE = next(e for e in PUBLISHED if (e['arch'], e['tag']) == ('msanet_r18', 'fer2013'))

@@ -20,6 +20,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 
 import numpy as np
 
+from .errors import ToolError
 from .labels import labels_for
 
 SPLITS: Tuple[str, ...] = ('train', 'validation', 'test')
@@ -47,8 +48,8 @@ SKIP_REASONS: Dict[str, str] = {
 }
 
 
-class ExportError(Exception):
-    """Base of the errors that the CLI reports as one clean line instead of a traceback."""
+class ExportError(ToolError):
+    """Base of the export errors (the CLI reports them as one line, exit status 2)."""
 
 
 class DatasetLayoutError(ExportError):

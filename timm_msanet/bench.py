@@ -23,10 +23,11 @@ import json
 import os
 import resource
 import statistics
-import sys
 import time
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence
+
+from .errors import ToolError
 
 DEFAULT_MODELS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as', 'resnet18', 'resnet50', 'res2net50_26w_4s')
 SPREAD_WARN = 10.0  # percent; quieter machines stay within a few percent between rounds
@@ -142,7 +143,7 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, device: Optional[str] = No
     import torch
     import timm_msanet  # noqa: F401  (registers the models should timm already be imported)
     if repeats < 1 or steps < 1:
-        raise ValueError(f'--repeats and --steps must be at least 1, got {repeats} and {steps}')
+        raise ToolError(f'--repeats and --steps must be at least 1, got {repeats} and {steps}')
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
     batch_size = batch_size or (256 if device.startswith('cuda') else 8)
     rows = []
@@ -210,9 +211,10 @@ def run(args: argparse.Namespace) -> int:
         rows = run_bench(args.models, args.device, args.mode, args.batch_size,
                          (False, True) if args.compile else (False,), args.img_size, args.steps, args.warmup,
                          args.repeats, log=lambda line: print(line, flush=True))
-    except (RuntimeError, ValueError) as e:
-        print(f'timm-msanet bench: error: {e}', file=sys.stderr)
-        return 2
+    except RuntimeError as e:  # an unknown model name, CUDA asked for where there is none, out of memory
+        if isinstance(e, ToolError):
+            raise
+        raise ToolError(str(e).splitlines()[0]) from None
     for line in ratio_table(rows):
         print(line)
     noisy = noisy_rows(rows)

@@ -32,13 +32,15 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+from .errors import ToolError
+
 N_BINS = 15
 MIN_T, MAX_T = 0.05, 20.0
 CALIBRATION_NOTE = 'calibration: temperature='
 _NOTE_RE = re.compile(re.escape(CALIBRATION_NOTE) + r'(\S+)')
 
 
-class CalibrationError(RuntimeError):
+class CalibrationError(ToolError):
     """Calibration cannot run as asked; the message says what was expected."""
 
 
@@ -261,20 +263,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from .evaluate import EvalError
-    from .loading import CheckpointError, model_from_args
+    from .loading import model_from_args
 
     test_split = None if str(args.test_split).lower() == 'none' else args.test_split
-    try:
-        if args.save and args.checkpoint and Path(args.save).resolve() == Path(args.checkpoint).resolve():
-            raise CalibrationError(f'--save {args.save} is the input checkpoint; write the calibrated copy to a '
-                                   f'new file')
-        model = model_from_args(args)
-        result = calibrate(model, args.data_dir, args.split, test_split, batch_size=args.batch_size,
-                           workers=args.workers, device=args.device, progress=sys.stderr.isatty())
-    except (CalibrationError, EvalError, CheckpointError, ValueError) as e:
-        print(f'timm-msanet calibrate: error: {e}', file=sys.stderr)
-        return 2
+    if args.save and args.checkpoint and Path(args.save).resolve() == Path(args.checkpoint).resolve():
+        raise CalibrationError(f'--save {args.save} is the input checkpoint; write the calibrated copy to a new file')
+    model = model_from_args(args)
+    result = calibrate(model, args.data_dir, args.split, test_split, batch_size=args.batch_size,
+                       workers=args.workers, device=args.device, progress=sys.stderr.isatty())
     print(format_result(result))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -289,11 +285,7 @@ def run(args: argparse.Namespace) -> int:
                                  f"after (T={result['temperature']:.2f})": s['after']['reliability']}, png, title):
                 print(f'wrote {png}')
     if args.save:
-        try:
-            saved = save_calibrated_weights(model, args.save, result['temperature'], args.split, args.checkpoint,
-                                            half=not args.float32, use_ema=False if args.no_ema else None)
-        except (CalibrationError, CheckpointError) as e:
-            print(f'timm-msanet calibrate: error: {e}', file=sys.stderr)
-            return 2
+        saved = save_calibrated_weights(model, args.save, result['temperature'], args.split, args.checkpoint,
+                                        half=not args.float32, use_ema=False if args.no_ema else None)
         print(f'wrote {saved} (temperature {result["temperature"]:.4f} in its metadata)')
     return 0

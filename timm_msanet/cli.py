@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        from .loading import CheckpointError
+        from .errors import ToolError
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while torch and timm are still importing
         print('interrupted', file=sys.stderr)
@@ -55,9 +55,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.showwarning = one_line_warning  # e.g. "labels are meaningless" for an untrained head
     try:
         return int(args._run(args) or 0)
-    except CheckpointError as e:  # missing, unsafe or mismatched weights, in any subcommand
+    except ToolError as e:  # bad input or set-up, from any subcommand: one line (errors.py)
         print(f'timm-msanet {args.command}: error: {e}', file=sys.stderr)
-        return 2
+        return e.exit_status
     except KeyboardInterrupt:
         # a second Ctrl-C / SIGTERM while the first one unwinds must not turn this line into a traceback
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -104,8 +104,16 @@ class OptionsError(ExportError):
     """Options that contradict each other or the dataset."""
 
 
+class SystemExportError(ExportError):
+    """Reading SOURCE or writing OUTPUT failed midway (disk full, permissions); no partial OUTPUT is left."""
+
+    exit_status = 1
+
+
 class NothingExportedError(ExportError):
     """Every entry was skipped: no OUTPUT was written. `manifest` says why."""
+
+    exit_status = 1
 
     def __init__(self, message: str, manifest: Dict[str, Any]):
         super().__init__(message)
@@ -932,15 +940,10 @@ def run(args: argparse.Namespace) -> int:
             if _COMMIT.deferred is not None:
                 print(f'timm-msanet export: a signal ({signal.Signals(_COMMIT.deferred).name}) arrived after the '
                       f'export was complete; {args.output} holds the new export', file=sys.stderr)
-    except NothingExportedError as e:
-        print(f'timm-msanet export: error: {e}', file=sys.stderr)
-        return 1
-    except (ExportError, ValueError) as e:
-        print(f'timm-msanet export: error: {e}', file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f'timm-msanet export: error: {e}', file=sys.stderr)
-        return 1
+    except ValueError as e:  # an option value the exporter refuses
+        raise OptionsError(str(e)) from None
+    except OSError as e:  # a disk full or unreadable source midway: the partial output is already gone
+        raise SystemExportError(str(e)) from None
     return 0
 
 

@@ -23,7 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from .loading import eval_mode
+from .errors import ToolError
+from .images import GreyInput
+from .loading import eval_mode, label_names_of
 from .published import expects_grey_input
 from .version import __version__
 
@@ -33,7 +35,7 @@ LABEL_ALIASES = {
 }
 
 
-class EvalError(RuntimeError):
+class EvalError(ToolError):
     """Evaluation cannot run as asked; the message says what was expected."""
 
 
@@ -107,10 +109,7 @@ def collect_logits(
         found = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
         raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
                         f'folders in {data_dir}: {found or "none"})')
-    label_names = list(model.pretrained_cfg.get('label_names') or [])
-    if len(label_names) != model.num_classes:
-        raise EvalError(f'the model has {model.num_classes} outputs but {len(label_names)} label_names: '
-                        f'cannot match its outputs to class folders')
+    label_names = label_names_of(model)
     try:
         dataset = create_dataset('', root=str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
@@ -123,7 +122,6 @@ def collect_logits(
     loader = create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
                            use_prefetcher=False, device=dev, **data_cfg)
     if expects_grey_input(model.pretrained_cfg):  # as predict shows photos to a grey-trained model
-        from .predict import GreyInput
         dataset.transform = GreyInput(dataset.transform)
     model = model.to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == 'cpu' else torch.float16, enabled=amp)
@@ -165,7 +163,7 @@ def evaluate(
 
     got = collect_logits(model, data_dir, split, batch_size=batch_size, workers=workers, device=device, amp=amp,
                          hflip_tta=hflip_tta, progress=progress)
-    label_names = list(model.pretrained_cfg.get('label_names'))
+    label_names = label_names_of(model)
     temperature = temperature_of(model.pretrained_cfg)
 
     def probs_at(t: float):
@@ -286,14 +284,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loading import CheckpointError, model_from_args
-    try:
-        model = model_from_args(args)
-        metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
-                           device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())
-    except (EvalError, CheckpointError, ValueError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    from .loading import model_from_args
+    model = model_from_args(args)
+    metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
+                       device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())
     print(format_table(metrics))
     if args.out:
         for path in write_outputs(metrics, args.out):

@@ -24,9 +24,20 @@ import argparse
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .loading import eval_mode
+from .calibration import calibrated_probs, temperature_of
+from .errors import ToolError
+from .faces import DEFAULT_MARGIN, detect_faces, face_crop_box, require_detector
+from .images import as_pil, font, make_transform
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args, warn_if_untrained
 
 PANEL = 224
+
+
+class ExplainError(ToolError):
+    """The image could not be explained (unreadable, or no face in it with --faces)."""
+
+    exit_status = 1
+
 
 
 def _spatial_modules(model) -> List[Tuple[str, Any]]:
@@ -59,9 +70,6 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
     from timm.data import IMAGENET_DEFAULT_MEAN
     from PIL import Image
 
-    from .calibration import calibrated_probs, temperature_of
-    from .loading import warn_if_untrained
-    from .predict import as_pil, make_transform
 
     warn_if_untrained(model)
     transform, cfg = make_transform(model, img_size)
@@ -70,7 +78,7 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
     param = next(model.parameters(), None)
     if param is not None:
         x = x.to(param.device, param.dtype)
-    names = list(model.pretrained_cfg.get('label_names') or [str(i) for i in range(model.num_classes)])
+    names = label_names_of(model)
 
     maps: Dict[str, Any] = {}
     hooks = []
@@ -111,7 +119,6 @@ def explain_faces(image, model, margin: Optional[float] = None, max_faces: int =
     Each result also has 'face' (its index), 'box' (the detection, x0, y0, x1, y1) and 'crop' (the region
     explained). An empty
     list when no face is found. Needs OpenCV (the `faces` extra)."""
-    from .predict import DEFAULT_MARGIN, as_pil, detect_faces, face_crop_box
 
     img = as_pil(image)
     results = []
@@ -146,7 +153,7 @@ def overlay(img, heat, alpha: float = 0.5):
     return Image.blend(img.convert('RGB'), colour, alpha)
 
 
-def colour_bar(height: int, width: int, font):
+def colour_bar(height: int, width: int, label_font):
     """A vertical jet colour bar (maximum at the top) with 'max' / 'min' written on it."""
     import numpy as np
     from PIL import Image, ImageDraw
@@ -155,9 +162,9 @@ def colour_bar(height: int, width: int, font):
     bar = Image.fromarray(_jet(ramp), 'RGB')
     draw = ImageDraw.Draw(bar)
     for text, y in (('max', 2), ('min', height - 2)):
-        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=label_font)
         draw.text(((width - (x1 - x0)) // 2, y if y < height // 2 else y - (y1 - y0) - 4), text, fill='white',
-                  font=font)
+                  font=label_font)
     return bar
 
 
@@ -165,7 +172,6 @@ def render(result: Dict[str, Any], panel: int = PANEL):
     """The explanation as one RGB PIL image: input, attention panels, CAM, colour bar; a caption above each."""
     from PIL import Image, ImageDraw
 
-    from .predict import _font
 
     base = result['image'].resize((panel, panel), Image.BILINEAR)
     face = f"face {result['face']}: " if 'face' in result else 'input: '  # its box is in the printed lines
@@ -174,7 +180,7 @@ def render(result: Dict[str, Any], panel: int = PANEL):
         panels.append((overlay(base, amap), f'{name} attn [{amap.min():.2f}, {amap.max():.2f}]'))
     cam = result['cam']
     panels.append((overlay(base, cam), f"CAM: {result['target']} [{cam.min():.1f}, {cam.max():.1f}]"))
-    font = _font(max(11, panel // 17))
+    caption_font = font(max(11, panel // 17))
     caption_h = panel // 8
     pad = 4
     bar_w = max(24, panel // 7)
@@ -183,8 +189,8 @@ def render(result: Dict[str, Any], panel: int = PANEL):
     for i, (im, text) in enumerate(panels):
         x = pad + i * (panel + pad)
         canvas.paste(im, (x, caption_h + pad))
-        draw.text((x, pad), text, fill='black', font=font)
-    canvas.paste(colour_bar(panel, bar_w, _font(max(9, panel // 22))), (canvas.width - bar_w - pad, caption_h + pad))
+        draw.text((x, pad), text, fill='black', font=caption_font)
+    canvas.paste(colour_bar(panel, bar_w, font(max(9, panel // 22))), (canvas.width - bar_w - pad, caption_h + pad))
     return canvas
 
 
@@ -202,7 +208,6 @@ def render_rows(results: Sequence[Dict[str, Any]], panel: int = PANEL):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .loading import add_model_args
 
     parser.add_argument('image', metavar='IMAGE', help='an image file: an aligned face, as the model was trained on, '
                         'or a photo with --faces')
@@ -219,28 +224,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import sys
-
-    from .loading import model_from_args
+    from PIL import Image
 
     image = Path(args.image)
     out = Path(args.out) if args.out else Path(f'{image.stem}_explain.png')
     if out.suffix.lower() != '.png':
         out = out.with_suffix(out.suffix + '.png')
     if image.exists() and out.resolve() == image.resolve():
-        print(f'error: --out {out} is the input image; choose another path', file=sys.stderr)
-        return 2
+        raise ToolError(f'--out {out} is the input image; choose another path')
     if args.faces:
-        from .predict import NoFaceDetector, _cascade
-        try:
-            _cascade()
-        except NoFaceDetector as e:
-            print(f'timm-msanet explain: error: {e}', file=sys.stderr)
-            return 2
+        require_detector()
     model = model_from_args(args).to(args.device)
     target = args.target
     if target is not None:
-        names = list(model.pretrained_cfg['label_names'])
+        names = label_names_of(model)
         target = names.index(target) if target in names else int(target)
     try:
         if args.faces:
@@ -248,13 +245,10 @@ def run(args: argparse.Namespace) -> int:
                                     img_size=args.img_size, target=target)
         else:
             results = [explain(str(image), model, img_size=args.img_size, target=target)]
-    except Exception as e:
-        print(f'timm-msanet explain: error: cannot explain {image}: {type(e).__name__}: {e}', file=sys.stderr)
-        return 1
+    except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable, truncated, not an image
+        raise ExplainError(f'cannot explain {image}: {type(e).__name__}: {e}') from None
     if not results:
-        print(f'timm-msanet explain: error: no face detected in {image}; without --faces the whole image is '
-              f'explained', file=sys.stderr)
-        return 1
+        raise ExplainError(f'no face detected in {image}; without --faces the whole image is explained')
     out.parent.mkdir(parents=True, exist_ok=True)
     render_rows(results).save(out)
     maps = ', '.join(name for name, _ in results[0]['attention']) or 'none (model without attention)'

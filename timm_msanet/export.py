@@ -33,17 +33,17 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from .calibration import temperature_of
-from .loading import eval_mode
+from .loading import eval_mode, label_names_of
+from .images import make_transform
 from .published import expects_grey_input
 from .version import __version__
 
 
 def onnx_metadata(model, img_size: Optional[int] = None) -> Dict[str, str]:
     """The metadata_props written into an exported file (all values JSON-encoded strings)."""
-    from .predict import make_transform
 
     _, cfg = make_transform(model, img_size)  # the data config predict uses (1 channel for in_chans=1 models)
-    names = list(model.pretrained_cfg.get('label_names') or [])
+    names = label_names_of(model)
     data_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     # a grey-trained model (FER2013) expects colour images made grey (3 equal channels) before the transform
     data_config['grey_input'] = expects_grey_input(model.pretrained_cfg)

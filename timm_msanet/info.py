@@ -7,6 +7,8 @@ import argparse
 import json
 from typing import Dict, List, Optional, Sequence
 
+from .loading import label_names_of
+
 DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 
 
@@ -29,7 +31,7 @@ def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] =
             params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             gmacs=round(counter.get_total_flops() / 2e9, 2),
             num_features=model.num_features,
-            label_names=list(model.pretrained_cfg.get('label_names') or []),
+            label_names=label_names_of(model),
             pretrained_tags=timm.list_pretrained(name + '.*'),
         ))
     return rows

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .calibration import check_temperature, set_temperature, temperature_of
+from .errors import ToolError
 from .labels import labels_for
 from .published import pool_size_for
 
@@ -43,7 +44,7 @@ WEIGHT_KEYS = ('state_dict', 'model')  # where a training checkpoint keeps the (
 EMA_KEY = 'state_dict_ema'
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ToolError):
     """A model source that cannot be used, with what was expected and what to do in the message."""
 
 
@@ -825,6 +826,19 @@ def load_model(
     return model
 
 
+def label_names_of(model) -> List[str]:
+    """The model's class names in output order: `pretrained_cfg['label_names']` when it names every output
+    (as `load_model` guarantees), else the canonical FER names for 7 or 8 outputs, else the output indices."""
+    n = int(getattr(model, 'num_classes', 0) or 0)
+    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or [])
+    if len(names) == n:
+        return [str(x) for x in names]
+    try:
+        return list(labels_for(n))
+    except ValueError:
+        return [str(i) for i in range(n)]
+
+
 @contextlib.contextmanager
 def eval_mode(model):
     """Switch `model` to eval mode for the block, then restore the mode it had, also when the block fails."""
@@ -862,9 +876,12 @@ def model_from_args(args: argparse.Namespace):
     if names is not None:
         names = [n.strip() for n in names.split(',')]
         check_label_names(names, None, '--label-names')
-    model = load_model(model_name=model_name, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
-                       num_classes=args.num_classes, label_names=names, use_ema=False if args.no_ema else None,
-                       pretrained=not args.no_pretrained)
+    try:
+        model = load_model(model_name=model_name, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
+                           num_classes=args.num_classes, label_names=names, use_ema=False if args.no_ema else None,
+                           pretrained=not args.no_pretrained)
+    except ValueError as e:  # options that contradict each other (two sources, --no-pretrained with a checkpoint)
+        raise CheckpointError(str(e)) from None
     if getattr(args, 'img_size', None):
         set_input_size(model, args.img_size)
     return model

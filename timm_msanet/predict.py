@@ -10,33 +10,17 @@ Python API::
 
 Choices made here (where FER tools differ and nothing fixes one answer):
 
-* Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
-  eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
-  `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
-  the RGB mean/std. Models trained on grey faces (cfg note `published.GREY_INPUT_NOTE`, e.g. the
-  packaged `msanet_r18.fer2013`) get the image converted to grey and back to 3 equal channels.
+* Preprocessing and input decoding: see `timm_msanet.images` (the model's own data config; any image
+  mode, array or tensor made 8-bit RGB first).
 * A model whose classifier never learned expressions (random weights, or the `tv_in1k` ImageNet
   starting point) still predicts, with a UserWarning saying its labels are meaningless.
-* Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
-  1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
-  composited over white; 16-bit ('I;16*', and 'I' holding values above 255) scaled by 1/257, 32-bit
-  float taken as [0, 1] when its maximum is <= 1. numpy arrays: HWC or HW, uint8 as is, uint16 scaled,
-  float in [0, 1]. Tensors: CHW (or NCHW: each image an input) raw images, uint8 or float in [0, 1],
-  not already normalised: they go through the same transform.
 * A file that cannot be read (missing, not an image, truncated, over PIL's decompression-bomb limit)
   gives a result with an `error` field and no label; the batch goes on. Tiny images (1x1) are
   upsampled by the squash resize like any other.
-* Faces (`faces=True`): OpenCV's bundled frontal-face Haar cascade (`haarcascade_frontalface_default`,
-  from `opencv-python-headless` < 5: OpenCV 5 no longer ships the cascades; extra `timm-msanet[faces]`).
-  It needs no model download and runs on CPU in milliseconds; it finds near-frontal faces only. The
-  detector runs on a grayscale copy scaled to at most `detect_max_side` (1024) px, boxes are mapped back
-  to the original pixels. Each detection is made square around its centre and grown by `margin` (0.2)
-  of its side on every side (a 1.4x side crop, closer to how aligned FER datasets frame a face: the
-  cascade's box stops at the eyebrows and the chin). A crop that leaves the image is shifted back
-  inside; only a crop larger than the image is clipped. Faces come largest first; the image's own
-  `label`/`probabilities` are those of the largest face. An image with no face gets
-  `error: 'no face detected'`, an empty `faces` list and no label (it is not classified whole: use
-  `faces=False` for face crops).
+* Faces (`faces=True`): see `timm_msanet.faces` (detector, square crop with `margin`). Faces come
+  largest first; the image's own `label`/`probabilities` are those of the largest face. An image with no
+  face gets `error: 'no face detected'`, an empty `faces` list and no label (it is not classified whole:
+  use `faces=False` for face crops).
 * `annotate_image` draws with PIL only. The CLI writes annotated copies under `--annotate OUTDIR`,
   mirroring the inputs' folder structure, as JPEG for JPEG inputs and PNG otherwise; it never writes a
   path that is one of the inputs (it adds `_annotated` to the name instead).
@@ -47,121 +31,25 @@ import argparse
 import csv
 import json
 import sys
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from .calibration import calibrated_probs, temperature_of
-from .loading import add_model_args, eval_mode, model_from_args, warn_if_untrained
-from .published import expects_grey_input
+from .errors import ToolError
+from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, NoFaceDetector, detect_faces, face_crop_box, require_detector
+from .images import as_pil, font, make_transform
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args, warn_if_untrained
 
-if TYPE_CHECKING:  # annotations only: torch and PIL are imported inside the functions
+if TYPE_CHECKING:  # annotations only: torch is imported inside the functions
     import torch
-    from PIL import Image
 
-DEFAULT_MARGIN = 0.2
-DETECT_MAX_SIDE = 1024
 PROGRESS_MIN_INPUTS = 10
 
 
-class NoFaceDetector(RuntimeError):
-    """OpenCV (with its bundled Haar cascades) is not installed."""
+class NoInputError(ToolError):
+    """No input file to predict."""
 
-
-# ------------------------------------------------------------------------------------------- images
-
-def _scale_to_uint8(arr):
-    import numpy as np
-
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    if np.issubdtype(arr.dtype, np.floating):
-        arr = np.nan_to_num(arr.astype(np.float32))
-        if arr.size and arr.max() <= 1.0:
-            arr = arr * 255.0
-        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-    if arr.dtype == np.uint16 or (arr.size and arr.max() > 255):
-        return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
-    return np.clip(arr, 0, 255).astype(np.uint8)
-
-
-def to_rgb(img):
-    """Return an 8-bit RGB copy of a PIL image of any mode (see the module docstring for the rules)."""
-    import numpy as np
-    from PIL import Image, ImageOps
-
-    try:
-        img = ImageOps.exif_transpose(img)
-    except Exception:  # broken EXIF: keep the pixels as stored
-        pass
-    mode = img.mode
-    if mode == 'RGB':
-        return img
-    if mode == 'P':
-        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
-        mode = img.mode
-    if mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
-        rgba = img.convert('RGBA')
-        background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert('RGB')
-    if mode.startswith('I') or mode == 'F':
-        arr = np.asarray(img)
-        if arr.ndim == 3:  # e.g. I;16 with channels: take the first as gray
-            arr = arr[..., 0]
-        if mode.startswith('I;16'):
-            arr = arr.astype(np.uint16)
-        return Image.fromarray(_scale_to_uint8(arr), 'L').convert('RGB')
-    return img.convert('RGB')  # CMYK, YCbCr, LAB, HSV, L, 1, ...
-
-
-def load_image(path) -> 'Image.Image':
-    """Open and fully decode an image file as 8-bit RGB; raises on unreadable or truncated files."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        img.load()
-        return to_rgb(img)
-
-
-def _array_to_pil(arr):
-    import numpy as np
-    from PIL import Image
-
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim == 2:
-        return Image.fromarray(_scale_to_uint8(arr), 'L').convert('RGB')
-    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
-        raise ValueError(f'expected an HWC (3 or 4 channels) or HW image array, got shape {arr.shape}')
-    arr = _scale_to_uint8(arr)
-    if arr.shape[-1] == 4:
-        return to_rgb(Image.fromarray(np.ascontiguousarray(arr), 'RGBA'))
-    return Image.fromarray(np.ascontiguousarray(arr), 'RGB')
-
-
-def _tensor_to_pil(t):
-    t = t.detach().cpu()
-    if t.ndim == 2:
-        t = t[None]
-    if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-        raise ValueError(f'expected a CHW image tensor with 1, 3 or 4 channels, got shape {tuple(t.shape)}')
-    return _array_to_pil(t.permute(1, 2, 0).numpy())
-
-
-def as_pil(x) -> 'Image.Image':
-    """Any supported single input (path, PIL image, numpy array, CHW tensor) as an 8-bit RGB PIL image."""
-    from PIL import Image
-
-    if isinstance(x, (str, Path)):
-        return load_image(x)
-    if isinstance(x, Image.Image):
-        return to_rgb(x)
-    if type(x).__module__.startswith('torch'):
-        return _tensor_to_pil(x)
-    return _array_to_pil(x)
+    exit_status = 1
 
 
 def _flatten_inputs(inputs) -> List[Tuple[str, Any]]:
@@ -180,102 +68,6 @@ def _flatten_inputs(inputs) -> List[Tuple[str, Any]]:
             name = f'<{type(x).__name__} {i}>'
         out.append((name, x))
     return out
-
-
-def make_transform(model, img_size: Optional[int] = None):
-    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); models
-    whose cfg carries `published.GREY_INPUT_NOTE` get the image converted to grey (3 equal channels) first."""
-    from timm.data import create_transform, resolve_data_config
-
-    cfg = resolve_data_config({}, model=model)
-    chans = getattr(model, 'in_chans', cfg['input_size'][0])
-    if img_size:
-        cfg['input_size'] = (cfg['input_size'][0], img_size, img_size)
-    if chans == 1:
-        cfg['input_size'] = (1,) + tuple(cfg['input_size'][1:])
-        if len(cfg['mean']) == 3:
-            cfg['mean'] = (sum(cfg['mean']) / 3,)
-            cfg['std'] = (sum(cfg['std']) / 3,)
-    transform = create_transform(**cfg, is_training=False)
-    if chans == 1:
-        base = transform
-        transform = lambda img: base(img.convert('L'))  # noqa: E731
-    elif expects_grey_input(getattr(model, 'pretrained_cfg', None)):
-        transform = GreyInput(transform)
-    return transform, cfg
-
-
-class GreyInput:
-    """A transform for grey-trained models (FER2013): colour photos are shown to them as the grey image they
-    would have seen (3 equal channels). A class, not a lambda, so DataLoader workers can pickle it."""
-
-    def __init__(self, transform):
-        self.transform = transform
-
-    def __call__(self, img):
-        return self.transform(img.convert('L').convert('RGB'))
-
-    def __repr__(self) -> str:
-        return f'GreyInput({self.transform!r})'
-
-
-# -------------------------------------------------------------------------------------------- faces
-
-@lru_cache(maxsize=1)
-def _cascade():
-    try:
-        import cv2
-    except ImportError as e:
-        raise NoFaceDetector(
-            'face detection needs OpenCV: pip install "timm-msanet[faces]" (opencv-python-headless<5)') from e
-    if not hasattr(cv2, 'CascadeClassifier') or not hasattr(cv2, 'data'):
-        raise NoFaceDetector(
-            f'this OpenCV ({cv2.__version__}) has no bundled Haar cascades (OpenCV 5 dropped them): '
-            f'pip install "opencv-python-headless<5"')
-    path = Path(cv2.data.haarcascades) / 'haarcascade_frontalface_default.xml'
-    cascade = cv2.CascadeClassifier(str(path))
-    if cascade.empty():
-        raise NoFaceDetector(f'cannot load the Haar cascade {path}')
-    return cascade
-
-
-def detect_faces(img, max_side: int = DETECT_MAX_SIDE, min_size: int = 24, scale_factor: float = 1.1,
-                 min_neighbors: int = 5) -> List[Tuple[int, int, int, int]]:
-    """Face boxes (x0, y0, x1, y1) in the image's pixels, largest first (OpenCV Haar cascade)."""
-    import numpy as np
-
-    cascade = _cascade()
-    w, h = img.size
-    scale = min(1.0, max_side / max(w, h))
-    gray = img.convert('L')
-    if scale < 1.0:
-        from PIL import Image
-        gray = gray.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-    arr = np.asarray(gray)
-    if min(arr.shape) < min_size:
-        return []
-    found = cascade.detectMultiScale(arr, scaleFactor=scale_factor, minNeighbors=min_neighbors,
-                                     minSize=(min_size, min_size))
-    boxes = []
-    for x, y, bw, bh in (found if len(found) else []):
-        x0, y0 = int(round(x / scale)), int(round(y / scale))
-        x1, y1 = int(round((x + bw) / scale)), int(round((y + bh) / scale))
-        boxes.append((max(0, x0), max(0, y0), min(w, x1), min(h, y1)))
-    boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
-    return boxes
-
-
-def face_crop_box(box: Sequence[int], size: Tuple[int, int], margin: float = DEFAULT_MARGIN) -> Tuple[int, ...]:
-    """Square crop around a detection, grown by `margin` x side on each side, shifted inside the image."""
-    w, h = size
-    x0, y0, x1, y1 = box
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
-    left, top = cx - side / 2, cy - side / 2
-    # shift back inside where the image is large enough, clip only what cannot fit
-    left = min(max(left, 0), max(w - side, 0))
-    top = min(max(top, 0), max(h - side, 0))
-    return (int(round(left)), int(round(top)), int(round(min(left + side, w))), int(round(min(top + side, h))))
 
 
 # ---------------------------------------------------------------------------------------- predicting
@@ -320,7 +112,7 @@ def iter_predict(
         model = load_model(model_name=model)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    names = list(model.pretrained_cfg.get('label_names') or [str(i) for i in range(model.num_classes)])
+    names = label_names_of(model)
     warn_if_untrained(model)
     transform, _ = make_transform(model, img_size)
     temperature = temperature_of(model.pretrained_cfg)  # calibrated scores (1.0 when the model has none)
@@ -435,14 +227,6 @@ def predict(
 
 # ------------------------------------------------------------------------------------------ drawing
 
-def _font(size: int):
-    from PIL import ImageFont
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
-
-
 def annotate_image(img, result: Dict[str, Any]):
     """A copy of `img` with face boxes (or the whole-image label) and their labels drawn on it."""
     from PIL import ImageDraw
@@ -451,16 +235,16 @@ def annotate_image(img, result: Dict[str, Any]):
     draw = ImageDraw.Draw(img)
     w, h = img.size
     line = max(2, round(max(w, h) / 300))
-    font = _font(max(12, round(max(w, h) / 40)))
+    tag_font = font(max(12, round(max(w, h) / 40)))
 
     def tag(x, y, text, color):
-        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
         pad = line
         if y0 - (y1 - y0) - 2 * pad >= 0:  # above the box when there is room
             y -= (y1 - y0) + 2 * pad
-            x0, y0, x1, y1 = draw.textbbox((x, y), text, font=font)
+            x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
         draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=color)
-        draw.text((x, y), text, fill='white', font=font)
+        draw.text((x, y), text, fill='white', font=tag_font)
 
     if 'faces' in result:
         for i, face in enumerate(result['faces']):
@@ -560,16 +344,12 @@ def run(args: argparse.Namespace) -> int:
 
     files = collect_files(args.paths)
     if not files:
-        print('error: no image files found', file=sys.stderr)
-        return 1
+        raise NoInputError(f'no image files found in {", ".join(args.paths)} (searched folders recursively for '
+                           f'image file extensions)')
     if args.faces:
-        try:
-            _cascade()
-        except NoFaceDetector as e:
-            print(f'error: {e}', file=sys.stderr)
-            return 2
+        require_detector()
     model = model_from_args(args)
-    names = list(model.pretrained_cfg['label_names'])
+    names = label_names_of(model)
     outdir = Path(args.annotate) if args.annotate else None
     input_paths = {f.resolve() for f, _ in files}
     taken: set = set()

@@ -45,7 +45,6 @@ import argparse
 import json
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -480,28 +479,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.weights_only:
-        try:
-            done = save_weights(args.checkpoint, args.weights_only, model_name=args.model_name, use_ema=args.use_ema,
-                                half=not args.float32)
-        except PublishError as e:
-            print(f'timm-msanet publish: error: {e}', file=sys.stderr)
-            return 2
+        done = save_weights(args.checkpoint, args.weights_only, model_name=args.model_name, use_ema=args.use_ema,
+                            half=not args.float32)
         weights = 'EMA' if done['weights'] == 'state_dict_ema' else 'raw'
         print(f"wrote {done['file']} ({done['arch']}, {done['num_classes']} classes, {weights} weights, "
               f"{done['dtype']}, {done['bytes'] / 2**20:.1f} MiB)")
         return 0
     missing = [f'--{k.replace("_", "-")}' for k in ('repo_id', 'dataset') if not getattr(args, k)]
     if missing:
-        print(f'timm-msanet publish: error: {" and ".join(missing)} required (or --weights-only OUT.safetensors)',
-              file=sys.stderr)
-        return 2
-    try:
-        summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
-                          eval_json=args.eval_json, private=args.private, revision=args.revision,
-                          dry_run_dir=args.dry_run_dir, use_ema=args.use_ema)
-    except PublishError as e:
-        print(f'timm-msanet publish: error: {e}', file=sys.stderr)
-        return 2
+        raise PublishError(f'{" and ".join(missing)} required (or --weights-only OUT.safetensors)')
+    summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
+                      eval_json=args.eval_json, private=args.private, revision=args.revision,
+                      dry_run_dir=args.dry_run_dir, use_ema=args.use_ema)
     weights = {'state_dict_ema': 'EMA', 'file': "the file's"}.get(summary['weights'], 'raw')
     what = f"{summary['arch']}, {summary['num_classes']} classes, {weights} weights"
     if summary['uploaded']:
