@@ -11,7 +11,7 @@ valence/arousal) and a realistic label mix (including None/Uncertain/No-Face row
 To keep generation fast every image is a hard link to one 256x256 JPEG; the exporter neither knows
 nor cares. Each export runs in a fresh child process so its peak memory is its own: the report
 gives peak RSS above the process's RSS before the export, plus the worker processes' peak RSS. The
-child imports `timm_msanet.datasets` without the package `__init__` (which imports torch for the
+child imports `timm_msanet.export` without the package `__init__` (which imports torch for the
 models and would add a few hundred MiB that have nothing to do with exporting). Link-mode runs also
 time a bare loop of the same system calls (stat + symlink) right before and after the export: on a
 shared machine the file system's speed varies by 10x, and that loop is the ceiling at the time. Flat memory means the 100k run
@@ -91,7 +91,7 @@ def _vm_kib(key: str) -> int:
 
 
 def _import_exporter():
-    """Import timm_msanet.datasets without running the package __init__, which imports torch for the models.
+    """Import timm_msanet.export without running the package __init__, which imports torch for the models.
 
     The exporter itself never touches torch; keeping it out makes the memory figures the exporter's own
     and keeps forked workers small.
@@ -102,7 +102,7 @@ def _import_exporter():
         package = types.ModuleType('timm_msanet')
         package.__path__ = [package_dir]
         sys.modules['timm_msanet'] = package
-    from timm_msanet.datasets import export_affectnet
+    from timm_msanet.export import export_affectnet
     return export_affectnet
 
 

@@ -134,7 +134,7 @@ def test_calibrate_cli_saves_a_temperature_that_eval_predict_and_onnx_apply(data
     assert (tmp_path / 'eval' / 'reliability.png').is_file() and 'calibration (T=' in ev.stdout
 
     pytest.importorskip('onnxruntime')
-    from timm_msanet.export import check_onnx, export_onnx, read_metadata
+    from timm_msanet.export_onnx import check_onnx, export_onnx, read_metadata
     onnx_path = export_onnx(model, tmp_path / 'm.onnx')
     assert read_metadata(onnx_path)['temperature'] == pytest.approx(t, rel=1e-5)
     import onnxruntime as ort
@@ -168,7 +168,7 @@ def test_a_bad_temperature_in_a_weights_file_is_refused(tmp_path):
 
 def test_explain_and_the_packaged_release_use_its_temperature(tmp_path):
     from timm_msanet.explain import explain
-    from timm_msanet.published import PUBLISHED
+    from timm_msanet.releases import PUBLISHED
     model = load_model('msanet_r18')
     t = temperature_of(model.pretrained_cfg)
     assert t == next(e for e in PUBLISHED if e['tag'] == 'fer2013')['temperature'] != 1.0

@@ -424,6 +424,12 @@ def test_fused_branch_entry_equals_reference(grad_checkpointing):
     r_feats = ref.forward_intermediates(x, intermediates_only=True)
     for a, b in zip(f_feats, r_feats):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # and both equal the branches' own module forward (the path TorchScript takes)
+    with torch.no_grad():
+        h = ref.layer2(ref.layer1(ref.maxpool(ref.act1(ref.bn1(ref.conv1(x))))))
+        direct = torch.cat([branch(h) for branch in ref.branches], 1)
+        torch.testing.assert_close(fused.forward_features(x), direct, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(ref.forward_features(x), direct, rtol=1e-5, atol=1e-5)
 
 
 def test_single_branch_models_do_not_fuse():

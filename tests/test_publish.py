@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from conftest import make_offline_hub_cache, run_python
 from timm_msanet import FER7_LABELS, FER8_LABELS
-from timm_msanet import published as published_mod
+from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published
 from timm_msanet.publish import DATASETS, PublishError, publish
 
@@ -270,32 +270,32 @@ def test_dry_run_refuses_a_non_empty_folder(trained, tmp_path):
         publish(trained['ckpt'], REPO, 'rafdb', dry_run_dir=tmp_path)
 
 
-def test_published_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
+def test_releases_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
     from timm.models import generate_default_cfgs
     from timm_msanet.msanet import _cfg
-    assert [(e['arch'], e['tag']) for e in published_mod.PUBLISHED] == [('msanet_r18', 'fer2013')]
-    assert all(not e.get('hf_hub_id') for e in published_mod.PUBLISHED)  # no invented hub ids
-    assert published_mod.DATASETS is DATASETS  # one table of datasets, not two that can disagree
+    assert [(e['arch'], e['tag']) for e in releases.PUBLISHED] == [('msanet_r18', 'fer2013')]
+    assert all(not e.get('hf_hub_id') for e in releases.PUBLISHED)  # no invented hub ids
+    assert releases.DATASETS is DATASETS  # one table of datasets, not two that can disagree
     assert timm.list_pretrained('msanet_r18.*') == ['msanet_r18.fer2013', 'msanet_r18.tv_in1k']
     entry = dict(arch='msanet_r18', tag='affectnet8', hf_hub_id='someorg/msanet-r18-affectnet8',
                  dataset='affectnet8', label_names=FER8_LABELS, metrics={'accuracy': 0.6})
-    cfgs = published_mod.published_cfgs(_cfg, [entry])
+    cfgs = releases.published_cfgs(_cfg, [entry])
     assert list(cfgs) == ['msanet_r18.affectnet8']
     cfg = cfgs['msanet_r18.affectnet8']
     assert cfg['hf_hub_id'] == 'someorg/msanet-r18-affectnet8' and cfg['num_classes'] == 8 and 'file' not in cfg
     assert cfg['label_names'] == FER8_LABELS and cfg['crop_mode'] == 'squash' and cfg['input_size'] == (3, 224, 224)
-    assert not published_mod.expects_grey_input(cfg)
+    assert not releases.expects_grey_input(cfg)
     default_cfgs = generate_default_cfgs({'msanet_r18.tv_in1k': _cfg(hf_hub_id='timm/resnet18.tv_in1k'), **cfgs})
     dc = default_cfgs['msanet_r18']
     assert list(dc.tags) == ['tv_in1k', 'affectnet8']  # not flagged default: after tv_in1k
     assert dc.cfgs['affectnet8'].num_classes == 8
     packaged = dict(entry, tag='fer', dataset='fer2013', label_names=FER7_LABELS, hf_hub_id=None,
                     file='weights/x.safetensors', input_size=(3, 48, 48), grey_input=True, default=True)
-    cfg = published_mod.published_cfgs(_cfg, [packaged])['msanet_r18.fer']
-    assert cfg['file'] == os.path.join(published_mod.PACKAGE_DIR, 'weights', 'x.safetensors')
+    cfg = releases.published_cfgs(_cfg, [packaged])['msanet_r18.fer']
+    assert cfg['file'] == os.path.join(releases.PACKAGE_DIR, 'weights', 'x.safetensors')
     assert 'hf_hub_id' not in cfg and cfg['input_size'] == (3, 48, 48) and cfg['pool_size'] == (2, 2)
-    assert published_mod.expects_grey_input(cfg)
-    assert published_mod.published_cfgs(_cfg, [packaged, entry], default=True).keys() == {'msanet_r18.fer'}
+    assert releases.expects_grey_input(cfg)
+    assert releases.published_cfgs(_cfg, [packaged, entry], default=True).keys() == {'msanet_r18.fer'}
     for bad, match in ((dict(entry, label_names=FER7_LABELS[::-1]), 'canonical order'),
                        (dict(entry, dataset='ckplus'), 'dataset must be'),
                        (dict(entry, tag='tv_in1k'), 'tag must be'),
@@ -305,18 +305,18 @@ def test_published_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
                        (dict(packaged, input_size=(3, 100000, 100000)), 'input_size'),
                        ({k: v for k, v in entry.items() if k != 'metrics'}, 'lacks')):
         with pytest.raises(ValueError, match=match):
-            published_mod.published_cfgs(_cfg, [bad])
+            releases.published_cfgs(_cfg, [bad])
 
 
 def test_a_published_entry_registers_a_loadable_tag(released, trained, tmp_path):
-    """Adding one dict to published.PUBLISHED (here in a child process) makes `arch.tag` load the release."""
+    """Adding one dict to releases.PUBLISHED (here in a child process) makes `arch.tag` load the release."""
     hf_home = tmp_path / 'hf'
     make_offline_hub_cache(hf_home, REPO, {p.name: p for p in released.iterdir()})
     proc = run_python(f"""
         import importlib, warnings, timm, torch
         from safetensors.torch import load_file
-        import timm_msanet.published as published, timm_msanet.msanet as msanet
-        published.PUBLISHED = (dict(arch={ARCH!r}, tag='rafdb', hf_hub_id={REPO!r}, dataset='rafdb',
+        import timm_msanet.releases as releases, timm_msanet.msanet as msanet
+        releases.PUBLISHED = (dict(arch={ARCH!r}, tag='rafdb', hf_hub_id={REPO!r}, dataset='rafdb',
                                     label_names={tuple(FER7_LABELS)!r}, metrics=dict(accuracy=0.875)),)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')
@@ -359,7 +359,7 @@ def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((tmp_path / 'rel' / 'config.json').read_text())
     assert cfg['pretrained_cfg']['input_size'] == [3, SIZE, SIZE]
-    assert published_mod.GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
+    assert releases.GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
     card = (tmp_path / 'rel' / 'README.md').read_text()
     assert "convert('L').convert('RGB')" in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
     # wrong targets are refused before anything is written

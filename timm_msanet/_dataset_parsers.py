@@ -1,4 +1,4 @@
-"""Readers of the official FER dataset layouts, for `timm_msanet.datasets`.
+"""Readers of the official FER dataset layouts, for `timm_msanet.export`.
 
 Each `plan_*` function checks that SOURCE has the expected layout (raising `DatasetLayoutError` that
 names the missing file or folder *before* anything is written) and returns an `ExportPlan` whose

@@ -21,7 +21,7 @@ Decisions:
 * Where T lives: in the model's pretrained_cfg `notes` as `calibration: temperature=T ...`
   (`CALIBRATION_NOTE`), because timm's PretrainedCfg has no field for it and notes survive every timm
   round trip (config.json, save_for_hf, the Hub); in a weights file's safetensors metadata as
-  `temperature`; for a packaged release, as `temperature=` in `published.py`. Absent means 1.0.
+  `temperature`; for a packaged release, as `temperature=` in `releases.py`. Absent means 1.0.
   `forward` is never changed, so training and fine-tuning see raw logits; predict, explain, eval and
   the ONNX export (a last division by T) apply it.
 """

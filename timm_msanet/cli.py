@@ -18,12 +18,12 @@ from .version import __version__
 COMMANDS = {
     'info': ('timm_msanet.info', 'list the registered MSA-Net models with their params, GMACs and cfgs'),
     'eval': ('timm_msanet.evaluate', 'FER evaluation: accuracy, mean class accuracy, per-class metrics, confusion matrix'),
-    'export': ('timm_msanet.datasets', 'export RAF-DB, AffectNet, FER2013 or FERPlus to an ImageFolder tree for timm'),
+    'export': ('timm_msanet.export', 'export RAF-DB, AffectNet, FER2013 or FERPlus to an ImageFolder tree for timm'),
     'calibrate': ('timm_msanet.calibration', 'fit a temperature on the validation split so scores are calibrated; ECE/NLL/Brier before and after'),
     'publish': ('timm_msanet.publish', 'publish a trained checkpoint to the Hugging Face Hub (or --dry-run to a folder)'),
     'predict': ('timm_msanet.predict', 'predict expressions for images and folders, optionally per detected face'),
     'explain': ('timm_msanet.explain', 'draw CBAM spatial attention maps and the class activation map of an image'),
-    'export-onnx': ('timm_msanet.export', 'export a model to ONNX with its labels and data config, check it with onnxruntime'),
+    'export-onnx': ('timm_msanet.export_onnx', 'export a model to ONNX with its labels and data config, check it with onnxruntime'),
     'bench': ('timm_msanet.bench', 'training and inference throughput, TFLOP/s and peak memory next to timm CNNs'),
 }
 

@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Sequence
 from .errors import ToolError
 from .images import GreyInput
 from .loading import eval_mode, label_names_of
-from .published import expects_grey_input
+from .releases import expects_grey_input
 from .version import __version__
 
 LABEL_ALIASES = {

@@ -5,7 +5,7 @@ Used by predict, explain, eval (grey input) and export-onnx (the data config in 
 * Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
   eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
   `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
-  the RGB mean/std. Models trained on grey faces (cfg note `published.GREY_INPUT_NOTE`, e.g. the
+  the RGB mean/std. Models trained on grey faces (cfg note `releases.GREY_INPUT_NOTE`, e.g. the
   packaged `msanet_r18.fer2013`) get the image converted to grey and back to 3 equal channels.
 * Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
   1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
@@ -17,7 +17,7 @@ Used by predict, explain, eval (grey input) and export-onnx (the data config in 
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
-from .published import expects_grey_input
+from .releases import expects_grey_input
 
 if TYPE_CHECKING:  # annotations only: PIL is imported inside the functions
     from PIL import Image
@@ -119,7 +119,7 @@ def as_pil(x) -> 'Image.Image':
 
 def make_transform(model, img_size: Optional[int] = None):
     """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); models
-    whose cfg carries `published.GREY_INPUT_NOTE` get the image converted to grey (3 equal channels) first."""
+    whose cfg carries `releases.GREY_INPUT_NOTE` get the image converted to grey (3 equal channels) first."""
     from timm.data import create_transform, resolve_data_config
 
     cfg = resolve_data_config({}, model=model)

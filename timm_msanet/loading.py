@@ -37,7 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from .calibration import check_temperature, set_temperature, temperature_of
 from .errors import ToolError
 from .labels import labels_for
-from .published import pool_size_for
+from .releases import pool_size_for
 
 DEFAULT_MODEL = 'msanet_r18'  # its default tag is the packaged FER2013 release (offline, no download)
 WEIGHT_KEYS = ('state_dict', 'model')  # where a training checkpoint keeps the (non-EMA) weights
@@ -631,7 +631,7 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
         if 'Invalid pretrained tag' in msg:
             arch = ident.split('.')[0]
             return CheckpointError(f'{msg} Registered tags: {timm.list_pretrained(arch + ".*")}; FER-trained '
-                                f'releases are listed in timm_msanet/published.py.')
+                                f'releases are listed in timm_msanet/releases.py.')
         if 'Unknown model' in msg:
             return CheckpointError(f'{msg}: the architecture is not registered. Install or upgrade the plugin '
                                 f'(`pip install -U timm-msanet`), which registers the msanet models.')

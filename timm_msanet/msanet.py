@@ -41,7 +41,7 @@ Architecture as read here (every reading below is a constructor argument of `MSA
   per-branch computation.
 
 Pretrained tags: `msanet_r18.fer2013` (the default) is a complete expression model trained from scratch on
-FER2013 at 64 px and installed with the package (see `published.py`). `tv_in1k` loads timm's ImageNet
+FER2013 at 64 px and installed with the package (see `releases.py`). `tv_in1k` loads timm's ImageNet
 ResNet-18 (`timm/resnet18.tv_in1k`) into the pre-extractor and leaves branches and head at their fresh
 init: the paper's starting point for training.
 """
@@ -58,7 +58,7 @@ from timm.models._features import FeatureGetterNet, feature_take_indices  # not 
 from timm.models.resnet import BasicBlock, downsample_conv
 
 from .labels import FER7_LABELS
-from .published import published_cfgs
+from .releases import published_cfgs
 
 __all__ = ['MSANet', 'MSANetFeatures', 'MultiScaleBlock', 'MultiScaleBranch', 'checkpoint_filter_fn']
 
@@ -363,24 +363,28 @@ class MSANet(nn.Module):
                 for i, blk in enumerate(first)]
 
     @torch.jit.unused
-    def _fused_branches_forward(self, x: torch.Tensor) -> torch.Tensor:
-        outs = self._branch_entry(x)
-        for i, branch in enumerate(self.branches):
-            for block in list(branch.blocks)[1:]:
-                outs[i] = self._run(block, outs[i])
-            outs[i] = self._run(branch.attn, outs[i])
-        return torch.cat(outs, 1)
+    def _branch_depth(self, d: int, x: torch.Tensor, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Every branch's output after its block `d` (`xs`: their outputs before it; `x`: the shared input, read
+        by the fused entry at d == 0); the attention is applied after the last block. The one branch forward
+        of `forward_features` and `forward_intermediates` (TorchScript uses `MultiScaleBranch.forward`)."""
+        if d == 0 and self.fuse_branch_entry:
+            xs = self._branch_entry(x)
+        else:
+            xs = [self._run(branch.blocks[d], bx) for branch, bx in zip(self.branches, xs)]
+        if d == len(self.branches[0].blocks) - 1:
+            xs = [self._run(branch.attn, bx) for branch, bx in zip(self.branches, xs)]
+        return xs
 
     def _branches_forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fuse_branch_entry and not torch.jit.is_scripting():
-            return self._fused_branches_forward(x)
-        outs: List[torch.Tensor] = []
-        for branch in self.branches:
-            if self.grad_checkpointing and not torch.jit.is_scripting():
-                outs.append(checkpoint(branch, x))
-            else:
+        if torch.jit.is_scripting():
+            outs: List[torch.Tensor] = []
+            for branch in self.branches:
                 outs.append(branch(x))
-        return torch.cat(outs, 1)
+            return torch.cat(outs, 1)
+        xs = [x] * len(self.branches)
+        for d in range(len(self.branches[0].blocks)):
+            xs = self._branch_depth(d, x, xs)
+        return torch.cat(xs, 1)
 
     @torch.jit.ignore
     def _run(self, module, *args: torch.Tensor) -> torch.Tensor:
@@ -432,12 +436,7 @@ class MSANet(nn.Module):
             num_depths = len(self.branches[0].blocks)
             for d in range(num_depths):
                 feat_idx += 1
-                if d == 0 and self.fuse_branch_entry:
-                    xs = self._branch_entry(x)
-                else:
-                    xs = [self._run(branch.blocks[d], bx) for branch, bx in zip(self.branches, xs)]
-                if d == num_depths - 1:
-                    xs = [self._run(branch.attn, bx) for branch, bx in zip(self.branches, xs)]
+                xs = self._branch_depth(d, x, xs)
                 if feat_idx in take_indices or d == num_depths - 1:
                     x = torch.cat(xs, 1)
                     if feat_idx in take_indices:
@@ -558,7 +557,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     }
 
 
-# Only tags whose weights exist, listed as data in published.py. `fer2013` (packaged with the wheel, 64 px,
+# Only tags whose weights exist, listed as data in releases.py. `fer2013` (packaged with the wheel, 64 px,
 # trained from scratch on FER2013 by examples/release_fer2013.sh) is msanet_r18's default tag, so
 # `pretrained=True` gives a real expression model offline. `tv_in1k`: timm's ImageNet ResNet-18 in the
 # pre-extractor, branches and head fresh (the paper's starting point, named explicitly by the recipes).

@@ -53,7 +53,7 @@ from .labels import labels_for
 from .loading import (Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint,
                       training_record)
 from .calibration import set_temperature, temperature_of
-from .published import DATASETS, GREY_INPUT_NOTE
+from .releases import DATASETS, GREY_INPUT_NOTE
 from .version import __version__
 
 __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',

@@ -128,7 +128,7 @@ def published_cfgs(cfg_fn: Callable[..., Dict[str, Any]],
             continue
         name = f"{entry['arch']}.{entry['tag']}"
         if name in out:
-            raise ValueError(f'{name} is listed twice in published.py')
+            raise ValueError(f'{name} is listed twice in releases.py')
         labels = tuple(entry['label_names'])
         size = tuple(entry.get('input_size') or (3, 224, 224))
         metrics = ', '.join(f'{k}={v}' for k, v in entry['metrics'].items()

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from timm_msanet.datasets import PARTIAL_MARKER, clean_leftovers
+from timm_msanet.export import PARTIAL_MARKER, clean_leftovers
 
 CLASSES = ('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')
 END_WITHIN_S = 30  # after the last signal; a run that hangs on its workers never ends

@@ -1,4 +1,4 @@
-"""The packaged `msanet_r18.fer2013` release (published.py): the default `pretrained=True`, offline, on real photos."""
+"""The packaged `msanet_r18.fer2013` release (releases.py): the default `pretrained=True`, offline, on real photos."""
 import json
 import os
 import shutil
@@ -20,7 +20,7 @@ from timm_msanet.calibration import temperature_of
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.images import make_transform
 from timm_msanet.predict import predict
-from timm_msanet.published import GREY_INPUT_NOTE, PUBLISHED, weights_path
+from timm_msanet.releases import GREY_INPUT_NOTE, PUBLISHED, weights_path
 
 RELEASE = next(e for e in PUBLISHED if (e['arch'], e['tag']) == ('msanet_r18', 'fer2013'))
 WEIGHTS = Path(weights_path(RELEASE))
@@ -95,7 +95,7 @@ def test_colour_photos_are_shown_to_the_grey_model_as_grey():
     assert tuple(x.shape) == (3, 64, 64) and cfg['input_size'] == (3, 64, 64)
     grey = transform(img.convert('L').convert('RGB'))
     torch.testing.assert_close(x, grey)
-    from timm_msanet.export import onnx_metadata  # an ONNX deployment is told the same
+    from timm_msanet.export_onnx import onnx_metadata  # an ONNX deployment is told the same
     assert json.loads(onnx_metadata(model)['data_config'])['grey_input'] is True
     # the ImageNet starting point is a colour model: no conversion
     tv = timm.create_model('msanet_r18.tv_in1k')
