@@ -1,3 +1,4 @@
+"""Shared test helpers, as pytest fixtures: an offline Hugging Face cache, a fresh interpreter, a real photo."""
 import hashlib
 import os
 import shutil
@@ -7,8 +8,10 @@ import textwrap
 from pathlib import Path
 from typing import Dict, Union
 
+import pytest
 
-def make_offline_hub_cache(hf_home: Path, repo_id: str, files: Dict[str, Union[Path, bytes]]) -> Path:
+
+def _make_offline_hub_cache(hf_home: Path, repo_id: str, files: Dict[str, Union[Path, bytes]]) -> Path:
     """Lay out files as huggingface_hub's cache does (refs/main -> snapshots/<commit>), as if downloaded."""
     repo_dir = Path(hf_home) / 'hub' / ('models--' + repo_id.replace('/', '--'))
     commit = hashlib.sha1(repo_id.encode()).hexdigest()
@@ -25,8 +28,28 @@ def make_offline_hub_cache(hf_home: Path, repo_id: str, files: Dict[str, Union[P
     return snapshot
 
 
-def run_python(code: str, env_overrides: Dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+def _run_python(code: str, env_overrides: Dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(env_overrides)
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+@pytest.fixture
+def make_offline_hub_cache():
+    """`make_offline_hub_cache(hf_home, repo_id, files)`: a repo laid out as huggingface_hub's cache lays it out,
+    so `HF_HUB_OFFLINE=1` loads find it as if it had been downloaded (no network in any test)."""
+    return _make_offline_hub_cache
+
+
+@pytest.fixture
+def run_python():
+    """`run_python(code, env_overrides)`: run code in a fresh interpreter (import hooks, env vars, offline mode)."""
+    return _run_python
+
+
+@pytest.fixture(scope='session')
+def astronaut():
+    """scikit-image's astronaut portrait (HWC uint8), a real photo installed with its wheel (no download)."""
+    skdata = pytest.importorskip('skimage.data')
+    return skdata.astronaut()

@@ -16,10 +16,9 @@ SIZE = 96
 
 
 @pytest.fixture(scope='module')
-def face(tmp_path_factory):
-    skdata = pytest.importorskip('skimage.data')
+def face(astronaut, tmp_path_factory):
     path = tmp_path_factory.mktemp('img') / 'astronaut.jpg'
-    Image.fromarray(skdata.astronaut()[30:230, 130:330]).save(path, quality=95)  # the face region
+    Image.fromarray(astronaut[30:230, 130:330]).save(path, quality=95)  # the face region
     return path
 
 
@@ -88,11 +87,10 @@ def test_colour_bar_reads_max_at_the_top(face):
     assert bottom[2] > 150 and bottom[0] < 100  # blue: its minimum
 
 
-def test_cli_explain_faces_on_a_photo(tmp_path):
-    skdata = pytest.importorskip('skimage.data')
+def test_cli_explain_faces_on_a_photo(astronaut, tmp_path):
     pytest.importorskip('cv2')
     photo = tmp_path / 'astronaut.png'
-    Image.fromarray(skdata.astronaut()).save(photo)
+    Image.fromarray(astronaut).save(photo)
     blank = tmp_path / 'blank.png'
     Image.new('RGB', (200, 160), (120, 130, 140)).save(blank)
     out = tmp_path / 'faces.png'

@@ -23,7 +23,6 @@ from timm.models import save_for_hf
 import timm_msanet  # noqa: F401
 from timm_msanet.loading import CheckpointError, create_published, load_model
 
-from conftest import make_offline_hub_cache, run_python
 
 ARCH = 'msanet_r18_ms'
 
@@ -199,7 +198,7 @@ def test_a_config_that_does_not_fit_its_weights_or_a_folder_without_weights(tmp_
         load_model(checkpoint=tmp_path / 'empty')
     folder = _release(tmp_path / 'rel2')
     (folder / 'config.json').write_text('{"architecture": ')
-    with pytest.raises(CheckpointError, match='config.json \\(the config beside model.safetensors\\) is not valid JSON'):
+    with pytest.raises(CheckpointError, match=r'config.json \(the config beside model.safetensors\) is not valid JSON'):
         load_model(checkpoint=folder / 'model.safetensors')
 
 
@@ -223,7 +222,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]  # closed again when the with block ends: connections are refused
 
 
-def test_unreachable_hub_fails_at_once_and_cached_files_still_load(tmp_path):
+def test_unreachable_hub_fails_at_once_and_cached_files_still_load(tmp_path, make_offline_hub_cache, run_python):
     """No HF_HUB_OFFLINE, a Hub endpoint that refuses connections: no retries (huggingface_hub would retry with
     backoff for about half a minute), the offline error naming the repo, and a cached release loads."""
     hf_home = tmp_path / 'hf'
@@ -249,7 +248,7 @@ def test_unreachable_hub_fails_at_once_and_cached_files_still_load(tmp_path):
     assert 'Retrying' not in proc.stderr, proc.stderr[-2000:]
 
 
-def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path):
+def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path, make_offline_hub_cache, run_python):
     url, hits = beacon
     rel = _edit_config(_release(tmp_path / 'rel'), lambda c: c['model_args'].update(_hostile_kwargs(url)))
     hf_home = tmp_path / 'hf'

@@ -366,9 +366,8 @@ def test_wrong_checkpoint_is_a_clear_error(tmp_path):
         checkpoint_filter_fn({'conv1.weight': torch.zeros(64, 3, 7, 7)}, MSANet())
 
 
-def test_tv_in1k_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path):
+def test_tv_in1k_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path, make_offline_hub_cache, run_python):
     """The tv_in1k tag resolves `timm/resnet18.tv_in1k` with huggingface_hub, here from an offline cache."""
-    from conftest import make_offline_hub_cache, run_python
     resnet_sd, path = _resnet18_state(tmp_path)
     make_offline_hub_cache(tmp_path / 'hf', 'timm/resnet18.tv_in1k', {'model.safetensors': path})
     ref = tmp_path / 'ref.safetensors'
@@ -387,8 +386,7 @@ def test_tv_in1k_tag_loads_timm_resnet18_through_the_hub_cache_offline(tmp_path)
     assert proc.stdout.strip() == 'loaded tv_in1k'
 
 
-def test_tv_in1k_tag_offline_without_cache_fails_clearly(tmp_path):
-    from conftest import run_python
+def test_tv_in1k_tag_offline_without_cache_fails_clearly(tmp_path, run_python):
     proc = run_python("""
         import timm
         timm.create_model('msanet_r18.tv_in1k', pretrained=True)

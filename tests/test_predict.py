@@ -46,12 +46,6 @@ def _photo(seed=0, size=(80, 64)):
 
 
 @pytest.fixture(scope='module')
-def astronaut():
-    skdata = pytest.importorskip('skimage.data')
-    return skdata.astronaut()  # a real portrait photo, bundled in scikit-image's wheel (no download)
-
-
-@pytest.fixture(scope='module')
 def image_dir(tmp_path_factory):
     """Good and bad files, all real files written by PIL (or not images at all)."""
     d = tmp_path_factory.mktemp('imgs')

@@ -11,7 +11,6 @@ import torch
 import timm
 from safetensors.torch import load_file, save_file
 
-from conftest import make_offline_hub_cache, run_python
 from timm_msanet import FER7_LABELS, FER8_LABELS
 from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published
@@ -118,7 +117,8 @@ def test_local_dir_round_trip_is_identical(released, trained):
     assert torch.equal(_logits(again, ref['x']), ref['ema'])
 
 
-def test_offline_hub_cache_round_trip_without_explicit_import(released, trained, tmp_path):
+def test_offline_hub_cache_round_trip_without_explicit_import(released, trained, tmp_path, make_offline_hub_cache,
+        run_python):
     hf_home = tmp_path / 'hf'
     make_offline_hub_cache(hf_home, REPO, {p.name: p for p in released.iterdir()})
     proc = run_python(f"""
@@ -308,7 +308,7 @@ def test_releases_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
             releases.published_cfgs(_cfg, [bad])
 
 
-def test_a_published_entry_registers_a_loadable_tag(released, trained, tmp_path):
+def test_a_published_entry_registers_a_loadable_tag(released, trained, tmp_path, make_offline_hub_cache, run_python):
     """Adding one dict to releases.PUBLISHED (here in a child process) makes `arch.tag` load the release."""
     hf_home = tmp_path / 'hf'
     make_offline_hub_cache(hf_home, REPO, {p.name: p for p in released.iterdir()})

@@ -14,7 +14,6 @@ from PIL import Image
 from safetensors import safe_open
 
 import timm_msanet
-from conftest import make_offline_hub_cache, run_python
 from timm_msanet import FER7_LABELS
 from timm_msanet.calibration import temperature_of
 from timm_msanet.loading import CheckpointError, load_model
@@ -39,11 +38,10 @@ def _cli(*argv, env):
 
 
 @pytest.fixture(scope='module')
-def astronaut(tmp_path_factory) -> Path:
-    """scikit-image's `astronaut`: a real photo of a smiling face (Eileen Collins), saved as a JPEG file."""
-    from skimage import data
+def astronaut_jpg(astronaut, tmp_path_factory) -> Path:
+    """scikit-image's `astronaut` (a smiling face, Eileen Collins) saved as a JPEG file."""
     path = tmp_path_factory.mktemp('photos') / 'astronaut.jpg'
-    Image.fromarray(data.astronaut()).save(path, quality=95)
+    Image.fromarray(astronaut).save(path, quality=95)
     return path
 
 
@@ -61,7 +59,7 @@ def test_the_release_is_one_float16_safetensors_file_installed_with_the_package(
     assert all(isinstance(v, float) and 0.0 < v < 1.0 for v in RELEASE['metrics'].values())
 
 
-def test_default_pretrained_is_the_packaged_fer2013_model_offline(tmp_path):
+def test_default_pretrained_is_the_packaged_fer2013_model_offline(tmp_path, run_python):
     """`timm.create_model('msanet_r18', pretrained=True)` with no Hub and an empty HF_HOME, in a fresh
     interpreter (no import of timm_msanet: the autoload hook registers the models)."""
     env = _offline_env(tmp_path)
@@ -102,8 +100,8 @@ def test_colour_photos_are_shown_to_the_grey_model_as_grey():
     assert not torch.equal(make_transform(tv, 64)[0](img), grey)
 
 
-def test_astronaut_smiles_through_the_cli_with_faces(astronaut, tmp_path):
-    proc = _cli('predict', astronaut, '--model', 'msanet_r18', '--faces', '--json', '-', env=_offline_env(tmp_path))
+def test_astronaut_smiles_through_the_cli_with_faces(astronaut_jpg, tmp_path):
+    proc = _cli('predict', astronaut_jpg, '--model', 'msanet_r18', '--faces', '--json', '-', env=_offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert 'warning' not in proc.stderr
     [result] = json.loads(proc.stdout)
@@ -112,29 +110,29 @@ def test_astronaut_smiles_through_the_cli_with_faces(astronaut, tmp_path):
     assert result['faces'][0]['probabilities']['happiness'] > 0.5
 
 
-def test_untrained_heads_warn_and_trained_ones_do_not(astronaut, tmp_path):
+def test_untrained_heads_warn_and_trained_ones_do_not(astronaut_jpg, tmp_path, make_offline_hub_cache):
     with warnings.catch_warnings():
         warnings.simplefilter('error')  # the release itself: no warning
-        predict([astronaut], load_model('msanet_r18'))
+        predict([astronaut_jpg], load_model('msanet_r18'))
     with pytest.warns(UserWarning, match='random weights .* meaningless'):
-        predict([astronaut], load_model('msanet_r18', pretrained=False))
+        predict([astronaut_jpg], load_model('msanet_r18', pretrained=False))
     # the ImageNet starting point, through a real (offline) Hub cache of a ResNet-18 state dict
     resnet = tmp_path / 'resnet18.safetensors'
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in timm.create_model('resnet18').state_dict().items()}, str(resnet))
     hf_home = tmp_path / 'hf'
     make_offline_hub_cache(hf_home, 'timm/resnet18.tv_in1k', {'model.safetensors': resnet})
-    proc = _cli('predict', astronaut, '--model', 'msanet_r18.tv_in1k',
+    proc = _cli('predict', astronaut_jpg, '--model', 'msanet_r18.tv_in1k',
                 env=dict(HF_HUB_OFFLINE='1', HF_HOME=str(hf_home)))
     assert proc.returncode == 0, proc.stderr
     assert 'timm-msanet predict: warning:' in proc.stderr and 'tv_in1k holds only an ImageNet' in proc.stderr
-    proc = _cli('explain', astronaut, '--model', 'msanet_r18', '--no-pretrained', '--out', tmp_path / 'x.png',
+    proc = _cli('explain', astronaut_jpg, '--model', 'msanet_r18', '--no-pretrained', '--out', tmp_path / 'x.png',
                 env=_offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert 'timm-msanet explain: warning:' in proc.stderr and 'random weights' in proc.stderr
 
 
-def test_offline_error_names_the_hub_repo_to_download(tmp_path):
+def test_offline_error_names_the_hub_repo_to_download(tmp_path, run_python):
     proc = run_python("""
         from timm_msanet.loading import load_model, CheckpointError
         try:
