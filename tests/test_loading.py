@@ -330,3 +330,17 @@ def test_wrapper_prefixes_of_compiled_and_ddp_models_are_stripped(tmp_path):
         loaded = load_model(model_name=ARCH, checkpoint=tmp_path / name)
         with torch.no_grad():
             assert torch.equal(loaded(x), model(x))
+
+
+def test_a_checkpoint_without_a_size_gets_the_data_config_of_the_tag_it_was_trained_from(tmp_path):
+    # train.py without --img-size takes the size from the model name's tag: msanet_r18.tv_in1k trains at 224,
+    # msanet_r18 (whose default tag is the 64 px FER2013 release) at 64
+    torch.manual_seed(0)
+    model = timm.create_model('msanet_r18', num_classes=7)
+    for name, size in (('msanet_r18.tv_in1k', 224), ('msanet_r18', 64)):
+        ns = argparse.Namespace(model=name, num_classes=7, img_size=None, input_size=None)
+        path = tmp_path / f'{name}.pth.tar'
+        torch.save({'epoch': 1, 'arch': 'msanet_r18', 'state_dict': model.state_dict(), 'args': ns}, path)
+        loaded = load_model(checkpoint=path)
+        assert loaded.pretrained_cfg['input_size'] == (3, size, size), name
+        assert 'notes' not in loaded.pretrained_cfg and 'file' not in loaded.pretrained_cfg  # not the release's

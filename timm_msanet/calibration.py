@@ -217,9 +217,7 @@ def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split
     """The model's weights as safetensors with its architecture, training record and `temperature` in the
     metadata: what `load_model(checkpoint=...)` reads back. Written to a new name, then moved into place."""
     import json
-    import os
-    from safetensors.torch import save_file
-    from .loading import read_checkpoint, training_record
+    from .loading import read_checkpoint, training_record, write_weights
 
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
@@ -232,17 +230,7 @@ def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split
         meta = {'format': 'pt', 'args': json.dumps({}), 'arch': str(model.pretrained_cfg.get('architecture'))}
     meta['temperature'] = f'{check_temperature(temperature):.6f}'
     meta['temperature_fit_split'] = fit_split
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
-               for k, v in model.state_dict().items()}
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f'.{out_file.name}.partial-{os.getpid()}')
-    try:
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, out_file)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out_file
+    return write_weights(model.state_dict(), out_file, meta, half=half)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

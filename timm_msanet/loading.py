@@ -62,6 +62,14 @@ class Checkpoint:
         self.has_ema = has_ema
         self.extra = extra  # epoch, metric
 
+    @property
+    def num_classes(self) -> Optional[int]:
+        """The class count the checkpoint records (train.py's args), else its classifier's output rows."""
+        if self.args.get('num_classes'):
+            return self.args['num_classes']
+        head = self.state_dict.get('head.fc.weight', self.state_dict.get('fc.weight'))
+        return int(head.shape[0]) if head is not None else None
+
 
 def _torch_load_safely(path: Path):
     import torch
@@ -135,6 +143,25 @@ def training_record(ckpt: 'Checkpoint') -> Dict[str, str]:
         meta['temperature_fit_split'] = str(ckpt.extra.get('temperature_fit_split', 'validation'))
     meta['checkpoint_weights'] = ckpt.extra.get('weights_origin') or ckpt.weights
     return meta
+
+
+def write_weights(state_dict: Mapping[str, Any], out_file: Union[str, Path], metadata: Mapping[str, str],
+                  half: bool = True) -> Path:
+    """Write weights as one safetensors file (floating tensors as float16 unless `half=False`) with `metadata`,
+    through a temporary name in the same folder: a reader never sees a half-written file under the real name."""
+    from safetensors.torch import save_file
+    out_file = Path(out_file)
+    tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
+               for k, v in state_dict.items()}
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_name(f'.{out_file.name}.partial-{os.getpid()}')
+    try:
+        save_file(tensors, str(tmp), metadata=dict(metadata))
+        os.replace(tmp, out_file)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return out_file
 
 
 def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> Checkpoint:
@@ -478,7 +505,14 @@ def checkpoint_cfg(arch: str, args: Mapping[str, Any], where: str = 'the checkpo
     resolution (and mean/std) the checkpoint records, without any release's weight source, licence or notes
     (the default tag of msanet_r18 is the packaged FER2013 release, which does not describe this file)."""
     from timm.models import get_pretrained_cfg
-    base = get_pretrained_cfg(arch)
+    base = None
+    name = args.get('model')
+    if isinstance(name, str) and '.' in name and name.split('.')[0] == arch:
+        try:  # train.py took its data config from the tag it started from (msanet_r18.tv_in1k: 224 px)
+            base = get_pretrained_cfg(name)
+        except RuntimeError:  # a tag this install does not know
+            base = None
+    base = base or get_pretrained_cfg(arch)
     cfg = {k: v for k, v in (base.to_dict() if base is not None else {}).items() if k not in SOURCE_CFG_KEYS}
     cfg['architecture'] = arch
     chans = int(args.get('in_chans') or tuple(cfg.get('input_size') or (3,))[0])
@@ -510,13 +544,12 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
     weights must still fit."""
     import timm
     sd = ckpt.state_dict
-    head = sd.get('head.fc.weight', sd.get('fc.weight'))
     where = ckpt.source or 'the checkpoint'
     for key in ('num_classes', 'in_chans'):
         if ckpt.args.get(key) is not None and not COMMON_MODEL_ARGS[key][0](ckpt.args[key]):
             raise CheckpointError(f'{where}: its args.{key} {ckpt.args[key]!r} is not valid; expected '
                                   f'{COMMON_MODEL_ARGS[key][1]}')
-    recorded_classes = ckpt.args.get('num_classes') or (int(head.shape[0]) if head is not None else None)
+    recorded_classes = ckpt.num_classes
     if num_classes is not None and recorded_classes is not None and num_classes != recorded_classes:
         raise CheckpointError(f'wrong class count: the checkpoint has {recorded_classes} classes, not {num_classes}')
     num_classes = recorded_classes or num_classes

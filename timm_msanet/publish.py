@@ -50,8 +50,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from .labels import labels_for
-from .loading import (Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint,
-                      training_record)
+from .loading import (RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg, model_from_checkpoint,
+                      msanet_archs, read_checkpoint, training_record, write_weights)
 from .calibration import set_temperature, temperature_of
 from .releases import DATASETS, GREY_INPUT_NOTE
 from .version import __version__
@@ -67,12 +67,9 @@ CITATION = """@misc{ghadai2022msanet,
   year   = {2022}
 }"""
 
-# train.py args shown on the card as the recipe, in this order, when present and set
-RECIPE_KEYS = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', 'in_chans', 'img_size', 'input_size',
-               'epochs', 'batch_size', 'grad_accum_steps', 'opt', 'lr', 'weight_decay', 'layer_decay', 'sched',
-               'warmup_epochs', 'warmup_lr', 'min_lr', 'smoothing', 'drop', 'drop_path', 'aa', 'reprob',
-               'mixup', 'cutmix', 'hflip', 'scale', 'color_jitter', 'class_map', 'model_ema',
-               'model_ema_decay', 'amp', 'amp_dtype', 'seed', 'model_kwargs')
+# train.py args shown on the card as the recipe, in this order, when present and set: what a weights file
+# records of its training (loading.RECORD_ARG_KEYS), plus the model's constructor arguments
+RECIPE_KEYS = (*RECORD_ARG_KEYS, 'model_kwargs')
 
 
 
@@ -82,8 +79,7 @@ class PublishError(CheckpointError):
 
 def build_model(ckpt: Checkpoint, dataset: str, model_name: Optional[str] = None):
     """The MSA-Net model of a checkpoint, checked against the dataset's class count. Returns (model, arch)."""
-    head = ckpt.state_dict.get('head.fc.weight')
-    num_classes = ckpt.args.get('num_classes') or (int(head.shape[0]) if head is not None else None)
+    num_classes = ckpt.num_classes
     allowed = DATASETS[dataset]['classes']
     if num_classes is not None and num_classes not in allowed:
         raise PublishError(
@@ -301,21 +297,17 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
 
 
 # ---------------------------------------------------------------------------------------- the release
-def _data_config(args: Mapping[str, Any], in_chans: int) -> Dict[str, Any]:
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-    size = 224
-    if args.get('input_size'):
-        size = tuple(args['input_size'])[-2:]
-    elif args.get('img_size'):
-        size = args['img_size']
-    hw = (size, size) if isinstance(size, int) else tuple(size)
-    mean, std = tuple(args.get('mean') or IMAGENET_DEFAULT_MEAN), tuple(args.get('std') or IMAGENET_DEFAULT_STD)
+def _data_config(arch: str, args: Mapping[str, Any], in_chans: int) -> Dict[str, Any]:
+    """The release's data config: the architecture's (squash resize of the whole face) at the resolution and
+    mean/std the checkpoint records, as `loading.checkpoint_cfg` reads them back."""
+    cfg = checkpoint_cfg(arch, args)
+    mean, std = tuple(cfg['mean']), tuple(cfg['std'])
     if len(mean) != in_chans:  # e.g. grayscale FER2013: one value, the channel average (as timm adapts it)
         mean = (round(sum(mean) / len(mean), 4),)
     if len(std) != in_chans:
         std = (round(sum(std) / len(std), 4),)
-    return dict(input_size=(in_chans, *hw), crop_pct=1.0, crop_mode='squash', interpolation='bilinear',
-                mean=mean, std=std)
+    return dict(input_size=(in_chans, *tuple(cfg['input_size'])[1:]), crop_pct=cfg['crop_pct'],
+                crop_mode=cfg['crop_mode'], interpolation=cfg['interpolation'], mean=mean, std=std)
 
 
 def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_dir: Union[str, Path],
@@ -346,7 +338,7 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
     rel_png = Path(eval_json).with_name('reliability.png') if eval_json else None
     has_rel_png = bool(rel_png and rel_png.is_file())
 
-    data_config = _data_config(ckpt.args, in_chans)
+    data_config = _data_config(arch, ckpt.args, in_chans)
     # the published weights' own cfg: no source (tv_in1k's hub id, licence and url do not describe them)
     model.pretrained_cfg = dict(
         {k: v for k, v in model.pretrained_cfg.items()
@@ -385,9 +377,6 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
     `half=False`, with its architecture and train.py settings in the file's metadata, so that eval, predict
     and publish rebuild it at its training resolution from the file alone. This is the format of the
     weights installed with the package (`timm_msanet/weights/`). Returns a summary."""
-    import os
-    from safetensors.torch import save_file
-
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
         raise PublishError(f'--weights-only writes a .safetensors file, got {out_file}')
@@ -399,15 +388,7 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
     except CheckpointError as e:
         raise PublishError(str(e)) from e
     ckpt.args.setdefault('model', arch)
-    tensors = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in ckpt.state_dict.items()}
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f'.{out_file.name}.partial-{os.getpid()}')
-    try:
-        save_file(tensors, str(tmp), metadata=training_record(ckpt))
-        os.replace(tmp, out_file)  # never a half-written file under the real name
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_weights(ckpt.state_dict, out_file, training_record(ckpt), half=half)
     return dict(arch=arch, num_classes=model.num_classes, weights=ckpt.weights, file=str(out_file),
                 dtype='float16' if half else 'float32', bytes=out_file.stat().st_size)
 
