@@ -344,3 +344,24 @@ def test_a_checkpoint_without_a_size_gets_the_data_config_of_the_tag_it_was_trai
         loaded = load_model(checkpoint=path)
         assert loaded.pretrained_cfg['input_size'] == (3, size, size), name
         assert 'notes' not in loaded.pretrained_cfg and 'file' not in loaded.pretrained_cfg  # not the release's
+
+
+# ------------------------------------------------------------------------------------- pickles never run
+def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / 'PWNED'
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f'touch {marker}',)
+
+    evil = tmp_path / 'evil.pth.tar'
+    torch.save({'arch': ARCH, 'state_dict': {'conv1.weight': torch.zeros(1)}, 'args': Payload()}, evil)
+    with pytest.raises(CheckpointError, match='refused to load .*weights_only=True'):
+        load_model(checkpoint=evil, model_name=ARCH)
+    # every command reads checkpoints through the same loader: publish and eval refuse it the same way
+    for argv in (['publish', str(evil), '--repo-id', 'org/x', '--dataset', 'rafdb', '--dry-run', str(tmp_path / 'out')],
+                 ['eval', '--checkpoint', str(evil), '--data-dir', str(tmp_path)]):
+        proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2 and 'refused to load' in proc.stderr and 'system' in proc.stderr, proc.stderr
+    assert not marker.exists() and not (tmp_path / 'out').exists()

@@ -13,8 +13,6 @@ from safetensors.torch import save_file
 
 import timm_msanet  # noqa: F401
 from timm_msanet.loading import load_model
-from timm_msanet.faces import face_crop_box
-from timm_msanet.images import to_rgb
 from timm_msanet.predict import annotate_image, predict
 
 LABELS = ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
@@ -82,22 +80,6 @@ def _check_probs(r, names=LABELS):
     assert r['score'] == r['probabilities'][r['label']]
 
 
-def test_modes_convert_to_rgb(image_dir):
-    for name, mode in [('cmyk.jpg', 'CMYK'), ('gray16.png', 'I;16'), ('alpha.png', 'RGBA'), ('palette.gif', 'P'),
-                       ('gray.png', 'L')]:
-        with Image.open(image_dir / name) as img:
-            if mode:
-                assert img.mode == mode
-            rgb = to_rgb(img)
-        assert rgb.mode == 'RGB' and rgb.size == (80, 64)
-    # 16-bit values are scaled to 8 bit, not clipped: a mid-gray 16-bit image stays mid-gray
-    mid = to_rgb(Image.fromarray(np.full((4, 4), 32896, np.uint16)))
-    assert np.asarray(mid)[0, 0].tolist() == [128, 128, 128]
-    # transparency is composited over white
-    clear = Image.new('RGBA', (2, 2), (0, 0, 0, 0))
-    assert np.asarray(to_rgb(clear))[0, 0].tolist() == [255, 255, 255]
-
-
 def test_api_inputs_kinds_and_bad_files(model, image_dir):
     arr = _photo(7)
     files = [image_dir / n for n in GOOD + BAD]
@@ -155,12 +137,6 @@ def test_faces_on_a_real_photo(model, astronaut):
     drawn = annotate_image(astronaut, face_r)
     assert drawn.size == (512, 512)
     assert not np.array_equal(np.asarray(drawn), astronaut)
-
-
-def test_face_crop_box_stays_inside():
-    assert face_crop_box((0, 0, 10, 10), (100, 100), 0.2) == (0, 0, 14, 14)
-    assert face_crop_box((90, 90, 100, 100), (100, 100), 0.2) == (86, 86, 100, 100)
-    assert face_crop_box((0, 0, 100, 50), (100, 50), 0.2) == (0, 0, 100, 50)  # larger than the image: clipped
 
 
 def _cli(*args, timeout=240):

@@ -180,7 +180,7 @@ def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
 def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: Optional[str] = 'test',
               batch_size: int = 64, workers: int = 2, device: str = 'cpu', progress: bool = False) -> Dict[str, Any]:
     """Fit T on `fit_split`, measure before/after on `fit_split` and `test_split`. Does not change the model."""
-    from .evaluate import collect_logits
+    from .evaluate import collect_logits  # here, not at the top: evaluate and loading import this module
 
     if fit_split == 'test' or (test_split is not None and fit_split == test_split):
         raise CalibrationError(f'refusing to fit the temperature on the test split ({fit_split!r}): fit on a '

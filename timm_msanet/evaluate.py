@@ -23,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
+from .calibration import calibrated_probs, calibration_metrics, plot_reliability, temperature_of
 from .errors import ToolError
 from .images import GreyInput
-from .loading import eval_mode, label_names_of
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args
 from .releases import expects_grey_input
 from .version import __version__
 
@@ -159,7 +160,6 @@ def evaluate(
     softmax(logits / T) with the model's temperature T (`calibration.temperature_of`, 1.0 when it has
     none), and, when T is not 1, the same at T = 1 under `uncalibrated`."""
     import torch
-    from .calibration import calibrated_probs, calibration_metrics, temperature_of
 
     got = collect_logits(model, data_dir, split, batch_size=batch_size, workers=workers, device=device, amp=amp,
                          hflip_tta=hflip_tta, progress=progress)
@@ -258,7 +258,6 @@ def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
     if plot_confusion(metrics, out_dir / 'confusion_matrix.png'):
         written.append(out_dir / 'confusion_matrix.png')
     if metrics.get('reliability'):
-        from .calibration import plot_reliability
         t = metrics.get('temperature', 1.0)
         curves = {f'T={t:.3g}' if t != 1.0 else 'model': metrics['reliability']}
         if metrics.get('uncalibrated'):
@@ -271,7 +270,6 @@ def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .loading import add_model_args
     add_model_args(parser)
     parser.add_argument('--data-dir', required=True, help='ImageFolder root with split folders (timm-msanet export)')
     parser.add_argument('--split', default='test', help='split folder to score (default: test)')
@@ -284,7 +282,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loading import model_from_args
     model = model_from_args(args)
     metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
                        device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())

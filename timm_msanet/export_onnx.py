@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from .calibration import temperature_of
-from .loading import eval_mode, label_names_of
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args
 from .images import make_transform
 from .releases import expects_grey_input
 from .version import __version__
@@ -150,7 +150,6 @@ def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .loading import add_model_args
 
     add_model_args(parser)
     parser.add_argument('--output', '-o', required=True, metavar='FILE.onnx', help='output file')
@@ -162,7 +161,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .loading import model_from_args
 
     model = model_from_args(args).cpu().float()
     path = export_onnx(model, args.output, img_size=args.img_size, opset=args.opset,

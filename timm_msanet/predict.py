@@ -38,7 +38,7 @@ from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
 from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, NoFaceDetector, detect_faces, face_crop_box, require_detector
 from .images import as_pil, font, make_transform
-from .loading import add_model_args, eval_mode, label_names_of, model_from_args, warn_if_untrained
+from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
 
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions
     import torch
@@ -108,7 +108,6 @@ def iter_predict(
     from tqdm import tqdm
 
     if isinstance(model, str):
-        from .loading import load_model
         model = load_model(model_name=model)
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
