@@ -96,3 +96,14 @@ def test_cli_export_onnx_check(tmp_path):
     sess = ort.InferenceSession(str(out), providers=['CPUExecutionProvider'])
     for b in (1, 3):
         assert sess.run(None, {'input': np.zeros((b, 3, 64, 64), np.float32)})[0].shape == (b, 7)
+
+
+def test_missing_onnx_packages_are_one_line_naming_the_extra(tmp_path):
+    # a user without the optional ONNX packages: imports of onnxscript fail as if it were not installed
+    code = ("import sys; sys.modules['onnxscript'] = None\n"
+            "from timm_msanet.cli import main\n"
+            f"sys.exit(main(['export-onnx', '--output', {str(tmp_path / 'm.onnx')!r}]))")
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
+    assert 'export-onnx needs onnxscript' in proc.stderr and 'timm-msanet[onnx]' in proc.stderr
+    assert not (tmp_path / 'm.onnx').exists()

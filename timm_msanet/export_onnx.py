@@ -28,12 +28,14 @@ torch.export without ONNX (an `ExportedProgram`, e.g. for ExecuTorch or AOTInduc
     ep.module()(x)   # any batch size
 """
 import argparse
+import importlib
 import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from .calibration import temperature_of
 from .loading import add_model_args, eval_mode, label_names_of, model_from_args
+from .errors import ToolError
 from .images import make_transform
 from .releases import expects_grey_input
 from .version import __version__
@@ -149,8 +151,20 @@ def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence
     return diff
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
+def require_onnx(*modules: str) -> None:
+    """Raise ToolError naming the extra to install when the ONNX packages are missing (they are optional)."""
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ToolError(f'export-onnx needs {" and ".join(missing)}, which are not installed: '
+                        f'pip install "timm-msanet[onnx]"')
 
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument('--output', '-o', required=True, metavar='FILE.onnx', help='output file')
     parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: torch default)')
@@ -161,7 +175,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
+    require_onnx('onnx', 'onnxscript', *(('onnxruntime',) if args.check else ()))  # before loading the model
     model = model_from_args(args).cpu().float()
     path = export_onnx(model, args.output, img_size=args.img_size, opset=args.opset,
                        dynamic_batch=not args.static_batch)
