@@ -60,7 +60,7 @@ def _seed_offline_hub(hf_home: Path) -> None:
     import timm
     from safetensors.torch import save_file
     sys.path.insert(0, str(ROOT / 'tests'))
-    from conftest import make_offline_hub_cache
+    from conftest import write_offline_hub_cache as make_offline_hub_cache  # plain function, not the fixture
     sd = {k: v.contiguous() for k, v in timm.create_model('resnet18').state_dict().items()}
     weights = hf_home.parent / 'resnet18.safetensors'
     save_file(sd, str(weights))

@@ -11,7 +11,7 @@ from typing import Dict, Union
 import pytest
 
 
-def _make_offline_hub_cache(hf_home: Path, repo_id: str, files: Dict[str, Union[Path, bytes]]) -> Path:
+def write_offline_hub_cache(hf_home: Path, repo_id: str, files: Dict[str, Union[Path, bytes]]) -> Path:
     """Lay out files as huggingface_hub's cache does (refs/main -> snapshots/<commit>), as if downloaded."""
     repo_dir = Path(hf_home) / 'hub' / ('models--' + repo_id.replace('/', '--'))
     commit = hashlib.sha1(repo_id.encode()).hexdigest()
@@ -39,7 +39,7 @@ def _run_python(code: str, env_overrides: Dict[str, str], timeout: int = 300) ->
 def make_offline_hub_cache():
     """`make_offline_hub_cache(hf_home, repo_id, files)`: a repo laid out as huggingface_hub's cache lays it out,
     so `HF_HUB_OFFLINE=1` loads find it as if it had been downloaded (no network in any test)."""
-    return _make_offline_hub_cache
+    return write_offline_hub_cache
 
 
 @pytest.fixture
