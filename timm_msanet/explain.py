@@ -242,9 +242,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.faces:
             results = explain_faces(str(image), model, margin=args.margin, max_faces=args.max_faces,
-                                    img_size=args.img_size, target=target)
+                                    target=target)
         else:
-            results = [explain(str(image), model, img_size=args.img_size, target=target)]
+            results = [explain(str(image), model, target=target)]
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable, truncated, not an image
         raise ExplainError(f'cannot explain {image}: {type(e).__name__}: {e}') from None
     if not results:

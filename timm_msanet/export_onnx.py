@@ -177,7 +177,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     require_onnx('onnx', 'onnxscript', *(('onnxruntime',) if args.check else ()))  # before loading the model
     model = model_from_args(args).cpu().float()
-    path = export_onnx(model, args.output, img_size=args.img_size, opset=args.opset,
+    path = export_onnx(model, args.output, opset=args.opset,
                        dynamic_batch=not args.static_batch)
     meta = read_metadata(path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input {meta['data_config']['input_size']}, "

@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
     progress = False if args.no_progress else len(files) >= PROGRESS_MIN_INPUTS
     for (file, root), r in zip(files, iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size,
                                                    device=args.device, faces=args.faces, topk=args.topk,
-                                                   margin=args.margin, img_size=args.img_size,
+                                                   margin=args.margin,
                                                    progress=progress)):
         if outdir is not None and 'width' in r:
             try:
