@@ -90,7 +90,7 @@ def test_importing_the_package_first_defers_torch_until_timm(autoload):
 
 
 @pytest.mark.parametrize('argv', [['--help'], ['--version'], ['predict', '--help'], ['eval', '--help'],
-                                  ['export', '--help'], ['bench', '--help']])
+                                  ['export', '--help'], ['bench', '--help'], ['verify', '--help']])
 def test_cli_help_imports_neither_torch_nor_timm(argv):
     out = _run(f"""
         import sys

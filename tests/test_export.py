@@ -333,11 +333,11 @@ def test_failed_export_leaves_no_output_and_keeps_the_old_one(rafdb, tmp_path, m
 
     monkeypatch.setattr(export, 'process_chunk', failing_chunk)
     with pytest.raises(RuntimeError, match='disk on fire'):
-        export.export_rafdb(rafdb.root, out, overwrite=True, chunk_size=2)
+        export.export_rafdb(rafdb.root, out, overwrite=True, chunk_size=2, leak_check=False)
     assert _tree_digest(out) == old  # the old export is untouched
     with pytest.raises(RuntimeError):
         calls.clear()
-        export.export_rafdb(rafdb.root, tmp_path / 'fresh', chunk_size=2)
+        export.export_rafdb(rafdb.root, tmp_path / 'fresh', chunk_size=2, leak_check=False)
     assert not (tmp_path / 'fresh').exists()
     assert _no_partials(tmp_path)
 
@@ -912,3 +912,115 @@ def test_property_label_and_csv_files_never_crash(tmp_path_factory, lines):
     (root / 'fer2013new.csv').write_text(FERPLUS_HEADER + '\n' + csv_body, encoding='utf-8')
     for e in parsers.plan_ferplus(str(root)).entries:
         _check_entry(e, FER7_LABELS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# leak check: real photo crops copied across splits (identical bytes, re-encoded, resized)
+
+def _photo_crops(n: int) -> List[Image.Image]:
+    skdata = pytest.importorskip('skimage.data')
+    out = []
+    for name in ('astronaut', 'camera', 'coffee', 'rocket', 'coins', 'moon', 'horse', 'brick'):
+        im = Image.fromarray(np.asarray(getattr(skdata, name)(), dtype=np.uint8)).convert('RGB')
+        w, h = im.size
+        s = min(w, h) // 2
+        for fx, fy in ((0, 0), (1, 1)):
+            out.append(im.crop((fx * (w - s), fy * (h - s), fx * (w - s) + s, fy * (h - s) + s)).resize((64, 64)))
+    return out[:n]
+
+
+def _jpeg_file(path: Path, img: Image.Image, quality: int = 90) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path, 'JPEG', quality=quality)
+    return path
+
+
+@pytest.fixture
+def leaky_fer2013(tmp_path) -> Path:
+    """FER2013 folders whose train/ holds two byte copies of test images (one under another label), a half-size
+    re-encoded copy of a validation image, and five unrelated photos."""
+    root = tmp_path / 'leaky'
+    crops = _photo_crops(16)
+    a = _jpeg_file(root / 'test' / 'happy' / 'a.jpg', crops[0])
+    b = _jpeg_file(root / 'test' / 'sad' / 'b.jpg', crops[1])
+    _jpeg_file(root / 'validation' / 'neutral' / 'c.jpg', crops[2])
+    _jpeg_file(root / 'test' / 'fear' / 'other.jpg', crops[3])
+    (root / 'train' / 'happy').mkdir(parents=True)
+    (root / 'train' / 'angry').mkdir(parents=True)
+    (root / 'train' / 'happy' / 'a_copy.jpg').write_bytes(a.read_bytes())
+    (root / 'train' / 'angry' / 'b_copy.jpg').write_bytes(b.read_bytes())
+    _jpeg_file(root / 'train' / 'neutral' / 'c_small.jpg', crops[2].resize((32, 32), Image.Resampling.BICUBIC), 75)
+    for i, im in enumerate(crops[4:9]):
+        _jpeg_file(root / 'train' / ('surprise', 'disgust')[i % 2] / f'u{i}.jpg', im)
+    return root
+
+
+def test_export_reports_cross_split_copies(leaky_fer2013, tmp_path):
+    before = _tree_digest(leaky_fer2013)
+    proc = _cli('fer2013', str(leaky_fer2013), str(tmp_path / 'out'), '--workers', '2')
+    assert proc.returncode == 0, proc.stderr
+    leaks = json.loads((tmp_path / 'out' / 'manifest.json').read_text())['leak_check']
+    assert leaks['cross_split'] == {
+        'train~validation': {'pairs': 1, 'identical_pairs': 0, 'label_disagreements': 0,
+                             'identical_label_disagreements': 0, 'images': {'train': 1, 'validation': 1}},
+        'train~test': {'pairs': 2, 'identical_pairs': 2, 'label_disagreements': 1,
+                       'identical_label_disagreements': 1, 'images': {'train': 2, 'test': 2}},
+    }
+    listed = {(p['a']['file'], p['b']['file']) for p in leaks['pairs']}
+    assert listed == {('train/happiness/a_copy.jpg', 'test/happiness/a.jpg'),
+                      ('train/anger/b_copy.jpg', 'test/sadness/b.jpg'),
+                      ('train/neutral/c_small.jpg', 'validation/neutral/c.jpg')}
+    assert leaks['hashed'] == 12 and leaks['not_decodable'] == 0 and leaks['dedupe'] is None
+    assert 'leak check train~test: 2 pairs (2 byte-identical), 1 with different labels; 2 test images have a ' \
+           'copy in train' in proc.stdout
+    assert len(list((tmp_path / 'out' / 'train').rglob('*.jpg'))) == 8  # the default only reports
+    assert _tree_digest(leaky_fer2013) == before
+
+
+def test_dedupe_drops_training_copies_only(leaky_fer2013, tmp_path):
+    before = _tree_digest(leaky_fer2013)
+    result = export.export_fer2013(leaky_fer2013, tmp_path / 'out', dedupe='drop-from-train', workers=2,
+                                   balance='oversample')
+    dedupe = result.manifest['leak_check']['dedupe']
+    assert dedupe['dropped'] == 3 and dedupe['by_class'] == {'anger': 1, 'happiness': 1, 'neutral': 1}
+    assert {d['file']: d['copy_of'] for d in dedupe['items']} == {
+        'train/anger/b_copy.jpg': ['test/sadness/b.jpg'], 'train/happiness/a_copy.jpg': ['test/happiness/a.jpg'],
+        'train/neutral/c_small.jpg': ['validation/neutral/c.jpg']}
+    train = tmp_path / 'out' / 'train'
+    assert sorted(p.name for p in train.rglob('*.jpg') if '.oversample' not in p.name) == [f'u{i}.jpg' for i in range(5)]
+    assert result.counts('train') == {**{c: 0 for c in FER7_LABELS}, 'surprise': 3, 'disgust': 2}
+    assert result.manifest['balance']['counts_after'] == {**{c: 0 for c in FER7_LABELS}, 'surprise': 3, 'disgust': 3}
+    assert result.counts('test')['happiness'] == 1 and result.counts('validation')['neutral'] == 1
+    assert 'dedupe: dropped 3 training copies' in export.format_summary(result.manifest)
+    assert _tree_digest(leaky_fer2013) == before
+
+
+def test_no_leak_check_keeps_plain_link_mode_threaded(leaky_fer2013, tmp_path):
+    result = export.export_fer2013(leaky_fer2013, tmp_path / 'out', leak_check=False)
+    assert result.manifest['leak_check'] is None
+    assert result.manifest['options']['workers_used']['kind'] == 'thread'
+    assert not any(line.startswith('leak check') for line in export.format_summary(result.manifest).splitlines())
+    with pytest.raises(export.ExportError, match='--dedupe needs the leak check'):
+        export.export_fer2013(leaky_fer2013, tmp_path / 'x', leak_check=False, dedupe='drop-from-train')
+    with pytest.raises(export.ExportError, match='--leak-threshold must be in 0..32'):
+        export.export_fer2013(leaky_fer2013, tmp_path / 'x', leak_threshold=40)
+    assert not (tmp_path / 'x').exists()
+
+
+def test_fer2013_csv_duplicate_pixel_rows_are_identical_pairs(tmp_path):
+    rng = np.random.default_rng(3)
+    crops = [np.asarray(im.convert('L').resize((48, 48))) for im in _photo_crops(3)]
+    shared, other = crops[0], crops[1]
+    rows = ['emotion,pixels,Usage',
+            f'3,{_pixel_text(shared)},Training',
+            f'3,{_pixel_text(shared)},PrivateTest',  # the FER2013 kind of leak: the same pixels in both
+            f'4,{_pixel_text(other)},Training',
+            f'6,{_pixel_text(crops[2])},PublicTest',
+            f'0,{_pixel_text(rng.integers(0, 256, (48, 48), dtype=np.uint8))},PrivateTest']
+    csv_path = tmp_path / 'fer2013.csv'
+    csv_path.write_text('\n'.join(rows) + '\n')
+    result = export.export_fer2013(csv_path, tmp_path / 'out', workers=1)
+    leaks = result.manifest['leak_check']
+    assert list(leaks['cross_split']) == ['train~test']
+    assert leaks['cross_split']['train~test']['identical_pairs'] == 1
+    assert [(p['a']['item'], p['b']['item']) for p in leaks['pairs']] == [('fer2013.csv:2', 'fer2013.csv:3')]

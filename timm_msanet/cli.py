@@ -19,6 +19,7 @@ COMMANDS = {
     'info': ('timm_msanet.info', 'list the registered MSA-Net models with their params, GMACs and cfgs'),
     'eval': ('timm_msanet.evaluate', 'FER evaluation: accuracy, mean class accuracy, per-class metrics, confusion matrix'),
     'export': ('timm_msanet.export', 'export RAF-DB, AffectNet, FER2013 or FERPlus to an ImageFolder tree for timm'),
+    'verify': ('timm_msanet.verify', 'check a release\'s published accuracy on your copy of the dataset (same protocol? same numbers?)'),
     'calibrate': ('timm_msanet.calibration', 'fit a temperature on the validation split so scores are calibrated; ECE/NLL/Brier before and after'),
     'publish': ('timm_msanet.publish', 'publish a trained checkpoint to the Hugging Face Hub (or --dry-run to a folder)'),
     'predict': ('timm_msanet.predict', 'predict expressions for images and folders, optionally per detected face'),

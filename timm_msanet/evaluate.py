@@ -14,14 +14,20 @@ classes; a model class absent from the data (e.g. `contempt` of an 8-class model
 allowed: predicting it counts as an error. The confusion matrix is in the model's label order, rows are
 true classes, columns predictions; classes with no samples are left out of the mean class accuracy.
 
+Protocol: `metrics.json` records what was evaluated (`evaluation_protocol`: the split's file list and labels,
+the files' bytes, class order, preprocessing, TTA, the weights), so two people can tell whether they
+evaluated the same thing; `timm-msanet verify` compares a release's numbers on that basis.
+
     timm-msanet eval --model msanet_r18 --checkpoint model_best.pth.tar --data-dir OUT --split test --out eval/
 """
 import argparse
 import csv
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .calibration import calibrated_probs, calibration_metrics, plot_reliability, temperature_of
 from .errors import ToolError
@@ -140,7 +146,8 @@ def collect_logits(
                     flipped.append(model(x.flip(-1)).float().cpu())
             targets.append(to_model[y.cpu()])
     return dict(logits=torch.cat(logits), flipped=torch.cat(flipped) if hflip_tta else None,
-                targets=torch.cat(targets), classes=classes, data_cfg=data_cfg)
+                targets=torch.cat(targets), classes=classes, data_cfg=data_cfg, root=str(root),
+                samples=list(dataset.reader.samples), grey_input=expects_grey_input(model.pretrained_cfg))
 
 
 def evaluate(
@@ -185,7 +192,7 @@ def evaluate(
         metrics['uncalibrated'] = {k: raw[k] for k in ('ece', 'nll', 'brier', 'reliability')}
     metrics.update(
         model=model.pretrained_cfg.get('architecture'),
-        model_source=model.pretrained_cfg.get('checkpoint') or model.pretrained_cfg.get('hf_hub_id'),
+        model_source=_model_source(model.pretrained_cfg),
         data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=got['classes'],
         input_size=list(got['data_cfg']['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
     )
@@ -195,7 +202,114 @@ def evaluate(
             metrics['dataset'] = json.loads(manifest.read_text()).get('dataset')
         except (ValueError, AttributeError):
             pass
+    metrics['protocol'] = evaluation_protocol(got, split=split, hflip_tta=hflip_tta, dataset=metrics.get('dataset'),
+                                              model=model)
     return metrics
+
+
+# ------------------------------------------------------------------------------------------ the protocol
+PROTOCOL_FORMAT = 'timm-msanet-eval-protocol/1'
+PREPROCESSING_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
+# what makes two evaluations comparable; the weights are recorded beside it, not in it
+PROTOCOL_HASHED_KEYS = ('format', 'split', 'class_order', 'num_images', 'files_sha256', 'preprocessing', 'tta')
+
+
+def _sha256_lines(lines: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for line in sorted(lines):
+        h.update(line.encode('utf-8', 'surrogateescape') + b'\n')
+    return h.hexdigest()
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            h.update(block)
+    return h.hexdigest()
+
+
+def weights_sha256(model) -> str:
+    """sha256 over the model's state dict (names, dtypes, shapes, bytes, in name order): the same for the same
+    weights whatever file format or precision they were stored in (float16 weights load exactly into float32)."""
+    import torch
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        if t.is_floating_point():
+            t = t.float()
+        h.update(f'{name}|{t.dtype}|{tuple(t.shape)}|'.encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b'')
+    return h.hexdigest()
+
+
+def weights_file(model) -> Optional[str]:
+    """The file the model's weights were read from, when it can be told (checkpoint, packaged release,
+    local-dir or Hub cache)."""
+    cfg = getattr(model, 'pretrained_cfg', None) or {}
+    if cfg.get('random_weights'):  # load_model(pretrained=False): the cfg still names the tag's file
+        return None
+    for key in ('checkpoint', 'file'):
+        if cfg.get(key) and Path(cfg[key]).is_file():
+            return str(cfg[key])
+    hub_id = cfg.get('hf_hub_id')
+    if hub_id and cfg.get('source') == 'local-dir':
+        path = Path(hub_id) / 'model.safetensors'
+        return str(path) if path.is_file() else None
+    if hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        repo, _, revision = str(hub_id).partition('@')
+        found = try_to_load_from_cache(repo, cfg.get('hf_hub_filename') or 'model.safetensors',
+                                       revision=revision or None)
+        return found if isinstance(found, str) else None
+    return None
+
+
+def evaluation_protocol(got: Mapping[str, Any], *, split: str, hflip_tta: bool, dataset: Optional[str],
+                        model) -> Dict[str, Any]:
+    """What was evaluated, so two people can tell whether they evaluated the same thing: the split's file list
+    and labels (`files_sha256`: sorted `relative/path<TAB>class` lines), the bytes of those files
+    (`content_sha256`: the same lines with each file's sha256), class order, preprocessing, TTA, and the
+    weights. `sha256` covers `PROTOCOL_HASHED_KEYS`: the data as named and labelled and how it was fed, not the
+    file bytes (an export re-encoded by another PIL version has other bytes but the same faces) and not the
+    weights (the point is to compare weights on one protocol)."""
+    root, classes = got['root'], got['classes']
+    named, content = [], []
+    for path, target in got['samples']:
+        rel = Path(os.path.relpath(path, root)).as_posix()
+        named.append(f'{rel}\t{classes[target]}')
+        content.append(f'{rel}\t{classes[target]}\t{file_sha256(path)}')
+    data_cfg = got['data_cfg']
+    preprocessing = {k: (list(data_cfg[k]) if isinstance(data_cfg[k], (tuple, list)) else data_cfg[k])
+                     for k in PREPROCESSING_KEYS if k in data_cfg}
+    for k in ('mean', 'std'):
+        if k in preprocessing:
+            preprocessing[k] = [round(float(v), 6) for v in preprocessing[k]]
+    preprocessing['grey_input'] = bool(got.get('grey_input'))
+    protocol: Dict[str, Any] = {
+        'format': PROTOCOL_FORMAT, 'dataset': dataset, 'split': split, 'class_order': list(classes),
+        'num_images': len(named), 'files_sha256': _sha256_lines(named), 'content_sha256': _sha256_lines(content),
+        'preprocessing': preprocessing, 'tta': 'hflip' if hflip_tta else None,
+    }
+    protocol['sha256'] = protocol_sha256(protocol)
+    ckpt = weights_file(model)
+    protocol['checkpoint'] = {'file': ckpt and os.path.basename(ckpt), 'sha256': ckpt and file_sha256(ckpt)}
+    protocol['weights_sha256'] = weights_sha256(model)
+    return protocol
+
+
+def protocol_sha256(protocol: Mapping[str, Any]) -> str:
+    core = {k: protocol.get(k) for k in PROTOCOL_HASHED_KEYS}
+    return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(',', ':')).encode()).hexdigest()
+
+
+def _model_source(cfg: Mapping[str, Any]) -> Optional[str]:
+    """Where the weights came from: a checkpoint path, a Hub repo or folder, or a registered tag."""
+    if cfg.get('checkpoint') or cfg.get('hf_hub_id'):
+        return cfg.get('checkpoint') or cfg.get('hf_hub_id')
+    if cfg.get('random_weights'):
+        return None
+    return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('architecture') and cfg.get('tag') else None
 
 
 def format_table(metrics: Dict[str, Any]) -> str:
@@ -211,6 +325,11 @@ def format_table(metrics: Dict[str, Any]) -> str:
         if raw:
             line += f"   (T=1: ECE {raw['ece']:.4f}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f})"
         lines.append(line)
+    protocol = metrics.get('protocol')
+    if protocol:
+        lines.append(f"protocol {protocol['sha256'][:16]} ({protocol['num_images']} images of "
+                     f"{protocol.get('dataset') or 'the data'} {protocol['split']}, files {protocol['files_sha256'][:12]}, "
+                     f"content {protocol['content_sha256'][:12]}; weights {protocol['weights_sha256'][:12]})")
     return '\n'.join(lines)
 
 

@@ -8,7 +8,7 @@ ruins a model. Every export therefore writes the same canonical class folders
 
     OUTPUT/{train,validation,test}/<class>/<image>   only the splits the dataset defines
     OUTPUT/class_map.txt                             one class per line: timm's --class-map
-    OUTPUT/manifest.json                             counts, skips with reasons, rules, options
+    OUTPUT/manifest.json                             counts, skips with reasons, rules, options, leak check
 
 Decisions where the datasets leave room (also in docs/datasets.md):
 
@@ -43,6 +43,13 @@ Decisions where the datasets leave room (also in docs/datasets.md):
 * Encode mode keeps JPEG/PNG sources in their format (`--format` to force one), writes 'L' or
   'RGB', and resizes with bicubic filtering; link/copy keep the source file name and format (timm
   reads .jpg/.jpeg/.png only).
+* Leak check (on unless `--no-leak-check`): every image gets a content hash (source bytes) and a perceptual
+  hash (leakage.py); images of different splits within `--leak-threshold` bits (default 4) are reported
+  per split pair in the summary and `manifest.json` (`leak_check`), with label disagreements.
+  `--dedupe drop-from-train` removes the training copies (before `--balance`); validation and test are
+  never changed. Hashing decodes every image, so link mode then runs in worker processes; without it,
+  plain link mode keeps its threads. An undecodable image is still linked/copied without `--verify`, as
+  before; the check counts it as `not_decodable` and pairs it by its bytes only.
 * Safety: SOURCE is only read. OUTPUT is built in a `.OUTPUT.partial-PID-*` folder beside it and
   renamed at the end; on any failure (or Ctrl-C, SIGTERM) the workers are stopped at once and the
   partial folder is removed, later signals being ignored until that is done. What a SIGKILL or power
@@ -82,6 +89,7 @@ from ._dataset_parsers import (
     SKIP_REASONS, SPLITS, DatasetLayoutError, Entry, ExportError, ExportPlan, Record, Skip, plan_affectnet,
     plan_fer2013, plan_ferplus, plan_rafdb)
 from .labels import labels_for
+from .leakage import DEFAULT_THRESHOLD, content_hash, perceptual_hash, HashedImage, cross_split_pairs, leak_report, summary_lines, train_copies
 from .version import __version__
 
 __all__ = [
@@ -93,6 +101,7 @@ __all__ = [
 MANIFEST_FORMAT = 'timm-msanet-export/1'
 MAX_LISTED_PER_REASON = 10_000
 MODES = ('link', 'copy', 'encode')
+DEDUPE_METHODS = (None, 'drop-from-train')
 IMAGE_FORMATS = ('auto', 'png', 'jpg')
 
 
@@ -134,6 +143,9 @@ class ExportOptions:
     overwrite: bool = False
     progress: bool = False  # tqdm bar on stderr (only shown on a terminal)
     chunk_size: int = 256  # records per task sent to a worker
+    leak_check: bool = True  # content + perceptual hash of every image; cross-split pairs in the manifest
+    dedupe: Optional[str] = None  # None (report only) or 'drop-from-train'
+    leak_threshold: int = DEFAULT_THRESHOLD  # perceptual hash bits (of 64) within which two images pair
 
     def validate(self, dataset: str) -> None:
         if self.mode not in MODES:
@@ -158,6 +170,13 @@ class ExportOptions:
             raise OptionsError(f'--workers must be at least 1, got {self.workers}')
         if self.chunk_size < 1:
             raise OptionsError(f'chunk_size must be at least 1, got {self.chunk_size}')
+        if self.dedupe not in DEDUPE_METHODS:
+            raise OptionsError(f'dedupe must be one of {", ".join(map(str, DEDUPE_METHODS))}, got {self.dedupe!r}')
+        if self.dedupe and not self.leak_check:
+            raise OptionsError('--dedupe needs the leak check (it drops what the check finds); '
+                               'drop --no-leak-check')
+        if not 0 <= self.leak_threshold <= 32:
+            raise OptionsError(f'--leak-threshold must be in 0..32 bits, got {self.leak_threshold}')
 
 
 @dataclass
@@ -189,6 +208,7 @@ class WorkerConfig(NamedTuple):
     verify: bool
     image_format: str
     quality: int
+    hash_images: bool = False  # the leak check: content and perceptual hash of every image
 
 
 class _ItemError(Exception):
@@ -202,17 +222,22 @@ def _describe(e: BaseException) -> str:
     return f'{type(e).__name__}: {e}'[:300]
 
 
-def _decode(path: str) -> Image.Image:
-    """Fully decode (not just `verify()`), so truncated files are caught."""
+def _read(path: str) -> bytes:
     try:
         with open(path, 'rb') as f:
-            img = Image.open(f)
-            img.load()
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        raise _ItemError('missing_image', _describe(e)) from None
+
+
+def _decode_bytes(data: bytes) -> Image.Image:
+    """Fully decode (not just `verify()`), so truncated files are caught."""
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
         if img.mode not in ('L', 'RGB'):
             img = img.convert('RGB')
         return img
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
-        raise _ItemError('missing_image', _describe(e)) from None
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise _ItemError('undecodable_image', _describe(e)) from None
 
@@ -277,41 +302,70 @@ def _copy_new(src: str, dst: str) -> None:
         shutil.copyfileobj(fsrc, fdst, 1 << 20)
 
 
-def export_one(rec: Record, cfg: WorkerConfig) -> None:
-    """Write one record into the staging tree; raises _ItemError (or OSError) when it cannot."""
+Hashes = Tuple[Optional[str], Optional[int]]  # content sha256, perceptual hash (None: not computed / undecodable)
+
+
+def _perceptual_or_none(data: bytes) -> Optional[int]:
+    """Link and copy mode do not skip undecodable images without --verify; the leak check only notes them."""
+    try:
+        return perceptual_hash(_decode_bytes(data))
+    except _ItemError:
+        return None
+
+
+def export_one(rec: Record, cfg: WorkerConfig) -> Tuple[str, Hashes]:
+    """Write one record into the staging tree; returns the file name written and, with `cfg.hash_images`, its
+    hashes. Raises _ItemError (or OSError) when it cannot."""
     class_dir = os.path.join(cfg.staging, rec.split, rec.label)
+    box = repr(rec.box).encode() if cfg.crop_face and rec.box is not None else b''
     if rec.pixels is not None:
-        img = _transform(pixels_to_image(rec.pixels), rec, cfg) if cfg.mode == 'encode' else pixels_to_image(rec.pixels)
+        source = pixels_to_image(rec.pixels)
+        img = _transform(source, rec, cfg) if cfg.mode == 'encode' else source
         name, fmt = _encoded_name(rec.name, 'png' if cfg.mode != 'encode' else cfg.image_format)
         _save(img, os.path.join(class_dir, name), fmt, cfg.quality)
-        return
+        hashes = (content_hash(source.tobytes()), perceptual_hash(img)) if cfg.hash_images else (None, None)
+        return name, hashes
     assert rec.path is not None
     if cfg.mode == 'encode':
-        img = _transform(_decode(rec.path), rec, cfg)
+        data = _read(rec.path)
+        img = _transform(_decode_bytes(data), rec, cfg)
         name, fmt = _encoded_name(rec.name, cfg.image_format)
         _save(img, os.path.join(class_dir, name), fmt, cfg.quality)
-        return
-    if cfg.verify:
-        _decode(rec.path)
-    elif not os.path.isfile(rec.path):
-        raise _ItemError('missing_image', f'{rec.path} is not a file')
+        hashes = (content_hash(data, box), perceptual_hash(img)) if cfg.hash_images else (None, None)
+        return name, hashes
     dst = os.path.join(class_dir, rec.name)
+    if cfg.hash_images or cfg.verify:
+        data: Optional[bytes] = _read(rec.path)
+        assert data is not None
+        img = _decode_bytes(data) if cfg.verify else None  # --verify: an undecodable image is skipped
+        if cfg.hash_images:
+            hashes = (content_hash(data), perceptual_hash(img) if img is not None else _perceptual_or_none(data))
+        else:
+            hashes = (None, None)
+    else:
+        if not os.path.isfile(rec.path):
+            raise _ItemError('missing_image', f'{rec.path} is not a file')
+        data, hashes = None, (None, None)
     if cfg.mode == 'link':
         os.symlink(rec.path, dst)
+    elif data is not None:
+        _write_new(dst, data)
     else:
         _copy_new(rec.path, dst)
+    return rec.name, hashes
 
 
-ChunkResult = Tuple[List[Tuple[str, str]], List[Skip]]
+Done = Tuple[str, str, str, str, Optional[str], Optional[int]]  # split, label, file name, item, sha256, phash
+ChunkResult = Tuple[List[Done], List[Skip]]
 
 
 def process_chunk(records: Sequence[Record], cfg: WorkerConfig) -> ChunkResult:
     """Export a chunk; per-item failures become Skips so one bad image never fails the export."""
-    done: List[Tuple[str, str]] = []
+    done: List[Done] = []
     skipped: List[Skip] = []
     for rec in records:
         try:
-            export_one(rec, cfg)
+            name, (sha, phash) = export_one(rec, cfg)
         except _ItemError as e:
             skipped.append(Skip(rec.item, e.reason, e.detail, rec.split))
         except FileExistsError:
@@ -320,7 +374,7 @@ def process_chunk(records: Sequence[Record], cfg: WorkerConfig) -> ChunkResult:
         except (OSError, ValueError) as e:  # ENAMETOOLONG, EACCES, disk full, NUL in a name, ...
             skipped.append(Skip(rec.item, 'write_error', _describe(e), rec.split))
         else:
-            done.append((rec.split, rec.label))
+            done.append((rec.split, rec.label, name, rec.item, sha, phash))
     return done, skipped
 
 
@@ -344,6 +398,7 @@ class _Tally:
         self.listed: List[Dict[str, Any]] = []
         self._listed_per_reason: Counter = Counter()
         self.not_listed = 0
+        self.hashed: List[HashedImage] = []
 
     @property
     def exported(self) -> int:
@@ -353,9 +408,11 @@ class _Tally:
     def skipped(self) -> int:
         return sum(self.by_reason.values())
 
-    def add_done(self, pairs: Iterable[Tuple[str, str]]) -> None:
-        for split, label in pairs:
+    def add_done(self, done: Iterable[Done]) -> None:
+        for split, label, name, item, sha, phash in done:
             self.counts[split][label] += 1
+            if sha is not None:
+                self.hashed.append(HashedImage(split, label, f'{split}/{label}/{name}', item, sha, phash))
 
     def add_skip(self, skip: Skip) -> None:
         self.by_reason[skip.reason] += 1
@@ -428,12 +485,13 @@ LINK_THREADS = 4
 
 
 def _executor(options: ExportOptions, plan: ExportPlan) -> Tuple[str, int]:
-    """('process', n) for CPU-bound work (decode, encode); ('thread', n) for plain link mode.
+    """('process', n) for CPU-bound work (decode, encode, hashing); ('thread', n) for plain link mode
+    (`--no-leak-check`).
 
     A link is a stat and a symlink: system calls that release the GIL, so threads overlap them with
     CSV parsing in the main thread, without the pickling cost of a process pool.
     """
-    if options.mode == 'link' and not options.verify and not plan.has_pixels:
+    if options.mode == 'link' and not options.verify and not plan.has_pixels and not options.leak_check:
         return 'thread', min(LINK_THREADS, options.workers or LINK_THREADS)
     return 'process', options.workers or os.cpu_count() or 1
 
@@ -557,8 +615,34 @@ def oversample(split_dir: str, classes: Sequence[str]) -> Dict[str, Any]:
     }
 
 
+def check_leaks(staging: str, plan: ExportPlan, options: ExportOptions, tally: _Tally) -> Dict[str, Any]:
+    """Cross-split pairs of the exported images (leakage.py); with `--dedupe drop-from-train`, the training
+    copies of validation/test images are removed from the staging tree (before any oversampling)."""
+    started = time.perf_counter()
+    groups = cross_split_pairs(tally.hashed, plan.splits, options.leak_threshold)
+    report = leak_report(tally.hashed, groups, plan.splits, options.leak_threshold)
+    report['dedupe'] = None
+    if options.dedupe == 'drop-from-train':
+        copies = train_copies(tally.hashed, groups)
+        dropped = []
+        by_class: Counter = Counter()
+        for i in sorted(copies):
+            im = tally.hashed[i]
+            os.remove(os.path.join(staging, *im.file.split('/')))
+            tally.counts[im.split][im.label] -= 1
+            by_class[im.label] += 1
+            dropped.append({'file': im.file, 'item': im.item, 'label': im.label,
+                            'copy_of': [tally.hashed[j].file for j in copies[i]][:5]})
+        report['dedupe'] = {'method': options.dedupe, 'dropped': len(dropped), 'by_class': dict(sorted(by_class.items())),
+                            'items': dropped[:MAX_LISTED_PER_REASON],
+                            'items_not_listed': max(0, len(dropped) - MAX_LISTED_PER_REASON)}
+    report['seconds'] = round(time.perf_counter() - started, 3)
+    return report
+
+
 def _build_manifest(plan: ExportPlan, output: str, options: ExportOptions, tally: _Tally,
-                    balance: Optional[Dict[str, Any]], workers: Dict[str, Any]) -> Dict[str, Any]:
+                    balance: Optional[Dict[str, Any]], workers: Dict[str, Any],
+                    leaks: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     return {
         'format': MANIFEST_FORMAT,
         'package': 'timm-msanet',
@@ -587,6 +671,7 @@ def _build_manifest(plan: ExportPlan, output: str, options: ExportOptions, tally
         },
         'skipped_items': tally.listed,
         'skipped_items_not_listed': tally.not_listed,
+        'leak_check': leaks,  # None with --no-leak-check
     }
 
 
@@ -705,16 +790,17 @@ def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> Export
                 os.makedirs(os.path.join(staging, split, label))
         tally = _Tally(plan.splits, plan.classes)
         cfg = WorkerConfig(staging, options.mode, options.size, options.crop_face, options.verify,
-                           options.image_format, options.quality)
+                           options.image_format, options.quality, options.leak_check)
         kind, workers = _executor(options, plan)
         bar = _progress_bar(options.progress, plan.count_hint, f'export {plan.dataset}')
         chunks = _chunks(plan.entries, set(plan.classes), tally, bar, options.chunk_size)
         _run_pipeline(chunks, cfg, kind, workers, tally, bar)
         bar.close()
+        leaks = check_leaks(staging, plan, options, tally) if options.leak_check else None
         balance = None
         if options.balance == 'oversample' and 'train' in plan.splits and tally.exported:
             balance = oversample(os.path.join(staging, 'train'), plan.classes)
-        manifest = _build_manifest(plan, output, options, tally, balance, {'kind': kind, 'count': workers})
+        manifest = _build_manifest(plan, output, options, tally, balance, {'kind': kind, 'count': workers}, leaks)
         if tally.exported == 0:
             raise NothingExportedError(
                 f'nothing usable was exported from {plan.inputs[0]}: {tally.skipped} entries skipped '
@@ -804,6 +890,12 @@ def format_summary(manifest: Mapping[str, Any], elapsed_s: Optional[float] = Non
     if balance:
         lines.append(f'balance: oversampled {balance["split"]} to {balance["target_per_class"]} per class '
                      f'(+{sum(balance["added"].values())} links)')
+    leaks = manifest.get('leak_check')
+    if leaks:
+        lines.extend(summary_lines(leaks))
+        if leaks.get('dedupe'):
+            lines.append(f'dedupe: dropped {leaks["dedupe"]["dropped"]} training copies of validation/test images '
+                         f'(listed in manifest.json)')
     skipped = manifest['skipped']
     reasons = f' ({_reason_summary(skipped["by_reason"])})' if skipped['total'] else ''
     lines.append(f'skipped: {skipped["total"]}{reasons}')
@@ -843,6 +935,15 @@ def _common_options() -> argparse.ArgumentParser:
                              'threads for plain link mode (default 4)')
     common.add_argument('--overwrite', action='store_true',
                         help='replace an existing OUTPUT (an earlier export) once the new one is complete')
+    common.add_argument('--no-leak-check', dest='leak_check', action='store_false',
+                        help='skip hashing every image for train/test leakage (faster; the manifest then has no '
+                             'leak_check block)')
+    common.add_argument('--dedupe', choices=('drop-from-train',),
+                        help='drop-from-train: remove training images that pair with a validation/test image '
+                             '(default: only report the pairs)')
+    common.add_argument('--leak-threshold', type=int, default=DEFAULT_THRESHOLD, metavar='BITS',
+                        help=f'perceptual hash bits (of 64) within which two images count as copies '
+                             f'(default {DEFAULT_THRESHOLD})')
     common.add_argument('--quiet', '-q', action='store_true', help='no progress bar and no summary table')
     return common
 
@@ -924,7 +1025,8 @@ def run(args: argparse.Namespace) -> int:
     options = ExportOptions(
         mode=args.mode, classes=args.classes, size=args.size, crop_face=getattr(args, 'crop_face', False),
         verify=args.verify, image_format=args.image_format, quality=args.quality, balance=args.balance,
-        workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+        workers=args.workers, overwrite=args.overwrite, progress=not args.quiet, leak_check=args.leak_check,
+        dedupe=args.dedupe, leak_threshold=args.leak_threshold)
     dataset_kwargs: Dict[str, Any] = {
         'rafdb': lambda: {'images': args.images},
         'affectnet': lambda: {'images_dir': args.images_dir},

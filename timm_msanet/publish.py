@@ -267,6 +267,13 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
                        f'{ev["nll"]:.4f} | {ev["brier"]:.4f} |')
             if has_reliability_png:
                 out += ['', '![reliability diagram](reliability.png)']
+        protocol = ev.get('protocol') if isinstance(ev.get('protocol'), Mapping) else None
+        if protocol and isinstance(protocol.get('sha256'), str):
+            out += ['', f'Evaluation protocol `{protocol["sha256"][:16]}` ({protocol.get("num_images", "?")} images; '
+                        f'the hash covers the split\'s file names and labels, class order, preprocessing and TTA; '
+                        f'`eval.json` also has the hash of the files\' bytes and of the weights). Check these '
+                        f'figures on your own copy of the data:', '', '```bash',
+                    f'timm-msanet verify hf-hub:{repo_id} --data-dir YOUR_EXPORT', '```']
         out += ['', 'The full results are in `eval.json`.', '']
     else:
         out += ['No evaluation results were supplied with this release.', '']

@@ -19,6 +19,7 @@ Each entry becomes a registered pretrained tag (`msanet_r18.fer2013`, loadable w
         grey_input=True,                # trained on greyscale faces: tools convert photos to grey first
         temperature=1.0,                # from `timm-msanet calibrate` on the validation split (see calibration.py)
         metrics={'accuracy': 0.0, 'mean_class_accuracy': 0.0},  # test-split figures
+        protocol=dict(sha256='...', split='test', num_images=0),  # the eval's protocol block (`verify` checks it)
         default=True,                   # this tag is the architecture's default (`pretrained=True`)
     )
 
@@ -69,7 +70,12 @@ GREY_INPUT_NOTE = 'input: greyscale (trained on grey faces; convert colour image
 PUBLISHED: Sequence[Mapping[str, Any]] = (
     dict(arch='msanet_r18', tag='fer2013', dataset='fer2013', file='weights/msanet_r18_fer2013.safetensors',
          hf_hub_id=None, label_names=FER7_LABELS, input_size=(3, 64, 64), grey_input=True, temperature=0.8389,
-         metrics={'accuracy': 0.5837, 'mean_class_accuracy': 0.488, 'ece': 0.0284}, default=True),
+         metrics={'accuracy': 0.5837, 'mean_class_accuracy': 0.488, 'ece': 0.0284}, default=True,
+         protocol=dict(  # `timm-msanet eval` on the link-mode export of the FER2013 folders (docs/releases/)
+             sha256='eb3055c4195b2436912e1788fdb93ac2ff9d2e2102e9967a927e9ff4d1435aa0', split='test', num_images=3589,
+             files_sha256='07c9f678979307bd1b198b2ce1f762a2195eab8668d4221c9e1c372890eb95d2',
+             content_sha256='10af2b93a79f6847bf9c8b51ae2716a961b2b461a5bab0b4da4ab2a3f2b007ae',
+             weights_sha256='569ea7c9ae83c4ff0c6ca385c793e0c4006e33ea8480977e81e86f2cbe53bd6b', tta=None)),
 )
 
 
@@ -103,6 +109,10 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f'{name}: label_names must be the canonical order {canonical}, got {labels}')
     if not isinstance(entry['metrics'], Mapping):
         raise ValueError(f'{name}: metrics must be a dict, e.g. {{"accuracy": 0.88}}')
+    protocol = entry.get('protocol')
+    if protocol is not None and not (isinstance(protocol, Mapping) and isinstance(protocol.get('sha256'), str)
+                                     and protocol.get('split')):
+        raise ValueError(f'{name}: protocol must be the protocol block of `timm-msanet eval` (sha256, split, ...)')
 
 
 def pool_size_for(hw: Sequence[int]) -> tuple:
