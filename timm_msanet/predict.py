@@ -26,6 +26,8 @@ Choices made here (where FER tools differ and nothing fixes one answer):
   path that is one of the inputs (it adds `_annotated` to the name instead).
 * The CLI exits 1 only when no input could be predicted (no file, or every one failed); per-file errors
   are in the output with the others.
+* Videos (`predict VIDEO --faces`) go through `timm_msanet.video` (tracking, smoothing, timeline, annotated
+  video); one run takes images or videos, not both, since the two give different tables.
 """
 import argparse
 import csv
@@ -39,6 +41,9 @@ from .errors import ToolError
 from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, NoFaceDetector, detect_faces, face_crop_box, require_detector
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
+from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
+                    plot_timeline, summary_lines)
+from .video import csv_rows as video_csv_rows
 
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions
     import torch
@@ -277,7 +282,8 @@ def collect_files(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('paths', nargs='+', metavar='PATH', help='image files and folders (searched recursively)')
+    parser.add_argument('paths', nargs='+', metavar='PATH',
+                        help='image files and folders (searched recursively), or video files (with --faces)')
     add_model_args(parser)
     parser.add_argument('--faces', action='store_true', help='detect faces (OpenCV Haar cascade), classify each')
     parser.add_argument('--margin', type=float, default=DEFAULT_MARGIN,
@@ -290,6 +296,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     out.add_argument('--csv', default=None, metavar='OUT', help="write results as CSV ('-' for stdout), a row per face")
     parser.add_argument('--annotate', default=None, metavar='OUTDIR', help='write copies with boxes and labels here')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    v = parser.add_argument_group('video (mp4, mov, avi, mkv, webm; with --faces)')
+    v.add_argument('--fps', type=float, default=None,
+                   help='analyse this many frames per second (default: every frame)')
+    v.add_argument('--smooth', type=float, default=DEFAULT_SMOOTH_S, metavar='SECONDS',
+                   help=f'average each face\'s probabilities over the trailing SECONDS (default {DEFAULT_SMOOTH_S:g}; 0: off)')
 
 
 def _annotated_path(file: Path, root: Path, outdir: Path, inputs: set, taken: set) -> Path:
@@ -338,9 +349,80 @@ def _open_out(target: str):
     return sys.stdout if target == '-' else open(target, 'w', newline='', encoding='utf-8')
 
 
+def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
+    """`predict VIDEO... --faces`: a per-frame, per-face table, a summary per face, timelines, annotated videos."""
+    import time
+
+    if not args.faces:
+        raise VideoError('a video is analysed face by face: add --faces (each face is followed across frames)')
+    require_detector()
+    model = model_from_args(args)
+    names = label_names_of(model)
+    outdir = Path(args.annotate) if args.annotate else None
+    results = []
+    for video in videos:
+        writer = None
+        started = time.perf_counter()
+        try:
+            if outdir is not None:
+                probe = VideoReader(video)  # the annotated video plays at the analysed rate
+                probe.cap.release()
+                reader_fps = args.fps or probe.info['nominal_fps'] or 25.0
+                writer = AnnotatedVideoWriter(outdir / f'{video.stem}_annotated.mp4', reader_fps)
+            res = analyze_video(video, model, fps=args.fps, batch_size=args.batch_size, device=args.device,
+                                margin=args.margin, smooth=args.smooth, on_frame=writer,
+                                progress=not args.no_progress and sys.stderr.isatty())
+        except VideoError as e:
+            if len(videos) == 1:
+                raise
+            res = dict(input=str(video), error=str(e), rows=[], faces={}, info=None)
+        finally:
+            if writer is not None:
+                writer.close()
+        elapsed = time.perf_counter() - started
+        if res.get('info'):
+            info = res['info']
+            res['timing'] = dict(res.get('timing') or {}, total_s=round(elapsed, 3),
+                                 frames_per_s=round(info['frames_sampled'] / max(elapsed, 1e-9), 2))
+            if writer is not None and writer.writer is not None:
+                res['annotated'] = str(writer.path)
+            if outdir is not None and res['rows']:
+                png = outdir / f'{video.stem}_timeline.png'
+                outdir.mkdir(parents=True, exist_ok=True)
+                if plot_timeline(res, png):
+                    res['timeline'] = str(png)
+        results.append(res)
+        if '-' not in (args.json, args.csv):
+            for line in (summary_lines(res) if res.get('info') else [f"{res['input']}: ERROR {res['error']}"]):
+                print(line)
+            for key in ('annotated', 'timeline'):
+                if res.get(key):
+                    print(f'  wrote {res[key]}')
+        if res.get('info'):
+            t = res['timing']
+            print(f"{video}: {res['info']['frames_sampled']} frames in {t['total_s']:.1f} s = {t['frames_per_s']:.1f} "
+                  f"frames/s (decode {res['info']['decode_s']:.1f} s, detect {t['detect_s']:.1f} s, model "
+                  f"{t['model_s']:.1f} s)", file=sys.stderr)
+    for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
+                          (args.csv, lambda fh: csv.writer(fh).writerows(video_csv_rows(results, names)))):
+        if target:
+            fh = _open_out(target)
+            try:
+                write(fh)
+            finally:
+                if fh is not sys.stdout:
+                    fh.close()
+    return 0 if any(r['rows'] for r in results) else 1
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    videos = [Path(p) for p in args.paths if is_video(p)]
+    if videos:
+        if len(videos) != len(args.paths):
+            raise VideoError('give either videos or images (and folders of images), not both in one run')
+        return run_videos(args, videos)
     files = collect_files(args.paths)
     if not files:
         raise NoInputError(f'no image files found in {", ".join(args.paths)} (searched folders recursively for '
