@@ -9,8 +9,8 @@ The layout is the FER2013 folder redistribution with the official split sizes (t
 validation and test images are byte copies of training images, as in FER2013 (`--source DIR` runs on a
 real copy instead). Link-mode exports run in fresh processes, alternating `--no-leak-check` and the
 default (hashing on), so both see the same machine load; the table gives the fastest and median run of
-each, the ratio of their medians and the main process's peak RSS. The hashing rate is the images of the export divided by the extra
-time hashing took (median minus median).
+each, the ratio of their medians and the main process's peak RSS. The hashing rate is the images of the
+export divided by the extra time hashing took (median minus median).
 """
 import argparse
 import json

@@ -328,8 +328,9 @@ def format_table(metrics: Dict[str, Any]) -> str:
     protocol = metrics.get('protocol')
     if protocol:
         lines.append(f"protocol {protocol['sha256'][:16]} ({protocol['num_images']} images of "
-                     f"{protocol.get('dataset') or 'the data'} {protocol['split']}, files {protocol['files_sha256'][:12]}, "
-                     f"content {protocol['content_sha256'][:12]}; weights {protocol['weights_sha256'][:12]})")
+                     f"{protocol.get('dataset') or 'the data'} {protocol['split']}, "
+                     f"files {protocol['files_sha256'][:12]}, content {protocol['content_sha256'][:12]}; "
+                     f"weights {protocol['weights_sha256'][:12]})")
     return '\n'.join(lines)
 
 

@@ -89,7 +89,8 @@ from ._dataset_parsers import (
     SKIP_REASONS, SPLITS, DatasetLayoutError, Entry, ExportError, ExportPlan, Record, Skip, plan_affectnet,
     plan_fer2013, plan_ferplus, plan_rafdb)
 from .labels import labels_for
-from .leakage import DEFAULT_THRESHOLD, content_hash, perceptual_hash, HashedImage, cross_split_pairs, leak_report, summary_lines, train_copies
+from .leakage import (DEFAULT_THRESHOLD, HashedImage, content_hash, cross_split_pairs, leak_report, perceptual_hash,
+                      summary_lines, train_copies)
 from .version import __version__
 
 __all__ = [
@@ -334,18 +335,15 @@ def export_one(rec: Record, cfg: WorkerConfig) -> Tuple[str, Hashes]:
         hashes = (content_hash(data, box), perceptual_hash(img)) if cfg.hash_images else (None, None)
         return name, hashes
     dst = os.path.join(class_dir, rec.name)
+    data: Optional[bytes] = None
+    hashes: Hashes = (None, None)
     if cfg.hash_images or cfg.verify:
-        data: Optional[bytes] = _read(rec.path)
-        assert data is not None
+        data = _read(rec.path)
         img = _decode_bytes(data) if cfg.verify else None  # --verify: an undecodable image is skipped
         if cfg.hash_images:
             hashes = (content_hash(data), perceptual_hash(img) if img is not None else _perceptual_or_none(data))
-        else:
-            hashes = (None, None)
-    else:
-        if not os.path.isfile(rec.path):
-            raise _ItemError('missing_image', f'{rec.path} is not a file')
-        data, hashes = None, (None, None)
+    elif not os.path.isfile(rec.path):
+        raise _ItemError('missing_image', f'{rec.path} is not a file')
     if cfg.mode == 'link':
         os.symlink(rec.path, dst)
     elif data is not None:
@@ -633,8 +631,8 @@ def check_leaks(staging: str, plan: ExportPlan, options: ExportOptions, tally: _
             by_class[im.label] += 1
             dropped.append({'file': im.file, 'item': im.item, 'label': im.label,
                             'copy_of': [tally.hashed[j].file for j in copies[i]][:5]})
-        report['dedupe'] = {'method': options.dedupe, 'dropped': len(dropped), 'by_class': dict(sorted(by_class.items())),
-                            'items': dropped[:MAX_LISTED_PER_REASON],
+        report['dedupe'] = {'method': options.dedupe, 'dropped': len(dropped),
+                            'by_class': dict(sorted(by_class.items())), 'items': dropped[:MAX_LISTED_PER_REASON],
                             'items_not_listed': max(0, len(dropped) - MAX_LISTED_PER_REASON)}
     report['seconds'] = round(time.perf_counter() - started, 3)
     return report

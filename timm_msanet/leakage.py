@@ -8,14 +8,15 @@ more unseen than a byte-identical one. `timm-msanet export` therefore hashes eve
   two faces cropped from one photo are different samples.
 * perceptual hash: 64 bits from the image as exported (after any crop or resize), converted to grey:
   resized to 32x32 (bilinear, antialiased), 2-D DCT-II, the 8x8 lowest frequencies, one bit per
-  coefficient: above their median or not. Re-encoding and moderate resizes move a few bits; different
-  faces differ in about half of them.
+  coefficient: above their median or not (so exactly 32 bits are set, and distances are even).
+  Re-encoding and moderate resizes move a few bits; different faces differ in about half of them.
 
 Two images in different splits are a pair when their perceptual hashes differ in at most `threshold` bits
 (`DEFAULT_THRESHOLD`, chosen on real images, see docs/datasets.md); a pair is `identical` when the content
 hashes agree too. Pairs are counted per split pair (`train~test`, `train~validation`, `validation~test`),
-with how many disagree on the label. Matching is exhaustive (every image against every image of the other
-split, in blocks, so memory stays bounded), not approximate.
+with how many disagree on the label. Matching is exhaustive, not approximate: every distinct hash of one
+split against every distinct hash of the other, in blocks of bounded memory; images that share a hash form
+one group, so a split full of copies is counted group by group, never pair by pair.
 """
 from __future__ import annotations
 

@@ -300,7 +300,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     v.add_argument('--fps', type=float, default=None,
                    help='analyse this many frames per second (default: every frame)')
     v.add_argument('--smooth', type=float, default=DEFAULT_SMOOTH_S, metavar='SECONDS',
-                   help=f'average each face\'s probabilities over the trailing SECONDS (default {DEFAULT_SMOOTH_S:g}; 0: off)')
+                   help=f'average each face\'s probabilities over the trailing SECONDS '
+                        f'(default {DEFAULT_SMOOTH_S:g}; 0: off)')
 
 
 def _annotated_path(file: Path, root: Path, outdir: Path, inputs: set, taken: set) -> Path:

@@ -77,7 +77,8 @@ def release_claim(release: str) -> Dict[str, Any]:
         folder = Path(name.split(':', 1)[1] if name.startswith('local-dir:') else name)
         if not folder.is_dir():
             raise VerifyError(f'release folder {folder} does not exist')
-        claim = _claim_from_eval(_read_json(folder / 'eval.json', f'release folder {folder}'), str(folder / 'eval.json'))
+        where = folder / 'eval.json'
+        claim = _claim_from_eval(_read_json(where, f'release folder {folder}'), str(where))
         return dict(claim, release=str(folder), kind='folder', load=dict(model_name=f'local-dir:{folder}'))
     if name.startswith('hf-hub:') or re.fullmatch(r'[\w.-]+/[\w.-]+(@[\w./-]+)?', name):
         repo = name.split(':', 1)[1] if name.startswith('hf-hub:') else name
@@ -88,10 +89,11 @@ def release_claim(release: str) -> Dict[str, Any]:
         if entry['arch'] == arch and (entry['tag'] == tag or (not tag and entry.get('default'))):
             metrics = {k: _fraction(entry['metrics'].get(k)) for k, _ in METRICS
                        if _fraction(entry['metrics'].get(k)) is not None}
-            protocol = dict(entry['protocol']) if entry.get('protocol') else None
-            return dict(release=f"{arch}.{entry['tag']}", kind='packaged', load=dict(model_name=f"{arch}.{entry['tag']}"),
-                        metrics=metrics, protocol=protocol, split=(protocol or {}).get('split', 'test'),
-                        hflip_tta=(protocol or {}).get('tta') == 'hflip', num_samples=(protocol or {}).get('num_images'))
+            protocol = dict(entry['protocol']) if entry.get('protocol') else {}
+            tag = f"{arch}.{entry['tag']}"
+            return dict(release=tag, kind='packaged', load=dict(model_name=tag), metrics=metrics,
+                        protocol=protocol or None, split=protocol.get('split', 'test'),
+                        hflip_tta=protocol.get('tta') == 'hflip', num_samples=protocol.get('num_images'))
     known = [f"{e['arch']}.{e['tag']}" for e in PUBLISHED]
     raise VerifyError(f'{name} is not a release: give a published tag ({", ".join(known)}), a release folder '
                       f'(publish --dry-run OUTDIR) or a Hub repo (hf-hub:ORG/NAME)')
