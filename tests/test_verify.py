@@ -134,6 +134,20 @@ def test_verify_errors_are_one_line(data, release, tmp_path):
     assert proc.returncode == 2 and 'split folder' in proc.stderr
 
 
+def test_verify_a_release_evaluated_before_protocols_compares_the_figures_only(data, release, tmp_path):
+    old = tmp_path / 'old'
+    shutil.copytree(release, old)
+    ev = json.loads((old / 'eval.json').read_text())
+    del ev['protocol']
+    ev['accuracy'] = round(ev['accuracy'] * 100, 2)  # a card that quotes percentages
+    (old / 'eval.json').write_text(json.dumps(ev))
+    proc = _cli('verify', old, '--data-dir', data)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert 'protocol  not recorded with the release' in proc.stdout and 'weights' not in proc.stdout.split('metric')[0]
+    proc = _cli('verify', old, '--data-dir', data, '--require-same-protocol')
+    assert proc.returncode == 1
+
+
 def test_verify_the_packaged_tag_on_other_data_disagrees(data):
     proc = _cli('verify', 'msanet_r18', '--data-dir', data)  # the default tag: msanet_r18.fer2013
     assert proc.returncode == 1, proc.stdout + proc.stderr
