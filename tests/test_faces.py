@@ -23,3 +23,97 @@ def test_detector_finds_the_astronauts_face_and_nothing_in_a_blank(astronaut):
     big = detect_faces(Image.fromarray(astronaut).resize((2048, 2048)))
     assert big and abs((big[0][0] + big[0][2]) / 2 - 2 * (x0 + x1)) < 60
     assert detect_faces(Image.new('RGB', (300, 200), (120, 130, 140))) == []
+
+
+# ------------------------------------------------------------------- dlib: scores, landmarks, alignment
+def _dlib():
+    pytest.importorskip('dlib')
+    pytest.importorskip('timm_msanet.faces').require_detector('dlib')
+
+
+def test_dlib_gives_one_scored_face_with_five_landmarks_in_place(astronaut):
+    _dlib()
+    from timm_msanet.faces import LANDMARK_NAMES, locate_faces
+    faces = locate_faces(Image.fromarray(astronaut), 'dlib')
+    assert len(faces) == 1, faces  # her badge and suit score below DLIB_MIN_SCORE
+    face = faces[0]
+    assert face.score > 0.5 and tuple(face.landmarks) == LANDMARK_NAMES
+    lm = face.landmarks
+    assert lm['right_eye'][0] < lm['nose'][0] < lm['left_eye'][0]  # the subject's right eye is on the image's left
+    assert lm['mouth_right'][0] < lm['mouth_left'][0]
+    assert max(lm['right_eye'][1], lm['left_eye'][1]) < lm['nose'][1] < min(lm['mouth_right'][1], lm['mouth_left'][1])
+    x0, y0, x1, y1 = face.box
+    assert all(x0 - 5 <= x <= x1 + 5 and y0 - 5 <= y <= y1 + 5 for x, y in lm.values())
+    haar = detect_faces(Image.fromarray(astronaut))[0]
+    assert abs((x0 + x1) - (haar[0] + haar[2])) / 2 < 20  # the same face as the Haar cascade's
+
+
+def test_aligned_crop_is_framed_as_the_model_was_trained(astronaut):
+    _dlib()
+    import timm
+    from timm_msanet.faces import DEFAULT_FRAMING, aligned_face, framing_of, locate_faces
+    framing = framing_of(timm.create_model('msanet_r18', pretrained=False).pretrained_cfg)
+    assert framing == dict(eye_y=0.395, eye_dist=0.364) and framing_of({}) == DEFAULT_FRAMING
+    tilted = Image.fromarray(astronaut).rotate(25, resample=Image.Resampling.BICUBIC)
+    crop, rotation = aligned_face(tilted, locate_faces(tilted, 'dlib')[0].landmarks, framing)
+    side = crop.size[0]
+    again = locate_faces(crop.resize((3 * side, 3 * side), Image.Resampling.BICUBIC), 'dlib')
+    assert again, 'no face found in the aligned crop'
+    (rx, ry), (lx, ly) = again[0].landmarks['right_eye'], again[0].landmarks['left_eye']
+    assert abs(ly - ry) / (3 * side) < 0.02  # eyes level
+    assert abs((ry + ly) / 2 / (3 * side) - framing['eye_y']) < 0.03
+    assert abs((lx - rx) / (3 * side) - framing['eye_dist']) < 0.03
+    assert -30 < rotation < -18  # the 25 degree tilt, less the photo's own 3.5 degrees
+
+
+def test_aligned_crops_bring_tilted_faces_back_to_the_upright_prediction(astronaut):
+    """The packaged model on the astronaut tilted by +-15..35 degrees: the aligned face's probabilities are
+    closer to the upright face's than the square crop's are, at every angle (docs/inference.md has the figures)."""
+    _dlib()
+    import numpy as np
+    from timm_msanet.loading import load_model
+    from timm_msanet.predict import predict
+    model = load_model('msanet_r18')
+    photo = Image.fromarray(astronaut)
+
+    def probs(img, align):
+        (res,) = predict([img], model, faces=True, detector='dlib', align=align)
+        return np.array(list(res['faces'][0]['probabilities'].values()))
+
+    upright = {a: probs(photo, a) for a in (True, False)}
+    for angle in (-35, -25, -15, 15, 25, 35):
+        tilted = photo.rotate(angle, resample=Image.Resampling.BICUBIC)
+        aligned = np.abs(probs(tilted, True) - upright[True]).sum()
+        square = np.abs(probs(tilted, False) - upright[False]).sum()
+        assert aligned < square, (angle, aligned, square)
+
+
+def test_predict_cli_reports_landmarks_and_draws_them(astronaut, tmp_path):
+    _dlib()
+    import json
+    import subprocess
+    import sys
+    Image.fromarray(astronaut).save(tmp_path / 'a.png')
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces',
+                           '--detector', 'dlib', '--json', str(tmp_path / 'r.json'), '--annotate', str(tmp_path / 'o')],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (res,) = json.loads((tmp_path / 'r.json').read_text())
+    face = res['faces'][0]
+    assert res['label'] == face['label'] == 'happiness'
+    assert face['detector_score'] > 0.5 and len(face['landmarks']) == 5 and 'crop' not in face
+    assert face['aligned']['eye_dist'] == 0.364 and abs(face['aligned']['rotation']) < 10
+    with Image.open(res['annotated']) as drawn:
+        x, y = face['landmarks']['nose']
+        assert drawn.convert('RGB').getpixel((round(x), round(y))) == (40, 220, 60)  # a landmark dot
+
+
+def test_dlib_missing_is_one_line_saying_what_to_install(run_python, tmp_path):
+    proc = run_python("""
+        import sys
+        sys.modules['dlib'] = None  # as if dlib-bin were not installed
+        from timm_msanet.cli import main
+        sys.exit(main(['predict', 'x.jpg', '--faces', '--detector', 'dlib']))
+    """, {})
+    assert proc.returncode == 2, proc.stderr
+    assert 'pip install "timm-msanet[landmarks]"' in proc.stderr and 'Traceback' not in proc.stderr

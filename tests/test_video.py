@@ -205,3 +205,12 @@ def test_variable_frame_rate_uses_each_frames_own_time(two_faces, tmp_path, mode
                                [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2], atol=1e-3)
     proc = _cli(vfr, '--faces')
     assert proc.returncode == 0 and 'variable frame rate (timestamps used)' in proc.stdout
+
+
+def test_video_with_landmarks_aligns_every_face(two_faces, model):
+    pytest.importorskip('dlib')
+    res = analyze_video(two_faces, model, fps=5, detector='dlib')
+    assert {r['face'] for r in res['rows']} == {1, 2} and len(res['rows']) == 2 * 15
+    for r in res['rows']:
+        assert len(r['landmarks']) == 5 and r['detector_score'] > 0.2 and abs(r['aligned']['rotation']) < 10
+        assert r['label'] == 'happiness'

@@ -1,6 +1,9 @@
-"""Face detection for photos: boxes, largest first, and the square crop each face is classified on.
+"""Face detection for photos and video frames: boxes, largest first, and the image each face is classified on.
 
-Used by `predict --faces` and `explain --faces`.
+Used by `predict --faces` (photos and videos) and `explain --faces`. Two detectors: the Haar cascade below
+(the default, boxes only) and dlib (`locate_faces(img, 'dlib')`, the `landmarks` extra: a score and five
+landmarks per face, so the face can be aligned to the framing the model was trained with; see the
+second half of this module and docs/inference.md).
 
 * Faces (`faces=True`): OpenCV's bundled frontal-face Haar cascade (`haarcascade_frontalface_default`,
   from `opencv-python-headless` < 5: OpenCV 5 no longer ships the cascades; extra `timm-msanet[faces]`).
@@ -16,7 +19,7 @@ Used by `predict --faces` and `explain --faces`.
 """
 from functools import lru_cache
 from pathlib import Path
-from typing import List, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import ToolError
 
@@ -86,6 +89,120 @@ def face_crop_box(box: Sequence[int], size: Tuple[int, int], margin: float = DEF
     return (int(round(left)), int(round(top)), int(round(min(left + side, w))), int(round(min(top + side, h))))
 
 
-def require_detector() -> None:
+
+
+# ------------------------------------------------------------------- the landmark detector and alignment
+DETECTORS = ('haar', 'dlib')
+# five points, named from the subject's side (the right eye is on the image's left), as MTCNN and YuNet give them
+LANDMARK_NAMES = ('right_eye', 'left_eye', 'nose', 'mouth_right', 'mouth_left')
+# dlib's 68-point layout: eye contours 36-41 and 42-47, nose tip 30, mouth corners 48 and 54
+_DLIB_POINTS = {'right_eye': range(36, 42), 'left_eye': range(42, 48), 'nose': (30,), 'mouth_right': (48,),
+                'mouth_left': (54,)}
+LANDMARKS_INSTALL = 'pip install "timm-msanet[landmarks]" (dlib-bin and face_recognition_models)'
+# Where the training faces of a model put the eyes, as fractions of the square crop's side: the eye midpoint's
+# height and the distance between the eye centres. Releases carry it in their cfg notes (FRAMING_NOTE);
+# DEFAULT_FRAMING is FER2013's, measured with this detector on its training images (docs/inference.md).
+FRAMING_NOTE = 'face framing: eye_y={eye_y:.3f} eye_dist={eye_dist:.3f}'
+DEFAULT_FRAMING = dict(eye_y=0.395, eye_dist=0.364)
+# dlib's HOG scores: faces score about 0.3-2; below 0.2 its detections on the test photos were clothing and
+# background (a face rotated by 45 degrees scores 0.09 and is lost)
+DLIB_MIN_SCORE = 0.2
+
+
+class Face(NamedTuple):
+    """One detected face: its box (x0, y0, x1, y1), the detector's score (None for Haar) and five landmarks
+    {name: (x, y)} in image pixels (None for Haar)."""
+    box: Tuple[int, int, int, int]
+    score: Optional[float] = None
+    landmarks: Optional[Dict[str, Tuple[float, float]]] = None
+
+
+@lru_cache(maxsize=1)
+def _dlib_models():
+    import importlib.util
+    try:
+        import dlib
+    except ImportError as e:
+        raise NoFaceDetector(f'--detector dlib needs dlib and its landmark model: {LANDMARKS_INSTALL}') from e
+    # the model file only: importing face_recognition_models needs pkg_resources, gone from new setuptools
+    spec = importlib.util.find_spec('face_recognition_models')
+    path = (Path(next(iter(spec.submodule_search_locations))) / 'models' / 'shape_predictor_68_face_landmarks.dat'
+            if spec is not None and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        raise NoFaceDetector(f'--detector dlib needs the 68-point landmark model of face_recognition_models: '
+                             f'{LANDMARKS_INSTALL}')
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path)), dlib
+
+
+def require_detector(detector: str = 'haar') -> None:
     """Raise NoFaceDetector (with what to install) now, before a model is loaded, when faces cannot be found."""
-    _cascade()
+    if detector not in DETECTORS:
+        raise NoFaceDetector(f'unknown face detector {detector!r}: expected one of {", ".join(DETECTORS)}')
+    if detector == 'dlib':
+        _dlib_models()
+    else:
+        _cascade()
+
+
+def locate_faces(img, detector: str = 'haar', max_side: int = DETECT_MAX_SIDE) -> List[Face]:
+    """Faces of an image, largest first: Haar boxes, or dlib's HOG detections with score and five landmarks."""
+    if detector == 'haar':
+        return [Face(tuple(b)) for b in detect_faces(img, max_side=max_side)]
+    require_detector(detector)
+    import numpy as np
+    from PIL import Image
+    hog, predictor, dlib = _dlib_models()
+    rgb = img.convert('RGB')
+    w, h = rgb.size
+    scale = min(1.0, max_side / max(w, h))
+    small = rgb if scale == 1.0 else rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+    # upsampling once finds faces down to about 40 px; above 800 px it costs more than it finds
+    rects, scores, _ = hog.run(np.asarray(small), 1 if max(small.size) <= 800 else 0, DLIB_MIN_SCORE)
+    full = np.asarray(rgb)
+    faces = []
+    for r, score in zip(rects, scores):
+        x0, y0 = max(0, round(r.left() / scale)), max(0, round(r.top() / scale))
+        x1, y1 = min(w, round(r.right() / scale)), min(h, round(r.bottom() / scale))
+        if x1 <= x0 or y1 <= y0:
+            continue
+        shape = predictor(full, dlib.rectangle(x0, y0, x1, y1))
+        pts = [(shape.part(i).x, shape.part(i).y) for i in range(shape.num_parts)]
+        marks = {name: (sum(pts[i][0] for i in idx) / len(idx), sum(pts[i][1] for i in idx) / len(idx))
+                 for name, idx in _DLIB_POINTS.items()}
+        faces.append(Face((x0, y0, x1, y1), float(score), marks))
+    faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
+    return faces
+
+
+def framing_of(pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+    """The face framing a model was trained with (its cfg notes), else DEFAULT_FRAMING."""
+    prefix = FRAMING_NOTE.split('{')[0]
+    for note in tuple((pretrained_cfg or {}).get('notes') or ()):
+        if isinstance(note, str) and note.startswith(prefix):
+            try:
+                values = dict(part.split('=') for part in note[len(prefix):].split())
+                return dict(eye_y=float(values['eye_y']), eye_dist=float(values['eye_dist']))
+            except (KeyError, ValueError):
+                break
+    return dict(DEFAULT_FRAMING)
+
+
+def aligned_face(img, landmarks: Mapping[str, Sequence[float]], framing: Mapping[str, float]):
+    """The square crop in which the eyes are level, `framing['eye_dist']` of the side apart, their midpoint
+    centred at height `framing['eye_y']`. Returns (crop, rotation in degrees applied to level the eyes)."""
+    import math
+    from PIL import Image
+    (rx, ry), (lx, ly) = landmarks['right_eye'], landmarks['left_eye']
+    dx, dy = lx - rx, ly - ry
+    dist = math.hypot(dx, dy)
+    if dist < 1:
+        raise ValueError('the eye landmarks coincide: cannot align')
+    side = max(16, int(round(dist / framing['eye_dist'])))
+    s = dist / (framing['eye_dist'] * side)  # input pixels per output pixel
+    c, k = s * dx / dist, s * dy / dist  # scaled cosine and sine of the eye line's angle
+    mx, my = (rx + lx) / 2, (ry + ly) / 2
+    u0, v0 = side / 2, framing['eye_y'] * side
+    # output (u, v) -> input (x, y): rotate and scale about the eye midpoint
+    coeffs = (c, -k, mx - c * u0 + k * v0, k, c, my - k * u0 - c * v0)
+    crop = img.convert('RGB').transform((side, side), Image.Transform.AFFINE, coeffs, Image.Resampling.BICUBIC)
+    return crop, math.degrees(math.atan2(dy, dx))

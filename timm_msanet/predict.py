@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, NoFaceDetector, detect_faces, face_crop_box, require_detector
+from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, aligned_face, face_crop_box, framing_of,
+                    locate_faces, require_detector)
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
@@ -103,6 +104,8 @@ def iter_predict(
         img_size: Optional[int] = None,
         progress: Optional[bool] = None,
         detect_max_side: int = DETECT_MAX_SIDE,
+        detector: str = 'haar',
+        align: bool = True,
 ) -> Iterator[Dict[str, Any]]:
     """Like `predict`, but yields each input's result (in input order) as soon as its batch has run.
 
@@ -120,6 +123,9 @@ def iter_predict(
     warn_if_untrained(model)
     transform, _ = make_transform(model, img_size)
     temperature = temperature_of(model.pretrained_cfg)  # calibrated scores (1.0 when the model has none)
+    framing = framing_of(model.pretrained_cfg)
+    if faces:
+        require_detector(detector)
     device = _device_of(device)
     model.to(device)
     param = next(model.parameters(), None)
@@ -145,7 +151,8 @@ def iter_predict(
         while pending and pending[0][1] == 0:
             result = pending.pop(0)[0]
             if faces and result.get('faces'):
-                result.update({k: v for k, v in result['faces'][0].items() if k not in ('box', 'crop')})
+                result.update({k: v for k, v in result['faces'][0].items() if k in ('label', 'score', 'probabilities',
+                                                                                    'topk')})
             bar.update(1)
             yield result
 
@@ -158,14 +165,13 @@ def iter_predict(
                     img = as_pil(x)
                     result['width'], result['height'] = img.size
                     if faces:
-                        boxes = detect_faces(img, max_side=detect_max_side)
+                        found = locate_faces(img, detector, max_side=detect_max_side)
                         result['faces'] = []
-                        for box in boxes:
-                            crop = face_crop_box(box, img.size, margin)
-                            slot = dict(box=list(box), crop=list(crop))
+                        for face in found:
+                            slot, face_img = face_slot(img, face, margin, framing if align else None)
                             result['faces'].append(slot)
-                            crops.append((transform(img.crop(crop)), slot))
-                        if not boxes:
+                            crops.append((transform(face_img), slot))
+                        if not found:
                             result['label'] = None
                             result['error'] = 'no face detected'
                     else:
@@ -190,6 +196,24 @@ def iter_predict(
         bar.close()
 
 
+def face_slot(img, face, margin: float, framing: Optional[Dict[str, float]]):
+    """A face's result entry (box, detector score, landmarks, how it was cropped) and the image it is
+    classified on: aligned to `framing` when the detector gave landmarks and framing is given, else the
+    square crop around the box."""
+    slot: Dict[str, Any] = dict(box=list(face.box))
+    if face.score is not None:
+        slot['detector_score'] = round(face.score, 4)
+    if face.landmarks:
+        slot['landmarks'] = {k: [round(x, 1), round(y, 1)] for k, (x, y) in face.landmarks.items()}
+    if framing is not None and face.landmarks:
+        face_img, angle = aligned_face(img, face.landmarks, framing)
+        slot['aligned'] = dict(rotation=round(angle, 2), side=face_img.size[0], **framing)
+        return slot, face_img
+    crop = face_crop_box(face.box, img.size, margin)
+    slot['crop'] = list(crop)
+    return slot, img.crop(crop)
+
+
 def predict(
         inputs,
         model,
@@ -201,6 +225,8 @@ def predict(
         img_size: Optional[int] = None,
         progress: Optional[bool] = None,
         detect_max_side: int = DETECT_MAX_SIDE,
+        detector: str = 'haar',
+        align: bool = True,
 ) -> List[Dict[str, Any]]:
     """Classify the expression of each input, batching internally.
 
@@ -217,16 +243,21 @@ def predict(
         img_size: Override the model cfg's input size (default: the size the model was trained at).
         progress: Show a tqdm bar on stderr (default: with 10 or more inputs).
         detect_max_side: Longest side the face detector sees (larger images are scaled down for it).
+        detector: 'haar' (OpenCV, boxes only) or 'dlib' (HOG detector with a score and five landmarks).
+        align: With landmarks, classify each face rotated and scaled to the framing the model was trained
+            with (`faces.framing_of`); False, or a detector without landmarks: the square crop of the box.
 
     Returns:
         One dict per input, in order: 'input' (path or '<type index>'), 'width', 'height', 'label',
         'score' (its probability), 'probabilities' ({label name: probability} in the model's class
         order), 'topk' when asked; with faces=True also 'faces': [{'box': [x0, y0, x1, y1],
-        'crop': [...], 'label', 'score', 'probabilities'(, 'topk')}], largest first, the image's label being
-        its largest face's. A failed input has 'label': None and 'error'.
+        'crop': [...] or 'aligned': {...}, 'detector_score' and 'landmarks' (dlib), 'label', 'score',
+        'probabilities'(, 'topk')}], largest first, the image's label being its largest face's. A failed input
+        has 'label': None and 'error'.
     """
     return list(iter_predict(inputs, model, batch_size=batch_size, device=device, faces=faces, topk=topk,
-                             margin=margin, img_size=img_size, progress=progress, detect_max_side=detect_max_side))
+                             margin=margin, img_size=img_size, progress=progress, detect_max_side=detect_max_side,
+                             detector=detector, align=align))
 
 
 # ------------------------------------------------------------------------------------------ drawing
@@ -254,6 +285,9 @@ def annotate_image(img, result: Dict[str, Any]):
         for i, face in enumerate(result['faces']):
             color = (230, 40, 40) if i == 0 else (40, 120, 230)
             draw.rectangle(face['box'], outline=color, width=line)
+            for x, y in (face.get('landmarks') or {}).values():
+                r = line + 1
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 220, 60))
             if face.get('label'):
                 tag(face['box'][0], face['box'][1], f"{face['label']} {face['score']:.2f}", color)
         if not result['faces']:
@@ -285,7 +319,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('paths', nargs='+', metavar='PATH',
                         help='image files and folders (searched recursively), or video files (with --faces)')
     add_model_args(parser)
-    parser.add_argument('--faces', action='store_true', help='detect faces (OpenCV Haar cascade), classify each')
+    parser.add_argument('--faces', action='store_true', help='detect faces, classify each')
+    parser.add_argument('--detector', choices=DETECTORS, default='haar',
+                        help='haar: OpenCV frontal cascade, boxes only (default, the faces extra); dlib: HOG '
+                             'detector with a score and five landmarks, faces aligned (the landmarks extra)')
+    parser.add_argument('--no-align', action='store_true',
+                        help='with landmarks: classify the square crop of the box instead of the aligned face')
     parser.add_argument('--margin', type=float, default=DEFAULT_MARGIN,
                         help='face crop margin: fraction of the face side added on every side (default 0.2)')
     parser.add_argument('--topk', type=int, default=None, help='print and store the k most probable labels')
@@ -356,7 +395,7 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
 
     if not args.faces:
         raise VideoError('a video is analysed face by face: add --faces (each face is followed across frames)')
-    require_detector()
+    require_detector(args.detector)
     model = model_from_args(args)
     names = label_names_of(model)
     outdir = Path(args.annotate) if args.annotate else None
@@ -371,7 +410,8 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
                 reader_fps = args.fps or probe.info['nominal_fps'] or 25.0
                 writer = AnnotatedVideoWriter(outdir / f'{video.stem}_annotated.mp4', reader_fps)
             res = analyze_video(video, model, fps=args.fps, batch_size=args.batch_size, device=args.device,
-                                margin=args.margin, smooth=args.smooth, on_frame=writer,
+                                margin=args.margin, smooth=args.smooth, on_frame=writer, detector=args.detector,
+                                align=not args.no_align,
                                 progress=not args.no_progress and sys.stderr.isatty())
         except VideoError as e:
             if len(videos) == 1:
@@ -429,7 +469,7 @@ def run(args: argparse.Namespace) -> int:
         raise NoInputError(f'no image files found in {", ".join(args.paths)} (searched folders recursively for '
                            f'image file extensions)')
     if args.faces:
-        require_detector()
+        require_detector(args.detector)
     model = model_from_args(args)
     names = label_names_of(model)
     outdir = Path(args.annotate) if args.annotate else None
@@ -440,7 +480,8 @@ def run(args: argparse.Namespace) -> int:
     progress = False if args.no_progress else len(files) >= PROGRESS_MIN_INPUTS
     for (file, root), r in zip(files, iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size,
                                                    device=args.device, faces=args.faces, topk=args.topk,
-                                                   margin=args.margin,
+                                                   margin=args.margin, detector=args.detector,
+                                                   align=not args.no_align,
                                                    progress=progress)):
         if outdir is not None and 'width' in r:
             try:

@@ -17,6 +17,7 @@ Each entry becomes a registered pretrained tag (`msanet_r18.fer2013`, loadable w
         label_names=FER7_LABELS,        # the class order of the weights
         input_size=(3, 64, 64),         # the resolution it was trained at (default 224)
         grey_input=True,                # trained on greyscale faces: tools convert photos to grey first
+        face_framing=dict(eye_y=0.395, eye_dist=0.364),  # where its training faces put the eyes (aligned crops)
         temperature=1.0,                # from `timm-msanet calibrate` on the validation split (see calibration.py)
         metrics={'accuracy': 0.0, 'mean_class_accuracy': 0.0},  # test-split figures
         protocol=dict(sha256='...', split='test', num_images=0),  # the eval's protocol block (`verify` checks it)
@@ -33,6 +34,7 @@ import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
 from .calibration import calibration_note, check_temperature
+from .faces import FRAMING_NOTE
 from .labels import FER7_LABELS, labels_for
 
 # The one table of datasets: name -> title, allowed class counts, grey input, licence note and caveat (shown
@@ -70,6 +72,7 @@ GREY_INPUT_NOTE = 'input: greyscale (trained on grey faces; convert colour image
 PUBLISHED: Sequence[Mapping[str, Any]] = (
     dict(arch='msanet_r18', tag='fer2013', dataset='fer2013', file='weights/msanet_r18_fer2013.safetensors',
          hf_hub_id=None, label_names=FER7_LABELS, input_size=(3, 64, 64), grey_input=True, temperature=0.8389,
+         face_framing=dict(eye_y=0.395, eye_dist=0.364),  # measured on FER2013 training faces (docs/inference.md)
          metrics={'accuracy': 0.5837, 'mean_class_accuracy': 0.488, 'ece': 0.0284}, default=True,
          protocol=dict(  # `timm-msanet eval` on the link-mode export of the FER2013 folders (docs/releases/)
              sha256='eb3055c4195b2436912e1788fdb93ac2ff9d2e2102e9967a927e9ff4d1435aa0', split='test', num_images=3589,
@@ -146,6 +149,8 @@ def published_cfgs(cfg_fn: Callable[..., Dict[str, Any]],
         notes = [f"dataset={entry['dataset']}; research / non-commercial dataset licence; {metrics}".rstrip('; ')]
         if entry.get('grey_input'):
             notes.append(GREY_INPUT_NOTE)
+        if entry.get('face_framing'):
+            notes.append(FRAMING_NOTE.format(**entry['face_framing']))
         if entry.get('temperature') not in (None, 1.0):
             notes.append(calibration_note(check_temperature(entry['temperature'], f'{name}: temperature')))
         source = dict(hf_hub_id=entry['hf_hub_id']) if entry.get('hf_hub_id') else {}

@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, detect_faces, face_crop_box, require_detector
+from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, framing_of, locate_faces, require_detector
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 DEFAULT_SMOOTH_S = 1.0
@@ -180,6 +180,8 @@ def analyze_video(
         detect_max_side: int = DETECT_MAX_SIDE,
         progress: bool = False,
         on_frame=None,
+        detector: str = 'haar',
+        align: bool = True,
 ) -> Dict[str, Any]:
     """Detect, follow and classify every face of `path`. Returns dict(input, info, rows, faces, error?, timing).
 
@@ -193,8 +195,9 @@ def analyze_video(
 
     from .images import make_transform
     from .loading import eval_mode, label_names_of, warn_if_untrained
+    from .predict import face_slot
 
-    require_detector()
+    require_detector(detector)
     if smooth < 0:
         raise VideoError(f'--smooth must be >= 0 seconds, got {smooth}')
     reader = VideoReader(path, fps)
@@ -202,6 +205,7 @@ def analyze_video(
     warn_if_untrained(model)
     transform, _ = make_transform(model)
     temperature = temperature_of(model.pretrained_cfg)
+    framing = framing_of(model.pretrained_cfg) if align else None
     dev = torch.device(device)
     model.to(dev)
     tracker = FaceTracker()
@@ -247,15 +251,15 @@ def analyze_video(
         with eval_mode(model):
             for index, t, img in reader:
                 start = _time.perf_counter()
-                boxes = detect_faces(img, max_side=detect_max_side)
+                found = locate_faces(img, detector, max_side=detect_max_side)
                 timing['detect_s'] += _time.perf_counter() - start
-                ids = tracker.update(boxes, t)
+                ids = tracker.update([f.box for f in found], t)
                 frame_rows = []
-                for box, face_id in sorted(zip(boxes, ids), key=lambda bi: bi[1]):
-                    crop = face_crop_box(box, img.size, margin)
-                    row = dict(time=t, frame=index, face=face_id, box=list(box), crop=list(crop))
+                for face, face_id in sorted(zip(found, ids), key=lambda fi: fi[1]):
+                    slot, face_img = face_slot(img, face, margin, framing)
+                    row = dict(time=t, frame=index, face=face_id, **slot)
                     frame_rows.append(row)
-                    queue.append((transform(img.crop(crop)), row))
+                    queue.append((transform(face_img), row))
                 frames.append((index, t, img if on_frame is not None else None, frame_rows))
                 while len(queue) >= batch_size:
                     run_batch(batch_size)
