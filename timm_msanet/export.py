@@ -376,11 +376,31 @@ def process_chunk(records: Sequence[Record], cfg: WorkerConfig) -> ChunkResult:
     return done, skipped
 
 
+_HELD_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
 def _worker_init() -> None:
     # Ctrl-C goes to the whole process group; the parent handles it and shuts the pool down
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # a forked worker inherits the CLI's unwinding SIGTERM handler: the parent's terminate() must simply end it
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if hasattr(signal, 'pthread_sigmask'):  # forked while the parent held these signals (_spawning_workers)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD_SIGNALS)
+
+
+@contextlib.contextmanager
+def _spawning_workers(kind: str) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a process pool forks its workers. A Ctrl-C that lands between a fork and
+    the pool recording the new process left a worker nobody stopped: it kept the run's stdout open and the
+    command never ended. Held, the signal is delivered once every worker is known, and unwinds as usual."""
+    if kind != 'process' or not hasattr(signal, 'pthread_sigmask'):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -506,13 +526,19 @@ def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, 
     else:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(), initializer=_worker_init)
     in_flight: Set[Future] = set()
+    started = False
     try:
         for chunk in chunks:
             if len(in_flight) >= 2 * workers:  # bounded: memory does not grow with the dataset
                 done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     _collect(future.result(), tally, bar)
-            in_flight.add(pool.submit(process_chunk, chunk, cfg))
+            if started:
+                in_flight.add(pool.submit(process_chunk, chunk, cfg))
+            else:  # the first submit forks the workers (fork context)
+                with _spawning_workers(kind):
+                    in_flight.add(pool.submit(process_chunk, chunk, cfg))
+                started = True
         while in_flight:
             done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in done:
@@ -527,13 +553,16 @@ def _stop_pool(pool: Any, kind: str, before: Set[Any]) -> None:
     """Stop a pool at once on an error or interrupt: nothing may write into the staging folder once it is
     being removed. Threads only run short link/copy chunks and finish them; worker processes are terminated
     (waiting for their chunks is what made an interrupted encode export hang), then killed if they linger."""
+    recorded = list((getattr(pool, '_processes', None) or {}).values())  # shutdown() drops the pool's record
     pool.shutdown(wait=False, cancel_futures=True)
     if kind == 'process':
         terminate = getattr(pool, 'terminate_workers', None)  # Python 3.14+
         if terminate is not None:
             terminate()
-        # the pool's workers are the multiprocessing children that did not exist before it
+        # the pool's workers are the multiprocessing children that did not exist before it (and, to be sure,
+        # the processes the pool itself records)
         workers = [p for p in multiprocessing.active_children() if p not in before]
+        workers += [p for p in recorded if p not in workers]
         if terminate is None:
             for proc in workers:
                 proc.terminate()
