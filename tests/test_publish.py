@@ -11,6 +11,7 @@ import torch
 import timm
 from safetensors.torch import load_file, save_file
 
+from timm_msanet.faces import framing_of
 from timm_msanet import FER7_LABELS, FER8_LABELS
 from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published
@@ -278,6 +279,8 @@ def test_releases_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
     assert cfg['file'] == os.path.join(releases.PACKAGE_DIR, 'weights', 'x.safetensors')
     assert 'hf_hub_id' not in cfg and cfg['input_size'] == (3, 48, 48) and cfg['pool_size'] == (2, 2)
     assert releases.expects_grey_input(cfg)
+    framed = dict(packaged, face_framing=dict(eye_y=0.45, eye_dist=0.4))
+    assert framing_of(releases.published_cfgs(_cfg, [framed])['msanet_r18.fer']) == dict(eye_y=0.45, eye_dist=0.4)
     assert releases.published_cfgs(_cfg, [packaged, entry], default=True).keys() == {'msanet_r18.fer'}
     for bad, match in ((dict(entry, label_names=FER7_LABELS[::-1]), 'canonical order'),
                        (dict(entry, dataset='ckplus'), 'dataset must be'),
@@ -286,6 +289,8 @@ def test_releases_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
                        (dict(entry, hf_hub_id=None), 'file= .* and/or hf_hub_id='),
                        (dict(packaged, file='../../etc/x.safetensors'), 'inside the package'),
                        (dict(packaged, input_size=(3, 100000, 100000)), 'input_size'),
+                       (dict(packaged, face_framing=dict(eye_y=40, eye_dist=0.3)), 'face_framing'),
+                       (dict(packaged, protocol={'split': 'test'}), 'protocol must be'),
                        ({k: v for k, v in entry.items() if k != 'metrics'}, 'lacks')):
         with pytest.raises(ValueError, match=match):
             releases.published_cfgs(_cfg, [bad])

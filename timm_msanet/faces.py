@@ -176,7 +176,7 @@ def locate_faces(img, detector: str = 'haar', max_side: int = DETECT_MAX_SIDE) -
 
 def framing_of(pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, float]:
     """The face framing a model was trained with (its cfg notes), else DEFAULT_FRAMING."""
-    prefix = FRAMING_NOTE.split('{')[0]
+    prefix = FRAMING_NOTE.split(':')[0] + ':'
     for note in tuple((pretrained_cfg or {}).get('notes') or ()):
         if isinstance(note, str) and note.startswith(prefix):
             try:

@@ -112,6 +112,10 @@ def validate_entry(entry: Mapping[str, Any]) -> None:
         raise ValueError(f'{name}: label_names must be the canonical order {canonical}, got {labels}')
     if not isinstance(entry['metrics'], Mapping):
         raise ValueError(f'{name}: metrics must be a dict, e.g. {{"accuracy": 0.88}}')
+    framing = entry.get('face_framing')
+    if framing is not None and not (isinstance(framing, Mapping) and set(framing) == {'eye_y', 'eye_dist'}
+                                    and all(isinstance(v, float) and 0 < v < 1 for v in framing.values())):
+        raise ValueError(f'{name}: face_framing must be dict(eye_y=..., eye_dist=...), fractions of the crop side')
     protocol = entry.get('protocol')
     if protocol is not None and not (isinstance(protocol, Mapping) and isinstance(protocol.get('sha256'), str)
                                      and protocol.get('split')):
