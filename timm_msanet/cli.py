@@ -7,6 +7,7 @@ seconds torch and timm take to import.
 """
 import argparse
 import importlib
+import os
 import signal
 import sys
 import warnings
@@ -64,7 +65,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         print('interrupted', file=sys.stderr)
-        return 130
+        if argv is not None:  # called from Python: the caller's process goes on
+            return 130
+        # the command line: the command's own handlers have cleaned up (partial outputs removed, workers
+        # stopped); skip the interpreter's exit hooks, which join helper threads and processes that an
+        # interrupt can leave waiting forever
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 if __name__ == '__main__':

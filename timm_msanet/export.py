@@ -554,6 +554,7 @@ def _stop_pool(pool: Any, kind: str, before: Set[Any]) -> None:
     being removed. Threads only run short link/copy chunks and finish them; worker processes are terminated
     (waiting for their chunks is what made an interrupted encode export hang), then killed if they linger."""
     recorded = list((getattr(pool, '_processes', None) or {}).values())  # shutdown() drops the pool's record
+    call_queue = getattr(pool, '_call_queue', None)
     pool.shutdown(wait=False, cancel_futures=True)
     if kind == 'process':
         terminate = getattr(pool, 'terminate_workers', None)  # Python 3.14+
@@ -572,6 +573,10 @@ def _stop_pool(pool: Any, kind: str, before: Set[Any]) -> None:
             if proc.is_alive():
                 proc.kill()
                 proc.join(1)
+        if call_queue is not None:
+            # with the workers gone nobody reads the task queue: its feeder thread can block on a full pipe, and
+            # the pool's manager thread (joined at interpreter exit) would wait for it forever
+            call_queue.cancel_join_thread()
     pool.shutdown(wait=True, cancel_futures=True)
 
 
