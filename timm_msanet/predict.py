@@ -389,6 +389,19 @@ def _open_out(target: str):
     return sys.stdout if target == '-' else open(target, 'w', newline='', encoding='utf-8')
 
 
+def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_rows: Iterable[List[Any]]) -> None:
+    """`--json OUT` (the results as they are) or `--csv OUT` (the given rows); '-' is stdout."""
+    for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
+                          (args.csv, lambda fh: csv.writer(fh).writerows(csv_rows))):
+        if target:
+            fh = _open_out(target)
+            try:
+                write(fh)
+            finally:
+                if fh is not sys.stdout:
+                    fh.close()
+
+
 def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
     """`predict VIDEO... --faces`: a per-frame, per-face table, a summary per face, timelines, annotated videos."""
     import time
@@ -444,15 +457,7 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
             print(f"{video}: {res['info']['frames_sampled']} frames in {t['total_s']:.1f} s = {t['frames_per_s']:.1f} "
                   f"frames/s (decode {res['info']['decode_s']:.1f} s, detect {t['detect_s']:.1f} s, model "
                   f"{t['model_s']:.1f} s)", file=sys.stderr)
-    for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
-                          (args.csv, lambda fh: csv.writer(fh).writerows(video_csv_rows(results, names)))):
-        if target:
-            fh = _open_out(target)
-            try:
-                write(fh)
-            finally:
-                if fh is not sys.stdout:
-                    fh.close()
+    _write_tables(args, results, video_csv_rows(results, names))
     return 0 if any(r['rows'] for r in results) else 1
 
 
@@ -496,15 +501,7 @@ def run(args: argparse.Namespace) -> int:
             # through the bar: in a terminal a plain print lands after the bar's text on the same line
             tqdm.write(_line(r, args.topk), file=sys.stdout)
             sys.stdout.flush()
-    for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
-                          (args.csv, lambda fh: csv.writer(fh).writerows(_csv_rows(results, names)))):
-        if target:
-            fh = _open_out(target)
-            try:
-                write(fh)
-            finally:
-                if fh is not sys.stdout:
-                    fh.close()
+    _write_tables(args, results, _csv_rows(results, names))
     ok = sum(1 for r in results if r.get('label'))
     failed = len(results) - ok
     print(f'{ok} of {len(results)} inputs predicted' + (f', {failed} failed' if failed else ''), file=sys.stderr)
