@@ -206,3 +206,21 @@ def aligned_face(img, landmarks: Mapping[str, Sequence[float]], framing: Mapping
     coeffs = (c, -k, mx - c * u0 + k * v0, k, c, my - k * u0 - c * v0)
     crop = img.convert('RGB').transform((side, side), Image.Transform.AFFINE, coeffs, Image.Resampling.BICUBIC)
     return crop, math.degrees(math.atan2(dy, dx))
+
+
+def face_slot(img, face, margin: float, framing: Optional[Dict[str, float]]):
+    """A face's result entry (box, detector score, landmarks, how it was cropped) and the image it is
+    classified on: aligned to `framing` when the detector gave landmarks and framing is given, else the
+    square crop around the box."""
+    slot: Dict[str, Any] = dict(box=list(face.box))
+    if face.score is not None:
+        slot['detector_score'] = round(face.score, 4)
+    if face.landmarks:
+        slot['landmarks'] = {k: [round(x, 1), round(y, 1)] for k, (x, y) in face.landmarks.items()}
+    if framing is not None and face.landmarks:
+        face_img, angle = aligned_face(img, face.landmarks, framing)
+        slot['aligned'] = dict(rotation=round(angle, 2), side=face_img.size[0], **framing)
+        return slot, face_img
+    crop = face_crop_box(face.box, img.size, margin)
+    slot['crop'] = list(crop)
+    return slot, img.crop(crop)

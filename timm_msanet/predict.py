@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, aligned_face, face_crop_box, framing_of,
-                    locate_faces, require_detector)
+from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, face_slot, framing_of, locate_faces,
+                    require_detector)
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
@@ -194,24 +194,6 @@ def iter_predict(
             yield from ready()
     finally:
         bar.close()
-
-
-def face_slot(img, face, margin: float, framing: Optional[Dict[str, float]]):
-    """A face's result entry (box, detector score, landmarks, how it was cropped) and the image it is
-    classified on: aligned to `framing` when the detector gave landmarks and framing is given, else the
-    square crop around the box."""
-    slot: Dict[str, Any] = dict(box=list(face.box))
-    if face.score is not None:
-        slot['detector_score'] = round(face.score, 4)
-    if face.landmarks:
-        slot['landmarks'] = {k: [round(x, 1), round(y, 1)] for k, (x, y) in face.landmarks.items()}
-    if framing is not None and face.landmarks:
-        face_img, angle = aligned_face(img, face.landmarks, framing)
-        slot['aligned'] = dict(rotation=round(angle, 2), side=face_img.size[0], **framing)
-        return slot, face_img
-    crop = face_crop_box(face.box, img.size, margin)
-    slot['crop'] = list(crop)
-    return slot, img.crop(crop)
 
 
 def predict(

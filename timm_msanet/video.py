@@ -37,7 +37,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, framing_of, locate_faces, require_detector
+from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 DEFAULT_SMOOTH_S = 1.0
@@ -195,7 +195,6 @@ def analyze_video(
 
     from .images import make_transform
     from .loading import eval_mode, label_names_of, warn_if_untrained
-    from .predict import face_slot
 
     require_detector(detector)
     if smooth < 0:
