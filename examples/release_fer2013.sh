@@ -2,10 +2,12 @@
 # Make the packaged `msanet_r18.fer2013` release from the FER2013 images, every step a recorded command:
 #   export -> timm's train.py (examples/recipes/fer2013_scratch.yaml) -> float16 weights (EMA of the
 #   checkpoint with the best PublicTest top-1) -> calibrate (temperature fitted on PublicTest) -> eval on
-#   PrivateTest (and PublicTest) -> publish --dry-run.
+#   PrivateTest (and PublicTest) -> publish --dry-run (with the face framing measured on the training images:
+#   needs the landmarks extra, checked before anything runs).
 #
 #   examples/release_fer2013.sh FER2013_SOURCE WORKDIR [--timm-repo DIR] [--device cuda] [--model ARCH]
-#                               [--repo-id ORG/NAME] [-- extra train.py arguments]
+#                               [--repo-id ORG/NAME] [--face-framing TRAIN_DIR|EYE_Y,EYE_DIST]
+#                               [-- extra train.py arguments]
 # The ResNet-18 baseline, same recipe, seed and schedule: the same command with --model resnet18.
 #
 # FER2013_SOURCE: anything `timm-msanet export fer2013` reads (fer2013.csv, or train/ validation/ test/
@@ -16,7 +18,7 @@
 # On CUDA, unchanged but for flags:  --device cuda -- --amp --amp-dtype bfloat16 --workers 8
 # (add --torchcompile for speed, and --img-size 224 for a larger model: then it is a different release).
 set -euo pipefail
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 2 ] || usage
 SRC=$1 WORK=$2
 shift 2
@@ -24,6 +26,7 @@ TIMM_REPO=${TIMM_REPO:-}
 DEVICE=cpu
 MODEL=msanet_r18
 REPO_ID=timm-msanet/msanet-r18-fer2013
+FRAMING=
 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -31,10 +34,14 @@ while [ $# -gt 0 ]; do
         --device) DEVICE=$2; shift 2 ;;
         --model) MODEL=$2; shift 2 ;;
         --repo-id) REPO_ID=$2; shift 2 ;;
+        --face-framing) FRAMING=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) echo "unknown option $1" >&2; usage ;;
     esac
 done
+case $MODEL in msanet*) "${PYTHON:-python}" -c 'from timm_msanet.faces import require_detector; require_detector("dlib")' \
+    || { echo 'error: the release records its face framing, measured with dlib: pip install "timm-msanet[landmarks]"' >&2; exit 2; } ;;
+esac
 [ -f "$TIMM_REPO/train.py" ] || { echo "error: give --timm-repo (or TIMM_REPO): a checkout of the timm repository with train.py" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 RECIPE=$HERE/recipes/fer2013_scratch.yaml
@@ -55,6 +62,7 @@ run() {  # record, then run, one command
 
 # 1. FER2013 -> canonical ImageFolder tree (train/ validation/=PublicTest test/=PrivateTest)
 DATA=$WORK/data
+FRAMING=${FRAMING:-$DATA/train}
 [ -f "$DATA/manifest.json" ] || run timm-msanet export fer2013 "$SRC" "$DATA"
 
 # 2. timm's train.py by name; model_best is chosen on validation (PublicTest) by the EMA's top-1
@@ -89,7 +97,7 @@ case $MODEL in
     msanet*)
         rm -rf "$WORK/release"
         run timm-msanet publish "$CALIBRATED" --repo-id "$REPO_ID" --dataset fer2013 \
-            --eval-json "$WORK/eval/$MODEL/test/metrics.json" --dry-run "$WORK/release"
+            --eval-json "$WORK/eval/$MODEL/test/metrics.json" --face-framing "$FRAMING" --dry-run "$WORK/release"
         echo "done: weights $CALIBRATED, metrics $WORK/eval/$MODEL/test/metrics.json, release folder $WORK/release, commands $LOG" >&2 ;;
     *)
         echo "done: $MODEL is a baseline, not an msanet release: weights $CALIBRATED, metrics $WORK/eval/$MODEL/, commands $LOG" >&2 ;;

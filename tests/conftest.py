@@ -53,3 +53,24 @@ def astronaut():
     """scikit-image's astronaut portrait (HWC uint8), a real photo installed with its wheel (no download)."""
     skdata = pytest.importorskip('skimage.data')
     return skdata.astronaut()
+
+
+@pytest.fixture
+def framed_faces(astronaut):
+    """`framed_faces(folder, framing, n)`: n real face images framed as `framing` (the astronaut's face turned
+    -10..10 degrees, aligned by dlib, saved at 96-... px), sorted paths. Skips without the landmarks extra."""
+    pytest.importorskip('dlib')
+    from PIL import Image
+    from timm_msanet.faces import aligned_face, locate_faces, require_detector
+    require_detector('dlib')
+    photo = Image.fromarray(astronaut)
+
+    def make(folder, framing, n):
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            turned = photo.rotate(-10 + 20 * i / max(1, n - 1), resample=Image.Resampling.BICUBIC)
+            crop, _ = aligned_face(turned, locate_faces(turned, 'dlib')[0].landmarks, framing)
+            side = 96 + 8 * (i % 8)
+            crop.resize((side, side), Image.Resampling.BICUBIC).save(folder / f'{i:03d}.png')
+        return sorted(folder.iterdir())
+    return make

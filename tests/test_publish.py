@@ -11,7 +11,7 @@ import torch
 import timm
 from safetensors.torch import load_file, save_file
 
-from timm_msanet.faces import framing_of
+from timm_msanet.faces import DEFAULT_FRAMING, framing_of
 from timm_msanet import FER7_LABELS, FER8_LABELS
 from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published
@@ -373,3 +373,50 @@ def test_weights_file_metadata_cannot_choose_kwargs_or_sources(trained, tmp_path
     save_file(sd, str(bad), metadata={'args': '{not json'})
     with pytest.raises(CheckpointError, match='metadata "args" is not JSON'):
         read_checkpoint(bad)
+
+
+def test_face_framing_is_recorded_in_the_cfg_and_on_the_card(trained, released, tmp_path):
+    out = tmp_path / 'given'
+    proc = _cli(trained['ckpt'], '--repo-id', REPO, '--dataset', 'rafdb', '--face-framing', '0.41,0.38', '--dry-run', out)
+    assert proc.returncode == 0, proc.stderr
+    assert 'face framing: eye_y=0.410 eye_dist=0.380 (as given)' in proc.stdout
+    assert framing_of(create_published(f'local-dir:{out}').pretrained_cfg) == dict(eye_y=0.41, eye_dist=0.38)
+    assert 'eye midpoint at 0.410 of the crop height, eyes 0.380 of its width apart (as given' in \
+        (out / 'README.md').read_text()
+    # without --face-framing nothing is recorded: aligned faces get FER2013's, and the card says so
+    assert framing_of(create_published(f'local-dir:{released}').pretrained_cfg) == DEFAULT_FRAMING
+    assert '**Face framing:** not recorded' in (released / 'README.md').read_text()
+
+
+def test_face_framing_measured_on_the_training_images(trained, framed_faces, tmp_path):
+    train = tmp_path / 'train'
+    framed_faces(train / 'happiness', dict(eye_y=0.43, eye_dist=0.34), 30)
+    framed_faces(train / 'neutral', dict(eye_y=0.43, eye_dist=0.34), 30)
+    out = tmp_path / 'measured'
+    proc = _cli(trained['ckpt'], '--repo-id', REPO, '--dataset', 'rafdb', '--face-framing', train, '--dry-run', out)
+    assert proc.returncode == 0, proc.stderr
+    assert f'measured on 60 faces of 60 images in {train}' in proc.stdout
+    framing = framing_of(create_published(f'local-dir:{out}').pretrained_cfg)
+    assert abs(framing['eye_y'] - 0.43) < 0.02 and abs(framing['eye_dist'] - 0.34) < 0.02, framing
+    assert 'measured with `dlib` on 60 training faces (of 60 images)' in (out / 'README.md').read_text()
+
+
+@pytest.mark.parametrize('value, message', [
+    ('0.41', 'no such folder; expected a folder of training images or EYE_Y,EYE_DIST'),
+    ('41,38', 'between 0.1 and 0.9'),
+    ('x,y', 'expected EYE_Y,EYE_DIST'),
+    ('blanks', 'found a face in 0 of 3 images'),
+    ('empty', 'no image files in it'),
+])
+def test_bad_face_framing_is_one_clear_line_and_writes_nothing(trained, tmp_path, value, message):
+    pytest.importorskip('dlib')
+    from PIL import Image
+    (tmp_path / 'empty').mkdir()
+    (tmp_path / 'blanks').mkdir()
+    for i in range(3):
+        Image.new('RGB', (64, 64), (60 * i, 90, 120)).save(tmp_path / 'blanks' / f'{i}.png')
+    arg = str(tmp_path / value) if value in ('blanks', 'empty') else value
+    proc = _cli(trained['ckpt'], '--repo-id', REPO, '--dataset', 'rafdb', '--face-framing', arg,
+                '--dry-run', tmp_path / 'out')
+    assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+    assert not (tmp_path / 'out').exists()

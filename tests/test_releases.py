@@ -16,6 +16,7 @@ from safetensors import safe_open
 import timm_msanet
 from timm_msanet import FER7_LABELS
 from timm_msanet.calibration import temperature_of
+from timm_msanet.faces import framing_of
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.images import make_transform
 from timm_msanet.predict import predict
@@ -152,7 +153,7 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
     out = tmp_path / 'release'
     proc = _cli('publish', WEIGHTS, '--repo-id', 'someorg/msanet-r18-fer2013', '--dataset', 'fer2013',
                 '--eval-json', RELEASE_DOCS / 'eval' / 'test' / 'metrics.json', '--dry-run', out,
-                env=_offline_env(tmp_path))
+                '--face-framing', '{eye_y},{eye_dist}'.format(**RELEASE['face_framing']), env=_offline_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors', 'reliability.png']
@@ -177,6 +178,7 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
     assert ev['uncalibrated']['ece'] > ev['ece']
     released = timm.create_model(f'local-dir:{out}', pretrained=True).eval()
     packaged = timm.create_model('msanet_r18', pretrained=True).eval()
+    assert framing_of(released.pretrained_cfg) == framing_of(packaged.pretrained_cfg) == RELEASE['face_framing']
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(released(x), packaged(x))

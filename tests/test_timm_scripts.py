@@ -169,8 +169,9 @@ def test_release_fer2013_script_end_to_end(face_data, tmp_path):
     env = dict(os.environ, PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}',
                PYTHON=sys.executable, HF_HUB_OFFLINE='1')
     work = tmp_path / 'work'
-    cmd = ['bash', str(script), str(src), str(work), '--timm-repo', TIMM_REPO, '--', '--epochs', '1', '-b', '8',
-           '-j', '0']
+    # drawn faces have no landmarks for dlib to measure a framing on: it is given
+    cmd = ['bash', str(script), str(src), str(work), '--timm-repo', TIMM_REPO, '--face-framing', '0.4,0.35', '--',
+           '--epochs', '1', '-b', '8', '-j', '0']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     commands = (work / 'commands.txt').read_text()
@@ -186,6 +187,7 @@ def test_release_fer2013_script_end_to_end(face_data, tmp_path):
     assert calib['fit_split'] == 'validation' and ev['temperature'] == pytest.approx(calib['temperature'], rel=1e-5)
     card = (work / 'release' / 'README.md').read_text()
     assert f"(logits / {calib['temperature']:.4f})" in card and '| before (T = 1) |' in card
+    assert 'face framing: eye_y=0.400 eye_dist=0.350' in (work / 'release' / 'config.json').read_text()
     # a rerun reuses the export and the finished training, and redoes only the cheap steps
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -15,9 +15,11 @@ predicted class (or `--target`). Models without attention (`msanet_r18_ms`) show
 * Colours: each map is min-max normalised on its own (the caption gives its raw range), drawn with a
   jet-like colormap at 50% over the input; a colour bar at the right end of the row reads blue = the
   map's minimum, red = its maximum. Drawing is PIL only.
-* `--faces`: on a photo rather than an aligned face, detect faces as `predict --faces` does (same
-  detector, same square crop with `--margin`) and explain each crop, one row per face, largest first
-  (at most `--max-faces`). Without it the whole image is explained, as the model would see it.
+* `--faces`: on a photo rather than an aligned face, detect faces as `predict --faces` does (the same
+  `--detector`; with a landmark detector each face is aligned to the framing the model was trained with,
+  `--no-align` for the square crop with `--margin`) and explain each face image, one row per face, largest
+  first (at most `--max-faces`): the maps are of what the model saw, so they line up with the aligned face.
+  Without it the whole image is explained, as the model would see it.
 * A low-resolution map (7x7 at 224 px) is upsampled bilinearly to the panel size.
 """
 import argparse
@@ -26,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import DEFAULT_MARGIN, detect_faces, face_crop_box, require_detector
+from .faces import DEFAULT_MARGIN, DETECTORS, face_slot, framing_of, locate_faces, require_detector
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, model_from_args, warn_if_untrained
 
@@ -113,19 +115,22 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
 
 
 def explain_faces(image, model, margin: Optional[float] = None, max_faces: int = 8, img_size: Optional[int] = None,
-                  target: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Detect faces in a photo (as `predict --faces`) and `explain` each square crop, largest face first.
+                  target: Optional[int] = None, detector: str = 'haar', align: bool = True) -> List[Dict[str, Any]]:
+    """Detect faces in a photo (as `predict --faces`) and `explain` each one, largest face first.
 
-    Each result also has 'face' (its index), 'box' (the detection, x0, y0, x1, y1) and 'crop' (the region
-    explained). An empty
-    list when no face is found. Needs OpenCV (the `faces` extra)."""
+    Each result also has 'face' (its index) and what `predict` reports of the face: 'box' (the detection,
+    x0, y0, x1, y1), and either 'crop' (the square region explained) or, with a landmark detector
+    ('dlib', 'dlib-cnn') and `align`, 'aligned' (rotation, side, framing), plus 'detector_score' and
+    'landmarks'. An empty list when no face is found. Needs the `faces` extra (Haar) or the `landmarks`
+    extra (dlib)."""
 
     img = as_pil(image)
+    framing = framing_of(getattr(model, 'pretrained_cfg', None)) if align else None
     results = []
-    for box in detect_faces(img)[:max_faces]:
-        crop = face_crop_box(box, img.size, DEFAULT_MARGIN if margin is None else margin)
-        r = explain(img.crop(crop), model, img_size=img_size, target=target)
-        results.append(dict(r, face=len(results), box=list(box), crop=list(crop)))
+    for face in locate_faces(img, detector)[:max_faces]:
+        slot, face_img = face_slot(img, face, DEFAULT_MARGIN if margin is None else margin, framing)
+        r = explain(face_img, model, img_size=img_size, target=target)
+        results.append(dict(r, face=len(results), **slot))
     return results
 
 
@@ -214,6 +219,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument('--faces', action='store_true',
                         help='detect faces (as predict --faces) and explain each one, a row per face')
+    parser.add_argument('--detector', choices=DETECTORS, default='haar',
+                        help='with --faces: the face detector, as for predict (dlib and dlib-cnn give landmarks: '
+                             'faces are aligned as the model was trained)')
+    parser.add_argument('--no-align', action='store_true',
+                        help='with landmarks: explain the square crop of the box instead of the aligned face')
     parser.add_argument('--margin', type=float, default=None,
                         help='with --faces: crop margin, a fraction of the face side on every side (default 0.2)')
     parser.add_argument('--max-faces', type=int, default=8, help='with --faces: explain at most this many (largest)')
@@ -233,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
     if image.exists() and out.resolve() == image.resolve():
         raise ToolError(f'--out {out} is the input image; choose another path')
     if args.faces:
-        require_detector()
+        require_detector(args.detector)
     model = model_from_args(args).to(args.device)
     target = args.target
     if target is not None:
@@ -242,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.faces:
             results = explain_faces(str(image), model, margin=args.margin, max_faces=args.max_faces,
-                                    target=target)
+                                    target=target, detector=args.detector, align=not args.no_align)
         else:
             results = [explain(str(image), model, target=target)]
     except (OSError, ValueError, Image.DecompressionBombError) as e:  # unreadable, truncated, not an image
@@ -254,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     maps = ', '.join(name for name, _ in results[0]['attention']) or 'none (model without attention)'
     for r in results:
         where = f" face {r['face']} {r['box']}" if 'box' in r else ''
+        if 'aligned' in r:
+            where += f" aligned (rotated {r['aligned']['rotation']:+.1f} degrees)"
         print(f"{image}{where}: {r['label']} {r['probabilities'][r['label']]:.3f} (CAM of {r['target']})")
     print(f'wrote {out}: {len(results)} row(s); attention maps: {maps}')
     return 0

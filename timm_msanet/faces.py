@@ -1,9 +1,11 @@
 """Face detection for photos and video frames: boxes, largest first, and the image each face is classified on.
 
-Used by `predict --faces` (photos and videos) and `explain --faces`. Two detectors: the Haar cascade below
-(the default, boxes only) and dlib (`locate_faces(img, 'dlib')`, the `landmarks` extra: a score and five
-landmarks per face, so the face can be aligned to the framing the model was trained with; see the
-second half of this module and docs/inference.md).
+Used by `predict --faces` (photos and videos) and `explain --faces`. Three detectors: the Haar cascade below
+(the default, boxes only) and two from dlib (the `landmarks` extra, model files from face_recognition_models):
+`dlib`, its HOG detector, and `dlib-cnn`, its MMOD convolutional detector (more poses, occluded eyes and
+sunglasses, but 5-20 s a photo on 2 CPU cores). Both give a score and five landmarks per face, so the face
+can be aligned to the framing the model was trained with; see the second half of this module and
+docs/inference.md for how they compare on real photos.
 
 * Faces (`faces=True`): OpenCV's bundled frontal-face Haar cascade (`haarcascade_frontalface_default`,
   from `opencv-python-headless` < 5: OpenCV 5 no longer ships the cascades; extra `timm-msanet[faces]`).
@@ -29,6 +31,10 @@ DETECT_MAX_SIDE = 1024
 
 class NoFaceDetector(ToolError):
     """OpenCV (with its bundled Haar cascades) is not installed."""
+
+
+class FramingError(ToolError):
+    """The face framing of a dataset could not be measured (too few faces found) or was given wrong."""
 
 
 @lru_cache(maxsize=1)
@@ -92,7 +98,7 @@ def face_crop_box(box: Sequence[int], size: Tuple[int, int], margin: float = DEF
 
 
 # ------------------------------------------------------------------- the landmark detector and alignment
-DETECTORS = ('haar', 'dlib')
+DETECTORS = ('haar', 'dlib', 'dlib-cnn')
 # five points, named from the subject's side (the right eye is on the image's left), as MTCNN and YuNet give them
 LANDMARK_NAMES = ('right_eye', 'left_eye', 'nose', 'mouth_right', 'mouth_left')
 # dlib's 68-point layout: eye contours 36-41 and 42-47, nose tip 30, mouth corners 48 and 54
@@ -103,10 +109,13 @@ LANDMARKS_INSTALL = 'pip install "timm-msanet[landmarks]" (dlib-bin and face_rec
 # height and the distance between the eye centres. Releases carry it in their cfg notes (FRAMING_NOTE);
 # DEFAULT_FRAMING is FER2013's, measured with this detector on its training images (docs/inference.md).
 FRAMING_NOTE = 'face framing: eye_y={eye_y:.3f} eye_dist={eye_dist:.3f}'
-DEFAULT_FRAMING = dict(eye_y=0.395, eye_dist=0.364)
+DEFAULT_FRAMING = dict(eye_y=0.396, eye_dist=0.362)
 # dlib's HOG scores: faces score about 0.3-2; below 0.2 its detections on the test photos were clothing and
 # background (a face rotated by 45 degrees scores 0.09 and is lost)
 DLIB_MIN_SCORE = 0.2
+# the CNN's confidences on the 29 faces of the real photos in docs/inference.md were 0.99-1.12 and it made no
+# false detection there, so it keeps dlib's own threshold (0)
+DLIB_CNN_MIN_SCORE = 0.0
 
 
 class Face(NamedTuple):
@@ -117,50 +126,71 @@ class Face(NamedTuple):
     landmarks: Optional[Dict[str, Tuple[float, float]]] = None
 
 
-@lru_cache(maxsize=1)
-def _dlib_models():
+def _dlib_model_file(name: str, what: str, detector: str) -> str:
     import importlib.util
+    # the file only: importing face_recognition_models needs pkg_resources, gone from new setuptools
+    spec = importlib.util.find_spec('face_recognition_models')
+    path = (Path(next(iter(spec.submodule_search_locations))) / 'models' / name
+            if spec is not None and spec.submodule_search_locations else None)
+    if path is None or not path.is_file():
+        raise NoFaceDetector(f'--detector {detector} needs the {what} of face_recognition_models ({name}): '
+                             f'{LANDMARKS_INSTALL}')
+    return str(path)
+
+
+@lru_cache(maxsize=2)
+def _dlib_models(detector: str = 'dlib'):
+    """(face detector, 68-point landmark predictor, the dlib module) for 'dlib' (HOG) or 'dlib-cnn' (MMOD)."""
     try:
         import dlib
     except ImportError as e:
-        raise NoFaceDetector(f'--detector dlib needs dlib and its landmark model: {LANDMARKS_INSTALL}') from e
-    # the model file only: importing face_recognition_models needs pkg_resources, gone from new setuptools
-    spec = importlib.util.find_spec('face_recognition_models')
-    path = (Path(next(iter(spec.submodule_search_locations))) / 'models' / 'shape_predictor_68_face_landmarks.dat'
-            if spec is not None and spec.submodule_search_locations else None)
-    if path is None or not path.is_file():
-        raise NoFaceDetector(f'--detector dlib needs the 68-point landmark model of face_recognition_models: '
-                             f'{LANDMARKS_INSTALL}')
-    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(path)), dlib
+        raise NoFaceDetector(f'--detector {detector} needs dlib and its model files: {LANDMARKS_INSTALL}') from e
+    predictor = dlib.shape_predictor(_dlib_model_file('shape_predictor_68_face_landmarks.dat',
+                                                      '68-point landmark model', detector))
+    if detector == 'dlib-cnn':
+        finder = dlib.cnn_face_detection_model_v1(_dlib_model_file('mmod_human_face_detector.dat',
+                                                                   'CNN face detector', detector))
+    else:
+        finder = dlib.get_frontal_face_detector()
+    return finder, predictor, dlib
+
+
+def _dlib_detections(detector: str, finder, arr, upsample: int):
+    """[(rect, score)] above the detector's threshold, in the pixels of `arr`."""
+    if detector == 'dlib-cnn':
+        return [(d.rect, d.confidence) for d in finder(arr, upsample) if d.confidence >= DLIB_CNN_MIN_SCORE]
+    rects, scores, _ = finder.run(arr, upsample, DLIB_MIN_SCORE)
+    return list(zip(rects, scores))
 
 
 def require_detector(detector: str = 'haar') -> None:
     """Raise NoFaceDetector (with what to install) now, before a model is loaded, when faces cannot be found."""
     if detector not in DETECTORS:
         raise NoFaceDetector(f'unknown face detector {detector!r}: expected one of {", ".join(DETECTORS)}')
-    if detector == 'dlib':
-        _dlib_models()
-    else:
+    if detector == 'haar':
         _cascade()
+    else:
+        _dlib_models(detector)
 
 
 def locate_faces(img, detector: str = 'haar', max_side: int = DETECT_MAX_SIDE) -> List[Face]:
-    """Faces of an image, largest first: Haar boxes, or dlib's HOG detections with score and five landmarks."""
+    """Faces of an image, largest first: Haar boxes, or dlib's HOG ('dlib') or CNN ('dlib-cnn') detections
+    with score and five landmarks."""
     if detector == 'haar':
         return [Face(tuple(b)) for b in detect_faces(img, max_side=max_side)]
     require_detector(detector)
     import numpy as np
     from PIL import Image
-    hog, predictor, dlib = _dlib_models()
+    finder, predictor, dlib = _dlib_models(detector)
     rgb = img.convert('RGB')
     w, h = rgb.size
     scale = min(1.0, max_side / max(w, h))
     small = rgb if scale == 1.0 else rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
     # upsampling once finds faces down to about 40 px; above 800 px it costs more than it finds
-    rects, scores, _ = hog.run(np.asarray(small), 1 if max(small.size) <= 800 else 0, DLIB_MIN_SCORE)
+    found = _dlib_detections(detector, finder, np.asarray(small), 1 if max(small.size) <= 800 else 0)
     full = np.asarray(rgb)
     faces = []
-    for r, score in zip(rects, scores):
+    for r, score in found:
         x0, y0 = max(0, round(r.left() / scale)), max(0, round(r.top() / scale))
         x1, y1 = min(w, round(r.right() / scale)), min(h, round(r.bottom() / scale))
         if x1 <= x0 or y1 <= y0:
@@ -224,3 +254,63 @@ def face_slot(img, face, margin: float, framing: Optional[Dict[str, float]]):
     crop = face_crop_box(face.box, img.size, margin)
     slot['crop'] = list(crop)
     return slot, img.crop(crop)
+
+
+# a dataset's framing is the median over its faces: this many at least, found in this share of the images
+FRAMING_MIN_FACES = 50
+FRAMING_MIN_SHARE = 0.25
+FRAMING_SIDE = 192
+
+
+def measure_framing(paths: Sequence[Any], detector: str = 'dlib', limit: int = 1500, seed: int = 0,
+                    min_faces: int = FRAMING_MIN_FACES) -> Dict[str, Any]:
+    """Where a dataset's faces have their eyes: the framing `aligned_face` reproduces for a model trained on it.
+
+    A seeded random `limit` of `paths` (image files) is read; each image is squash-resized to 192 x 192,
+    as the FER data config resizes a training image for the model (and so that FER2013's 48 px faces are
+    large enough for dlib), and its largest face's eye midpoint height and eye distance, as fractions of the
+    side, are collected. Returns the medians as `eye_y`, `eye_dist`, with `faces` (found), `images`
+    (read), `unreadable` and `detector`. Raises FramingError when faces were found in fewer than
+    `min_faces` images or under a quarter of them: not a folder of face images."""
+    import random
+    import statistics
+    from PIL import Image, UnidentifiedImageError
+    require_detector(detector)
+    if detector == 'haar':
+        raise FramingError('measuring a face framing needs landmarks: use detector dlib or dlib-cnn')
+    files = list(paths)
+    random.Random(seed).shuffle(files)
+    eye_y, eye_dist, unreadable, read = [], [], 0, 0
+    for path in files[:limit]:
+        try:
+            with Image.open(path) as im:
+                img = im.convert('RGB').resize((FRAMING_SIDE, FRAMING_SIDE), Image.BICUBIC)
+        except (OSError, ValueError, UnidentifiedImageError, Image.DecompressionBombError):
+            unreadable += 1
+            continue
+        read += 1
+        faces = locate_faces(img, detector)
+        if faces:
+            (rx, ry), (lx, ly) = faces[0].landmarks['right_eye'], faces[0].landmarks['left_eye']
+            eye_y.append((ry + ly) / 2 / FRAMING_SIDE)
+            eye_dist.append(((lx - rx) ** 2 + (ly - ry) ** 2) ** 0.5 / FRAMING_SIDE)
+    if len(eye_y) < min_faces or len(eye_y) < FRAMING_MIN_SHARE * read:
+        raise FramingError(
+            f'{detector} found a face in {len(eye_y)} of {read} images ({unreadable} unreadable); measuring a '
+            f'framing needs at least {min_faces} faces, in a quarter of the images or more: expected a folder of '
+            f'face images (a dataset\'s train split), or give the framing itself as EYE_Y,EYE_DIST')
+    return dict(eye_y=round(statistics.median(eye_y), 3), eye_dist=round(statistics.median(eye_dist), 3),
+                faces=len(eye_y), images=read, unreadable=unreadable, detector=detector)
+
+
+def parse_framing(text: str) -> Dict[str, float]:
+    """'EYE_Y,EYE_DIST' (fractions of the crop's side) as a framing dict; FramingError when it is not that."""
+    try:
+        eye_y, eye_dist = (float(v) for v in text.split(','))
+    except ValueError:
+        raise FramingError(f'face framing {text!r}: expected EYE_Y,EYE_DIST, two fractions of the crop side '
+                           f'such as 0.396,0.362, or a folder of training images to measure it on') from None
+    if not (0.1 <= eye_y <= 0.9 and 0.1 <= eye_dist <= 0.9):
+        raise FramingError(f'face framing {text!r}: eye height and eye distance are fractions of the crop side '
+                           f'between 0.1 and 0.9 (FER2013: 0.396,0.362)')
+    return dict(eye_y=eye_y, eye_dist=eye_dist)

@@ -1,7 +1,8 @@
 """Publish a trained MSA-Net checkpoint to the Hugging Face Hub as a timm model repo (or write it to a folder).
 
     timm-msanet publish CHECKPOINT --repo-id ORG/NAME --dataset {rafdb,affectnet7,affectnet8,fer2013,ferplus}
-        [--model ARCH] [--eval-json FILE] [--private] [--revision REV] [--dry-run OUTDIR] [--ema | --no-ema]
+        [--model ARCH] [--eval-json FILE] [--face-framing TRAIN_DIR | EYE_Y,EYE_DIST] [--private]
+        [--revision REV] [--dry-run OUTDIR] [--ema | --no-ema]
 
 The repo holds `model.safetensors` (no pickle), `config.json` (architecture, num_classes, label_names, the
 FER data config, the model's reconstruction arguments) written by timm's own `save_for_hf`, and a model card
@@ -37,6 +38,12 @@ Decisions where the Hub and timm leave room:
   this uploads the folder `save_for_hf` + card wrote with `HfApi.upload_folder` in one commit instead of
   calling `push_to_hf_hub`. The token comes from huggingface_hub's usual sources (`hf auth login`,
   `HF_TOKEN`); nothing here reads or stores it.
+* Face framing (`--face-framing`): where the training faces had their eyes, recorded in the cfg notes
+  (`face framing: eye_y=... eye_dist=...`), so `predict --faces --detector dlib` aligns faces in photos
+  the way this model was trained. Given a folder (the exported train split), it is measured there with
+  dlib (`faces.measure_framing`: 1,500 random images at most, medians, about a minute on 2 cores; the
+  `landmarks` extra); given `EYE_Y,EYE_DIST`, those are recorded. Without it nothing is recorded and
+  aligned faces get FER2013's framing; the card says which.
 * `--dry-run OUTDIR` must be a new or empty folder, so no stale file can pass for part of the upload.
 * `load_model(..., num_classes=N)` with N different from the release is an error (timm itself would
   silently replace the head, which is fine-tuning: call `timm.create_model` directly for that).
@@ -49,6 +56,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from .faces import DEFAULT_FRAMING, FRAMING_NOTE, measure_framing, parse_framing
 from .labels import labels_for
 from .loading import (RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg, model_from_checkpoint,
                       msanet_archs, read_checkpoint, training_record, write_weights)
@@ -57,7 +65,7 @@ from .releases import DATASETS, GREY_INPUT_NOTE
 from .version import __version__
 
 __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',
-           'configure_parser', 'run']
+           'resolve_face_framing', 'configure_parser', 'run']
 
 PAPER_TITLE = 'Multi-branch Multi-Scale Attention Network for Facial Expression Recognition (FER) in-the-Wild'
 CITATION = """@misc{ghadai2022msanet,
@@ -140,9 +148,22 @@ def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
     return lines
 
 
+def _framing_line(framing: Optional[Mapping[str, Any]]) -> str:
+    if framing is None:
+        return (f'- **Face framing:** not recorded; `timm-msanet predict --faces --detector dlib` aligns faces in photos '
+                f'as FER2013\'s training faces are framed (eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist '
+                f'{DEFAULT_FRAMING["eye_dist"]})')
+    how = (f'measured with `{framing["detector"]}` on {framing["faces"]:,} training faces (of {framing["images"]:,} '
+           f'images)' if 'faces' in framing else 'as given at publishing')
+    return (f'- **Face framing:** eye midpoint at {framing["eye_y"]:.3f} of the crop height, eyes '
+            f'{framing["eye_dist"]:.3f} of its width apart ({how}); in the cfg notes, so `timm-msanet predict '
+            f'--faces --detector dlib` aligns faces in photos the same way')
+
+
 def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequence[str], ckpt: Checkpoint,
                      model, data_config: Mapping[str, Any], eval_results: Optional[Mapping[str, Any]] = None,
-                     has_cm_png: bool = False, has_reliability_png: bool = False) -> str:
+                     has_cm_png: bool = False, has_reliability_png: bool = False,
+                     face_framing: Optional[Mapping[str, Any]] = None) -> str:
     ds = DATASETS[dataset]
     n = len(label_names)
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -208,6 +229,7 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f'- **Paper:** Ghadai & Patra, *{PAPER_TITLE}*, 2022',
         *(['- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
            'first, as `timm-msanet predict` does'] if ds.get('grey') and size[0] != 1 else []),
+        _framing_line(face_framing),
         '',
         '## Class order',
         '',
@@ -319,14 +341,19 @@ def _data_config(arch: str, args: Mapping[str, Any], in_chans: int) -> Dict[str,
 
 def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_dir: Union[str, Path],
                   model_name: Optional[str] = None, eval_json: Optional[Union[str, Path]] = None,
-                  use_ema: Optional[bool] = None) -> Dict[str, Any]:
-    """Write every file of the release into `out_dir` (which must be new or empty). Returns a summary."""
+                  use_ema: Optional[bool] = None, face_framing: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Write every file of the release into `out_dir` (which must be new or empty). Returns a summary.
+
+    `face_framing`: {'eye_y', 'eye_dist'} (and how it was measured: `faces.measure_framing`'s result),
+    recorded in the cfg notes and on the card; None records none."""
     from timm.models import save_for_hf
 
     if dataset not in DATASETS:
         raise PublishError(f'--dataset must be one of {list(DATASETS)}, got {dataset!r}')
     if not re.fullmatch(r'[\w.-]+/[\w.-]+', repo_id or ''):
         raise PublishError(f'--repo-id must be ORG/NAME (e.g. my-org/msanet-r18-rafdb), got {repo_id!r}')
+    if face_framing is not None:
+        face_framing = dict(face_framing, **parse_framing(f'{face_framing["eye_y"]},{face_framing["eye_dist"]}'))
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise PublishError(f'{out_dir} exists and is not an empty folder; give a new or empty folder so that '
@@ -354,7 +381,8 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
         origin_url=f'https://huggingface.co/{repo_id}',
         description=f'MSA-Net trained on {DATASETS[dataset]["title"]} ({len(label_names)} classes)',
         notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',
-               *((GREY_INPUT_NOTE,) if DATASETS[dataset].get('grey') and in_chans == 3 else ())),
+               *((GREY_INPUT_NOTE,) if DATASETS[dataset].get('grey') and in_chans == 3 else ()),
+               *((FRAMING_NOTE.format(**face_framing),) if face_framing else ())),
     )
     if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
         set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
@@ -372,10 +400,10 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
         shutil.copyfile(rel_png, out_dir / 'reliability.png')
     card = build_model_card(repo_id=repo_id, arch=arch, dataset=dataset, label_names=label_names, ckpt=ckpt,
                             model=model, data_config=data_config, eval_results=eval_results, has_cm_png=has_png,
-                            has_reliability_png=has_rel_png)
+                            has_reliability_png=has_rel_png, face_framing=face_framing)
     (out_dir / 'README.md').write_text(card, encoding='utf-8')
     return dict(arch=arch, num_classes=model.num_classes, label_names=label_names, weights=ckpt.weights,
-                files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir))
+                files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir), face_framing=face_framing)
 
 
 def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model_name: Optional[str] = None,
@@ -402,20 +430,23 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
 
 def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name: Optional[str] = None,
             eval_json: Optional[Union[str, Path]] = None, private: bool = False, revision: Optional[str] = None,
-            dry_run_dir: Optional[Union[str, Path]] = None, use_ema: Optional[bool] = None) -> Dict[str, Any]:
+            dry_run_dir: Optional[Union[str, Path]] = None, use_ema: Optional[bool] = None,
+            face_framing: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Publish a checkpoint as the Hub model repo `repo_id`, or with `dry_run_dir` write the files only.
 
     `use_ema`: None (default) publishes EMA weights when the checkpoint has them, True requires them,
-    False takes the raw weights. Returns a summary dict (files, arch, ... and `url` after an upload).
+    False takes the raw weights. `face_framing`: as for `stage_release`. Returns a summary dict (files, arch,
+    ... and `url` after an upload).
     """
     if dry_run_dir is not None:
-        return dict(stage_release(checkpoint, repo_id, dataset, dry_run_dir, model_name, eval_json, use_ema),
-                    uploaded=False)
+        return dict(stage_release(checkpoint, repo_id, dataset, dry_run_dir, model_name, eval_json, use_ema,
+                                  face_framing), uploaded=False)
 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
     with tempfile.TemporaryDirectory(prefix='timm-msanet-publish-') as tmp:
-        summary = stage_release(checkpoint, repo_id, dataset, Path(tmp) / 'release', model_name, eval_json, use_ema)
+        summary = stage_release(checkpoint, repo_id, dataset, Path(tmp) / 'release', model_name, eval_json, use_ema,
+                                face_framing)
         api = HfApi(library_name='timm-msanet', library_version=__version__)
         try:
             repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
@@ -438,6 +469,22 @@ def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name
     return summary
 
 
+def resolve_face_framing(source: Union[str, Path]) -> Dict[str, Any]:
+    """`--face-framing`'s value: a folder of training images (measured there) or 'EYE_Y,EYE_DIST'."""
+    path = Path(source)
+    if path.is_dir():
+        from .predict import collect_files
+        files = [f for f, _ in collect_files([str(path)])]
+        if not files:
+            raise PublishError(f'--face-framing {path}: no image files in it; expected the training images (e.g. '
+                               f'the train/ folder of an export) or EYE_Y,EYE_DIST')
+        return measure_framing(files)
+    if path.exists() or ',' not in str(source):
+        raise PublishError(f'--face-framing {path}: {"a file" if path.exists() else "no such folder"}; expected a '
+                           f'folder of training images or EYE_Y,EYE_DIST')
+    return parse_framing(str(source))
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('checkpoint', metavar='CHECKPOINT',
@@ -454,6 +501,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help='architecture, when the checkpoint does not record it (must agree if it does)')
     parser.add_argument('--eval-json', default=None, metavar='FILE',
                         help='evaluation results for the model card (a confusion_matrix.png beside it is added)')
+    parser.add_argument('--face-framing', default=None, metavar='TRAIN_DIR | EYE_Y,EYE_DIST',
+                        help='where the training faces have their eyes, recorded so that predict --detector dlib '
+                             'aligns faces as trained: measured on a folder of training images (dlib, the landmarks '
+                             'extra), or given as two fractions of the crop side')
     parser.add_argument('--private', action='store_true', help='create the repo as private')
     parser.add_argument('--revision', default=None, metavar='REV', help='branch to upload to (created if needed)')
     parser.add_argument('--dry-run', dest='dry_run_dir', default=None, metavar='OUTDIR',
@@ -476,9 +527,15 @@ def run(args: argparse.Namespace) -> int:
     missing = [f'--{k.replace("_", "-")}' for k in ('repo_id', 'dataset') if not getattr(args, k)]
     if missing:
         raise PublishError(f'{" and ".join(missing)} required (or --weights-only OUT.safetensors)')
+    framing = None
+    if args.face_framing is not None:
+        framing = resolve_face_framing(args.face_framing)
+        how = (f"measured on {framing['faces']:,} faces of {framing['images']:,} images in {args.face_framing}"
+               if 'faces' in framing else 'as given')
+        print(f"face framing: eye_y={framing['eye_y']:.3f} eye_dist={framing['eye_dist']:.3f} ({how})")
     summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
                       eval_json=args.eval_json, private=args.private, revision=args.revision,
-                      dry_run_dir=args.dry_run_dir, use_ema=args.use_ema)
+                      dry_run_dir=args.dry_run_dir, use_ema=args.use_ema, face_framing=framing)
     weights = {'state_dict_ema': 'EMA', 'file': "the file's"}.get(summary['weights'], 'raw')
     what = f"{summary['arch']}, {summary['num_classes']} classes, {weights} weights"
     if summary['uploaded']:
