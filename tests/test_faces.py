@@ -162,3 +162,25 @@ def test_parse_framing_takes_two_fractions_and_says_what_it_expected():
     for bad in ('0.4', 'a,b', '0.4,0.35,1', '40,35', '0.05,0.3'):
         with pytest.raises(FramingError, match='EYE_Y,EYE_DIST|between 0.1 and 0.9'):
             parse_framing(bad)
+
+
+def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut, tmp_path):
+    """Aligning for a model whose cfg records no framing (a local checkpoint, an unpublished architecture) uses
+    FER2013's and says so on stderr; the packaged release records its own and says nothing."""
+    _dlib()
+    import subprocess
+    import sys
+    from timm_msanet.faces import DEFAULT_FRAMING, framing_notice, recorded_framing
+    Image.fromarray(astronaut).save(tmp_path / 'a.png')
+    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces', '--detector', 'dlib']
+    bare = subprocess.run(base + ['--model', 'msanet_r18_ms', '--no-pretrained'], capture_output=True, text=True,
+                          timeout=300)
+    assert bare.returncode == 0, bare.stderr
+    assert 'records no face framing' in bare.stderr and f"eye_y {DEFAULT_FRAMING['eye_y']}" in bare.stderr
+    packaged = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    assert packaged.returncode == 0 and 'face framing' not in packaged.stderr, packaged.stderr
+    square = subprocess.run(base + ['--model', 'msanet_r18_ms', '--no-pretrained', '--no-align'], capture_output=True,
+                            text=True, timeout=300)
+    assert square.returncode == 0 and 'face framing' not in square.stderr, square.stderr
+    assert recorded_framing({'notes': ('face framing: eye_y=0.41 eye_dist=x',)}) is None  # malformed: not recorded
+    assert framing_notice(object(), 'haar') is None

@@ -23,12 +23,13 @@ predicted class (or `--target`). Models without attention (`msanet_r18_ms`) show
 * A low-resolution map (7x7 at 224 px) is upsampled bilinearly to the panel size.
 """
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import DEFAULT_MARGIN, DETECTORS, face_slot, framing_of, locate_faces, require_detector
+from .faces import DEFAULT_MARGIN, DETECTORS, face_slot, framing_notice, framing_of, locate_faces, require_detector
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, model_from_args, warn_if_untrained
 
@@ -245,6 +246,8 @@ def run(args: argparse.Namespace) -> int:
     if args.faces:
         require_detector(args.detector)
     model = model_from_args(args).to(args.device)
+    if args.faces and framing_notice(model, args.detector, not args.no_align):
+        print(framing_notice(model, args.detector, not args.no_align), file=sys.stderr)
     target = args.target
     if target is not None:
         names = label_names_of(model)

@@ -204,8 +204,8 @@ def locate_faces(img, detector: str = 'haar', max_side: int = DETECT_MAX_SIDE) -
     return faces
 
 
-def framing_of(pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, float]:
-    """The face framing a model was trained with (its cfg notes), else DEFAULT_FRAMING."""
+def recorded_framing(pretrained_cfg: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
+    """The face framing a model's cfg notes record (FRAMING_NOTE), else None."""
     prefix = FRAMING_NOTE.split(':')[0] + ':'
     for note in tuple((pretrained_cfg or {}).get('notes') or ()):
         if isinstance(note, str) and note.startswith(prefix):
@@ -213,8 +213,22 @@ def framing_of(pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, float]:
                 values = dict(part.split('=') for part in note[len(prefix):].split())
                 return dict(eye_y=float(values['eye_y']), eye_dist=float(values['eye_dist']))
             except (KeyError, ValueError):
-                break
-    return dict(DEFAULT_FRAMING)
+                return None
+    return None
+
+
+def framing_of(pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, float]:
+    """The face framing a model was trained with (its cfg notes), else DEFAULT_FRAMING."""
+    return recorded_framing(pretrained_cfg) or dict(DEFAULT_FRAMING)
+
+
+def framing_notice(model, detector: str, align: bool = True) -> Optional[str]:
+    """A line for stderr when faces will be aligned to FER2013's framing because the model records none."""
+    if detector == 'haar' or not align or recorded_framing(getattr(model, 'pretrained_cfg', None)):
+        return None
+    return (f'note: this model records no face framing; faces are aligned as FER2013\'s training faces are framed '
+            f'(eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist {DEFAULT_FRAMING["eye_dist"]}). `timm-msanet publish '
+            f'--face-framing TRAIN_DIR` records a model\'s own')
 
 
 def aligned_face(img, landmarks: Mapping[str, Sequence[float]], framing: Mapping[str, float]):

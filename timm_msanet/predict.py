@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
-from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, face_slot, framing_of, locate_faces,
-                    require_detector)
+from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, face_slot, framing_notice,
+                    framing_of, locate_faces, require_detector)
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
@@ -386,6 +386,12 @@ def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_r
                     fh.close()
 
 
+def _note_framing(model, args: argparse.Namespace) -> None:
+    note = framing_notice(model, args.detector, not args.no_align)
+    if note:
+        print(note, file=sys.stderr)
+
+
 def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
     """`predict VIDEO... --faces`: a per-frame, per-face table, a summary per face, timelines, annotated videos."""
     import time
@@ -394,6 +400,7 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
         raise VideoError('a video is analysed face by face: add --faces (each face is followed across frames)')
     require_detector(args.detector)
     model = model_from_args(args)
+    _note_framing(model, args)
     names = label_names_of(model)
     outdir = Path(args.annotate) if args.annotate else None
     results = []
@@ -460,6 +467,8 @@ def run(args: argparse.Namespace) -> int:
     if args.faces:
         require_detector(args.detector)
     model = model_from_args(args)
+    if args.faces:
+        _note_framing(model, args)
     names = label_names_of(model)
     outdir = Path(args.annotate) if args.annotate else None
     input_paths = {f.resolve() for f, _ in files}
