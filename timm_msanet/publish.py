@@ -150,8 +150,8 @@ def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
 
 def _framing_line(framing: Optional[Mapping[str, Any]]) -> str:
     if framing is None:
-        return (f'- **Face framing:** not recorded; `timm-msanet predict --faces --detector dlib` aligns faces in photos '
-                f'as FER2013\'s training faces are framed (eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist '
+        return (f'- **Face framing:** not recorded; `timm-msanet predict --faces --detector dlib` aligns faces '
+                f'in photos as FER2013\'s training faces are framed (eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist '
                 f'{DEFAULT_FRAMING["eye_dist"]})')
     how = (f'measured with `{framing["detector"]}` on {framing["faces"]:,} training faces (of {framing["images"]:,} '
            f'images)' if 'faces' in framing else 'as given at publishing')
