@@ -172,7 +172,8 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     import sys
     from timm_msanet.faces import DEFAULT_FRAMING, framing_notice, recorded_framing
     Image.fromarray(astronaut).save(tmp_path / 'a.png')
-    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces', '--detector', 'dlib']
+    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces',
+            '--detector', 'dlib']
     bare = subprocess.run(base + ['--model', 'msanet_r18_ms', '--no-pretrained'], capture_output=True, text=True,
                           timeout=300)
     assert bare.returncode == 0, bare.stderr

@@ -377,7 +377,8 @@ def test_weights_file_metadata_cannot_choose_kwargs_or_sources(trained, tmp_path
 
 def test_face_framing_is_recorded_in_the_cfg_and_on_the_card(trained, released, tmp_path):
     out = tmp_path / 'given'
-    proc = _cli(trained['ckpt'], '--repo-id', REPO, '--dataset', 'rafdb', '--face-framing', '0.41,0.38', '--dry-run', out)
+    proc = _cli(trained['ckpt'], '--repo-id', REPO, '--dataset', 'rafdb', '--face-framing', '0.41,0.38',
+                '--dry-run', out)
     assert proc.returncode == 0, proc.stderr
     assert 'face framing: eye_y=0.410 eye_dist=0.380 (as given)' in proc.stdout
     assert framing_of(create_published(f'local-dir:{out}').pretrained_cfg) == dict(eye_y=0.41, eye_dist=0.38)
