@@ -8,7 +8,8 @@ Not a test: it prints tables; a few minutes on 2 cores. Needs the faces, landmar
     PYTHONPATH=. python examples/measure_faces.py detectors       # the detectors on the astronaut and copies of it
     PYTHONPATH=. python examples/measure_faces.py alignment       # aligned vs square crops of the tilted astronaut
     PYTHONPATH=. python examples/measure_faces.py framing DIR     # eye framing of FER2013 faces (DIR: train/ class folders)
-    PYTHONPATH=. python examples/measure_faces.py video [--fps 5] # predict VIDEO --faces on a generated 640x480 clip
+    PYTHONPATH=. python examples/measure_faces.py video [--fps 5] [--detector dlib]  # predict VIDEO --faces on
+                                                                  # a generated 640x480 clip
 """
 import argparse
 import glob
@@ -229,7 +230,7 @@ def framing(root: str) -> None:
           f"eye_dist median {m['eye_dist']:.3f}")
 
 
-def video(fps) -> None:
+def video(fps, detector: str) -> None:
     import cv2
     photo = np.asarray(_astronaut())
     face = np.ascontiguousarray(photo[20:220, 130:330])
@@ -244,7 +245,8 @@ def video(fps) -> None:
             frame[240 - dy:440 - dy, 400:600] = face
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         writer.release()
-        cmd = [sys.executable, '-m', 'timm_msanet.cli', 'predict', path, '--faces', '--no-progress']
+        cmd = [sys.executable, '-m', 'timm_msanet.cli', 'predict', path, '--faces', '--no-progress',
+               '--detector', detector]
         cmd += ['--fps', str(fps)] if fps else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         print(proc.stderr.strip().splitlines()[-1])  # frames/s with decode, detect and model time
@@ -259,6 +261,7 @@ def main() -> None:
     parser.add_argument('what', choices=('photos', 'detectors', 'alignment', 'framing', 'video'))
     parser.add_argument('root', nargs='?', help='framing: a FER2013 folder layout')
     parser.add_argument('--fps', type=float, default=None)
+    parser.add_argument('--detector', default='haar', help='video: the face detector predict uses')
     parser.add_argument('--cache', type=Path, default=Path.home() / '.cache' / 'timm-msanet-photos',
                         help='photos: where the source distributions and photos are kept')
     args = parser.parse_args()
@@ -267,7 +270,7 @@ def main() -> None:
     elif args.what == 'photos':
         photos(args.cache)
     elif args.what == 'video':
-        video(args.fps)
+        video(args.fps, args.detector)
     else:
         {'detectors': detectors, 'alignment': alignment}[args.what]()
 

@@ -185,3 +185,27 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     assert square.returncode == 0 and 'face framing' not in square.stderr, square.stderr
     assert recorded_framing({'notes': ('face framing: eye_y=0.41 eye_dist=x',)}) is None  # malformed: not recorded
     assert framing_notice(object(), 'haar') is None
+
+
+def test_auto_is_dlib_with_the_landmarks_extra_and_haar_without(astronaut, run_python, tmp_path):
+    """The default detector: dlib when dlib and its model files are installed, the Haar cascade otherwise (the
+    fallback that needs only OpenCV); results name the one used."""
+    _dlib()
+    from timm_msanet.faces import resolve_detector
+    from timm_msanet.loading import load_model
+    from timm_msanet.predict import predict
+    assert resolve_detector() == resolve_detector('auto') == 'dlib' and resolve_detector('haar') == 'haar'
+    (res,) = predict([astronaut], load_model('msanet_r18'), faces=True)
+    assert res['detector'] == 'dlib' and 'aligned' in res['faces'][0] and res['label'] == 'happiness'
+    Image.fromarray(astronaut).save(tmp_path / 'a.png')
+    proc = run_python(f"""
+        import json, sys
+        sys.modules['dlib'] = None  # as if the landmarks extra were not installed
+        from timm_msanet.cli import main
+        code = main(['predict', {str(tmp_path / 'a.png')!r}, '--faces', '--json', {str(tmp_path / 'r.json')!r}])
+        sys.exit(code)
+    """, {})
+    assert proc.returncode == 0, proc.stderr
+    import json
+    (res,) = json.loads((tmp_path / 'r.json').read_text())
+    assert res['detector'] == 'haar' and 'crop' in res['faces'][0] and 'landmarks' not in res['faces'][0]

@@ -122,8 +122,9 @@ def test_batching_is_consistent(model, image_dir):
 
 
 def test_faces_on_a_real_photo(model, astronaut):
-    results = predict([astronaut, _photo(0, (200, 160))], model, faces=True, topk=2)
+    results = predict([astronaut, _photo(0, (200, 160))], model, faces=True, topk=2, detector='haar')
     face_r, empty_r = results
+    assert face_r['detector'] == 'haar'
     assert len(face_r['faces']) >= 1
     face = face_r['faces'][0]
     x0, y0, x1, y1 = face['box']

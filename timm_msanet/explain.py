@@ -116,7 +116,7 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
 
 
 def explain_faces(image, model, margin: Optional[float] = None, max_faces: int = 8, img_size: Optional[int] = None,
-                  target: Optional[int] = None, detector: str = 'haar', align: bool = True) -> List[Dict[str, Any]]:
+                  target: Optional[int] = None, detector: str = 'auto', align: bool = True) -> List[Dict[str, Any]]:
     """Detect faces in a photo (as `predict --faces`) and `explain` each one, largest face first.
 
     Each result also has 'face' (its index) and what `predict` reports of the face: 'box' (the detection,
@@ -220,9 +220,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument('--faces', action='store_true',
                         help='detect faces (as predict --faces) and explain each one, a row per face')
-    parser.add_argument('--detector', choices=DETECTORS, default='haar',
-                        help='with --faces: the face detector, as for predict (dlib and dlib-cnn give landmarks: '
-                             'faces are aligned as the model was trained)')
+    parser.add_argument('--detector', choices=DETECTORS, default='auto',
+                        help='with --faces: the face detector, as for predict (auto: dlib when installed, else haar; '
+                             'dlib and dlib-cnn give landmarks: faces are aligned as the model was trained)')
     parser.add_argument('--no-align', action='store_true',
                         help='with landmarks: explain the square crop of the box instead of the aligned face')
     parser.add_argument('--margin', type=float, default=None,

@@ -17,7 +17,8 @@ Choices made here (where FER tools differ and nothing fixes one answer):
 * A file that cannot be read (missing, not an image, truncated, over PIL's decompression-bomb limit)
   gives a result with an `error` field and no label; the batch goes on. Tiny images (1x1) are
   upsampled by the squash resize like any other.
-* Faces (`faces=True`): see `timm_msanet.faces` (detector, square crop with `margin`). Faces come
+* Faces (`faces=True`): see `timm_msanet.faces` (detectors: `auto` is dlib with the landmarks extra, faces
+  aligned as the model was trained, else the Haar cascade and the square crop with `margin`). Faces come
   largest first; the image's own `label`/`probabilities` are those of the largest face. An image with no
   face gets `error: 'no face detected'`, an empty `faces` list and no label (it is not classified whole:
   use `faces=False` for face crops).
@@ -104,7 +105,7 @@ def iter_predict(
         img_size: Optional[int] = None,
         progress: Optional[bool] = None,
         detect_max_side: int = DETECT_MAX_SIDE,
-        detector: str = 'haar',
+        detector: str = 'auto',
         align: bool = True,
 ) -> Iterator[Dict[str, Any]]:
     """Like `predict`, but yields each input's result (in input order) as soon as its batch has run.
@@ -125,7 +126,7 @@ def iter_predict(
     temperature = temperature_of(model.pretrained_cfg)  # calibrated scores (1.0 when the model has none)
     framing = framing_of(model.pretrained_cfg)
     if faces:
-        require_detector(detector)
+        detector = require_detector(detector)
     device = _device_of(device)
     model.to(device)
     param = next(model.parameters(), None)
@@ -166,6 +167,7 @@ def iter_predict(
                     result['width'], result['height'] = img.size
                     if faces:
                         found = locate_faces(img, detector, max_side=detect_max_side)
+                        result['detector'] = detector
                         result['faces'] = []
                         for face in found:
                             slot, face_img = face_slot(img, face, margin, framing if align else None)
@@ -207,7 +209,7 @@ def predict(
         img_size: Optional[int] = None,
         progress: Optional[bool] = None,
         detect_max_side: int = DETECT_MAX_SIDE,
-        detector: str = 'haar',
+        detector: str = 'auto',
         align: bool = True,
 ) -> List[Dict[str, Any]]:
     """Classify the expression of each input, batching internally.
@@ -225,8 +227,9 @@ def predict(
         img_size: Override the model cfg's input size (default: the size the model was trained at).
         progress: Show a tqdm bar on stderr (default: with 10 or more inputs).
         detect_max_side: Longest side the face detector sees (larger images are scaled down for it).
-        detector: 'haar' (OpenCV, boxes only), 'dlib' (HOG detector with a score and five landmarks) or
-            'dlib-cnn' (dlib's CNN detector: more poses and occlusions, 5-20 s a photo on 2 CPU cores).
+        detector: 'auto' (default: 'dlib' with the landmarks extra installed, else 'haar'), 'haar' (OpenCV,
+            boxes only), 'dlib' (HOG detector with a score and five landmarks) or 'dlib-cnn' (dlib's CNN
+            detector: more poses and occlusions, 5-20 s a photo on 2 CPU cores). Results name it ('detector').
         align: With landmarks, classify each face rotated and scaled to the framing the model was trained
             with (`faces.framing_of`); False, or a detector without landmarks: the square crop of the box.
 
@@ -303,10 +306,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help='image files and folders (searched recursively), or video files (with --faces)')
     add_model_args(parser)
     parser.add_argument('--faces', action='store_true', help='detect faces, classify each')
-    parser.add_argument('--detector', choices=DETECTORS, default='haar',
-                        help='haar: OpenCV frontal cascade, boxes only (default, the faces extra); dlib: HOG '
-                             'detector with a score and five landmarks, faces aligned (the landmarks extra); '
-                             'dlib-cnn: its CNN detector, finds more faces, 5-20 s a photo on CPU')
+    parser.add_argument('--detector', choices=DETECTORS, default='auto',
+                        help='auto (default): dlib when the landmarks extra is installed, else haar; haar: OpenCV '
+                             'frontal cascade, boxes only (the faces extra); dlib: HOG detector with a score and '
+                             'five landmarks, faces aligned (the landmarks extra); dlib-cnn: its CNN detector, finds '
+                             'more faces, 5-20 s a photo on CPU')
     parser.add_argument('--no-align', action='store_true',
                         help='with landmarks: classify the square crop of the box instead of the aligned face')
     parser.add_argument('--margin', type=float, default=DEFAULT_MARGIN,

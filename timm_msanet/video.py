@@ -13,8 +13,9 @@ Choices made here (where video FER tools differ):
 
 * Decoder: OpenCV's `VideoCapture` (the FFmpeg build inside `opencv-python-headless`, already the `faces`
   extra), so mp4, avi, mov, mkv and webm need nothing more; the annotated video is written with its
-  `VideoWriter` (MPEG-4 part 2 in .mp4, readable by common players). Faces: `timm_msanet.faces`, the
-  crop each face is classified on included.
+  `VideoWriter` (MPEG-4 part 2 in .mp4, readable by common players). Faces: `timm_msanet.faces` (the
+  default detector is dlib with the landmarks extra, else Haar; `detector` in the result names it), the
+  square crop or aligned face each face is classified on included.
 * Time: each frame's own timestamp (the container's presentation time), so variable-frame-rate videos
   (phone recordings) get true times; `--fps N` keeps the first frame at or after every 1/N s (default:
   every frame). A video whose timestamps are missing falls back to frame index / nominal rate, and says so.
@@ -180,15 +181,17 @@ def analyze_video(
         detect_max_side: int = DETECT_MAX_SIDE,
         progress: bool = False,
         on_frame=None,
-        detector: str = 'haar',
+        detector: str = 'auto',
         align: bool = True,
 ) -> Dict[str, Any]:
-    """Detect, follow and classify every face of `path`. Returns dict(input, info, rows, faces, error?, timing).
+    """Detect, follow and classify every face of `path`. Returns dict(input, info, rows, faces, detector, error?,
+    timing).
 
     rows: one per sampled frame and face: time (s), frame (index in the video), face (track id, 1-based), box
-    [x0, y0, x1, y1], crop, label, score, probabilities, smoothed, smoothed_label. faces: per track id, first
-    and last time, samples, and its most frequent smoothed label. `on_frame(index, time, image, rows)` is
-    called once per sampled frame after its faces are classified (in order), e.g. to write an annotated video.
+    [x0, y0, x1, y1], crop or aligned (with landmarks: detector_score, landmarks), label, score, probabilities,
+    smoothed, smoothed_label. faces: per track id, first and last time, samples, and its most frequent
+    smoothed label. `on_frame(index, time, image, rows)` is called once per sampled frame after its faces are
+    classified (in order), e.g. to write an annotated video.
     """
     import torch
     from tqdm import tqdm
@@ -196,7 +199,7 @@ def analyze_video(
     from .images import make_transform
     from .loading import eval_mode, label_names_of, warn_if_untrained
 
-    require_detector(detector)
+    detector = require_detector(detector)
     if smooth < 0:
         raise VideoError(f'--smooth must be >= 0 seconds, got {smooth}')
     reader = VideoReader(path, fps)
@@ -283,7 +286,8 @@ def analyze_video(
         f['label'] = max(f['labels'], key=f['labels'].get)
         f['share'] = f['labels'][f['label']] / f['samples']
     result: Dict[str, Any] = dict(input=str(path), info=info, rows=rows, faces=faces, label_names=names,
-                                  smooth_s=smooth, timing={k: round(v, 3) for k, v in timing.items()})
+                                  smooth_s=smooth, detector=detector,
+                                  timing={k: round(v, 3) for k, v in timing.items()})
     if error:
         result['error'] = error
     return result
