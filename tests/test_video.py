@@ -102,6 +102,10 @@ def test_fps_sampling_json_and_batching(two_faces, tmp_path, model):
     assert res['info']['frames_sampled'] == 6 and res['info']['frames_read'] == FRAMES
     assert sorted({r['time'] for r in res['rows']}) == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5])
     assert all(r['smoothed'] == r['probabilities'] for r in res['rows'])  # --smooth 0: off
+    from timm_msanet.faces import resolve_detector
+    assert res['detector'] == resolve_detector()  # dlib with the landmarks extra, else the Haar cascade
+    if res['detector'] == 'dlib':
+        assert all('aligned' in r and len(r['landmarks']) == 5 for r in res['rows'])
     one = analyze_video(two_faces, model, batch_size=1)
     many = analyze_video(two_faces, model, batch_size=7)  # crops of several frames in one batch
     assert [(r['frame'], r['face']) for r in one['rows']] == [(r['frame'], r['face']) for r in many['rows']]

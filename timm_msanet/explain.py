@@ -246,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
     if args.faces:
         require_detector(args.detector)
     model = model_from_args(args).to(args.device)
-    if args.faces and framing_notice(model, args.detector, not args.no_align):
-        print(framing_notice(model, args.detector, not args.no_align), file=sys.stderr)
+    note = framing_notice(model, args.detector, not args.no_align) if args.faces else None
+    if note:
+        print(note, file=sys.stderr)
     target = args.target
     if target is not None:
         names = label_names_of(model)
