@@ -1,5 +1,7 @@
 """Run under torchrun (2 processes, gloo, CPU): two DDP training steps of msanet_r18, then compare weights."""
 
+import sys
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -26,7 +28,10 @@ def main():
     gathered = [torch.zeros_like(flat) for _ in range(world)]
     dist.all_gather(gathered, flat)
     same = all(torch.equal(gathered[0], g) for g in gathered)
-    print(f'rank={rank} world={world} loss={loss.item():.4f} weights_in_sync={same}', flush=True)
+    # one write of the whole line: print() writes the text and the newline separately, and the two ranks'
+    # lines then interleave in the shared pipe
+    sys.stdout.write(f'rank={rank} world={world} loss={loss.item():.4f} weights_in_sync={same}\n')
+    sys.stdout.flush()
     dist.destroy_process_group()
     if not same:
         raise SystemExit(1)

@@ -514,6 +514,34 @@ def _executor(options: ExportOptions, plan: ExportPlan) -> Tuple[str, int]:
     return 'process', options.workers or os.cpu_count() or 1
 
 
+class _WaitState:
+    """Set while the main thread waits for pool results. `concurrent.futures.wait` sleeps in a
+    `threading.Condition`, which releases and re-takes its lock in Python code: a KeyboardInterrupt raised
+    there by the signal handler can strike between the two and surface as `RuntimeError: release unlocked
+    lock` instead (seen with Ctrl-C twice). So while waiting the handler only records the signal, and
+    `_wait_for_one` raises the KeyboardInterrupt itself, outside the lock."""
+    active = False
+    interrupted = False
+
+
+_WAIT = _WaitState()
+
+
+def _wait_for_one(futures: Set[Future]) -> Tuple[Set[Future], Set[Future]]:
+    """`wait(futures, return_when=FIRST_COMPLETED)`, polled, so that an interrupt is raised here (`_WaitState`)."""
+    _WAIT.active = True
+    try:
+        while True:
+            done, rest = wait(futures, timeout=0.1, return_when=FIRST_COMPLETED)
+            if done or _WAIT.interrupted:
+                break
+    finally:
+        _WAIT.active = False
+    if _WAIT.interrupted:  # checked after `active` is cleared: a signal from then on raises in the handler
+        raise KeyboardInterrupt
+    return done, rest
+
+
 def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, workers: int, tally: _Tally,
                   bar: Any) -> None:
     if workers <= 1:
@@ -530,7 +558,7 @@ def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, 
     try:
         for chunk in chunks:
             if len(in_flight) >= 2 * workers:  # bounded: memory does not grow with the dataset
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                done, in_flight = _wait_for_one(in_flight)
                 for future in done:
                     _collect(future.result(), tally, bar)
             if started:
@@ -540,7 +568,7 @@ def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, 
                     in_flight.add(pool.submit(process_chunk, chunk, cfg))
                 started = True
         while in_flight:
-            done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            done, in_flight = _wait_for_one(in_flight)
             for future in done:
                 _collect(future.result(), tally, bar)
     except BaseException:
@@ -1033,8 +1061,12 @@ def _interrupts_unwind_once() -> Iterator[None]:
             _COMMIT.deferred = signum
         elif not fired:
             fired = True
-            raise KeyboardInterrupt
+            if _WAIT.active:  # inside a pool wait: `_wait_for_one` raises it outside the Condition's lock
+                _WAIT.interrupted = True
+            else:
+                raise KeyboardInterrupt
 
+    _WAIT.interrupted = False
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
