@@ -28,6 +28,32 @@ def write_offline_hub_cache(hf_home: Path, repo_id: str, files: Dict[str, Union[
     return snapshot
 
 
+def write_folded_resnet18(folder: Path):
+    """A BN-folded ResNet-18 export made the way torchvision's was folded (examples/convert_tv_in1k.py reads it):
+    a ResNet-18 with non-trivial BNs, each folded into its conv (weight scaled per output channel, the shift
+    as a bias), one float32 .npy per conv1..layer2 tensor in `folder`. Returns the unfolded network (eval)."""
+    import numpy as np
+    import timm
+    import torch
+    torch.manual_seed(0)
+    net = timm.create_model('resnet18', num_classes=0).eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+        convs = ['conv1'] + [f'{s}.{b}.conv{i}' for s in ('layer1', 'layer2') for b in (0, 1) for i in (1, 2)]
+        for conv_name in convs + ['layer2.0.downsample.0']:
+            bn_name = conv_name.replace('downsample.0', 'downsample.1').replace('conv', 'bn')
+            conv, bn = net.get_submodule(conv_name), net.get_submodule(bn_name)
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            np.save(folder / f'{conv_name}.weight.npy', (conv.weight * scale[:, None, None, None]).numpy())
+            np.save(folder / f'{conv_name}.bias.npy', (bn.bias - bn.running_mean * scale).numpy())
+    return net
+
+
 def _run_python(code: str, env_overrides: Dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ)
     env.update(env_overrides)

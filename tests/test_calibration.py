@@ -152,7 +152,7 @@ def test_calibrate_refuses_the_test_split_and_its_own_input(data, tmp_path):
     weights = tmp_path / 'w.safetensors'
     weights.write_bytes(b'not touched')
     proc = _cli('calibrate', '--checkpoint', str(weights), '--data-dir', str(data), '--save', str(weights))
-    assert proc.returncode == 2 and 'is the input checkpoint' in proc.stderr
+    assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr
     assert weights.read_bytes() == b'not touched'
 
 

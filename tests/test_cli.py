@@ -34,14 +34,29 @@ def test_no_model_source_means_the_packaged_model(tmp_path):
 
 @pytest.mark.parametrize('argv, status, message', [
     (['predict', '{tmp}/empty'], 1, 'no image files found in'),
-    (['explain', '{img}', '--out', '{img}'], 2, 'is the input image'),
+    (['explain', '{img}', '--out', '{img}'], 2, 'is one of the inputs'),
     (['publish', '{tmp}/missing.pth.tar'], 2, '--repo-id and --dataset required'),
-    (['bench', '--models', 'resnet18', '--repeats', '0'], 2, '--repeats and --steps must be at least 1'),
+    (['bench', '--models', 'resnet18', '--repeats', '0'], 2, 'argument --repeats: expected an integer of at least 1'),
+    # every option is checked by its argparse type, before any model or file is touched
+    (['predict', '{img}', '--batch-size', '0'], 2, 'argument --batch-size: expected an integer of at least 1'),
+    (['predict', '{img}', '--device', 'foo'], 2, "argument --device: expected cpu, cuda, cuda:N or mps, got 'foo'"),
+    (['predict', '{img}', '--device', 'cuda'], 2, 'argument --device: cuda was asked for, but torch finds no CUDA GPU'),
+    (['predict', '{img}', '--faces', '--fps', 'inf'], 2, "argument --fps: expected a finite number above 0"),
+    (['predict', '{img}', '--faces', '--margin', 'nan'], 2, 'argument --margin: expected a finite number'),
+    (['predict', '{img}', '--faces', '--margin', '-5'], 2, "argument --margin: expected a finite number of at least 0"),
+    (['eval', '--data-dir', '{tmp}', '--workers', '-1'], 2, 'argument --workers: expected an integer of at least 0'),
+    (['explain', '{img}', '--max-faces', '0'], 2, 'argument --max-faces: expected an integer of at least 1'),
+    (['export-onnx', '--output', '{tmp}', '--no-pretrained', '--model', 'msanet_r18_ms'], 2, 'is a folder'),
+    (['eval', '--data-dir', '{tmp}', '--out', '{img}'], 2, 'is not a folder'),
+    (['publish', '{img}', '--repo-id', '../..', '--dataset', 'fer2013', '--dry-run', '{tmp}/rel'], 2,
+     '--repo-id must be ORG/NAME'),
     (['export', 'rafdb', '{tmp}/no-such-dataset', '{tmp}/out'], 2, 'no-such-dataset'),
     (['eval', '--checkpoint', '{tmp}/missing.pth.tar', '--hf-hub', 'org/repo', '--data-dir', '{tmp}'], 2,
      'give one model source'),
 ])
 def test_one_error_path_one_line_with_the_commands_prefix(tmp_path, argv, status, message):
+    if '--device' in argv and 'cuda' in argv:
+        pytest.importorskip('torch').cuda.is_available() and pytest.skip('this machine has a GPU')
     from PIL import Image
     img = tmp_path / 'face.png'
     Image.new('RGB', (32, 32), (128, 100, 90)).save(img)

@@ -75,7 +75,7 @@ def test_cli_explain(face, tmp_path):
     # refuses to overwrite its input
     proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'explain', str(out), '--model', 'msanet_r18_as',
                            '--no-pretrained', '--out', str(out)], capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 2 and 'is the input image' in proc.stderr
+    assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr
 
 
 def test_colour_bar_reads_max_at_the_top(face):

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -716,6 +717,23 @@ def test_fer2013_folders_with_validation_keep_the_official_split(tmp_path):
         assert listing == {c: [f'{prefix}_{k}.jpg'] for k, c in enumerate(FOLDER_NAMES)}
     assert sorted(os.listdir(tmp_path / 'out')) == ['class_map.txt', 'manifest.json', 'test', 'train', 'validation']
 
+
+@pytest.mark.parametrize('name', ['val', 'valid'])
+def test_fer2013_folders_named_val_or_valid_are_the_validation_split(tmp_path, name):
+    """Other redistributions call PublicTest val/ or valid/: it becomes validation/, never silently dropped (train.py
+    would then select checkpoints on the root folder); two validation folders are refused."""
+    root = tmp_path / 'fer2013-3split'
+    for split in ('train', name, 'test'):
+        for k, folder in enumerate(FOLDER_NAMES.values()):
+            _save(root / split / folder / f'{split}_{k}.jpg', _image(_color(k), (48, 48)).convert('L'))
+    result = export.export_fer2013(root, tmp_path / 'out', workers=1)
+    assert result.manifest['split_map'][f'{name}/'] == 'validation'
+    assert any(f'{name}/ -> validation (PublicTest)' in r for r in result.manifest['rules'])
+    assert _listing(tmp_path / 'out' / 'validation') == {c: [f'{name}_{k}.jpg'] for k, c in enumerate(FOLDER_NAMES)}
+    (root / 'validation').mkdir()
+    with pytest.raises(parsers.DatasetLayoutError, match=f'has validation/ and {name}/: both name the validation'):
+        export.export_fer2013(root, tmp_path / 'out2', workers=1)
+
 FERPLUS_HEADER = 'Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF'
 VOTE_ORDER = ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust', 'fear', 'contempt', 'unknown', 'NF')
 
@@ -1025,3 +1043,106 @@ def test_fer2013_csv_duplicate_pixel_rows_are_identical_pairs(tmp_path):
     assert list(leaks['cross_split']) == ['train~test']
     assert leaks['cross_split']['train~test']['identical_pairs'] == 1
     assert [(p['a']['item'], p['b']['item']) for p in leaks['pairs']] == [('fer2013.csv:2', 'fer2013.csv:3')]
+
+
+# ---------------------------------------------------------------------------------------------------
+# OUTPUT races and SOURCE confinement: outputs never destroy user files, inputs never leave SOURCE
+
+def _records(src: Path, n: int, during=None):
+    """Records of src/0.png ... ; `during()` runs half-way, while the export is running."""
+    for i in range(n):
+        if i == n // 2 and during is not None:
+            during()
+        yield parsers.Record('train', 'happiness', f'{i}.png', f'{i}.png', path=str(src / f'{i}.png'))
+
+
+@pytest.fixture
+def source(tmp_path):
+    src = tmp_path / 'src'
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # noise: about 7 KB per PNG, more than the write limit of the copy test
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(src / f'{i}.png')
+    return src
+
+
+def test_export_never_deletes_a_file_put_into_output_while_it_runs(source, tmp_path):
+    out = tmp_path / 'out'
+
+    def user_adds_a_file():
+        out.mkdir()
+        (out / 'notes.txt').write_text('my notes')
+    with pytest.raises(Exception, match='changed while the export ran'):
+        export.export_records(_records(source, 6, user_adds_a_file), str(out), dataset='fer2013',
+                              inputs=[str(source)], splits=('train',), mode='copy', progress=False)
+    assert (out / 'notes.txt').read_text() == 'my notes' and sorted(os.listdir(out)) == ['notes.txt']
+    assert sorted(os.listdir(tmp_path)) == ['out', 'src']  # no staging folder, no lock left behind
+
+
+def test_two_exports_to_one_output_one_wins_the_other_says_why(source, tmp_path):
+    out = tmp_path / 'out'
+    second = {}
+
+    def another_export():
+        try:
+            export.export_records(_records(source, 6), str(out), dataset='fer2013', inputs=[str(source)],
+                                  splits=('train',), progress=False)
+        except Exception as e:
+            second['error'] = str(e)
+    first = export.export_records(_records(source, 6, another_export), str(out), dataset='fer2013',
+                                  inputs=[str(source)], splits=('train',), progress=False)
+    assert 'is writing' in second['error'] and 'lock' in second['error']
+    assert first.manifest['splits']['train']['total'] == 6 and (out / 'manifest.json').is_file()
+    # a lock left by a killed export (its pid is gone) does not block the next one
+    (tmp_path / '.out.lock').write_text(json.dumps({'pid': 2 ** 22 + 12345, 'host': os.uname().nodename}))
+    export.export_records(_records(source, 6), str(out), dataset='fer2013', inputs=[str(source)],
+                          splits=('train',), progress=False, overwrite=True)
+
+
+def test_export_reads_nothing_outside_source_and_no_fifo_or_device(source, tmp_path):
+    secret = tmp_path / 'private.png'
+    Image.new('RGB', (48, 48), (9, 9, 9)).save(secret)
+    (source / 'link_out.png').symlink_to(secret)
+    (source / 'zero.png').symlink_to('/dev/zero')
+    os.mkfifo(source / 'fifo.png')
+    (source / 'inside.png').symlink_to(source / '0.png')  # a link that stays inside SOURCE is fine
+
+    def entries():
+        for name in ('0.png', 'link_out.png', 'zero.png', 'fifo.png', 'inside.png'):
+            yield parsers.Record('train', 'happiness', name, name, path=str(source / name))
+    for mode in ('link', 'copy', 'encode'):
+        out = tmp_path / f'out_{mode}'
+        done = []
+        t = threading.Thread(target=lambda: done.append(export.export_records(
+            entries(), str(out), dataset='fer2013', inputs=[str(source)], splits=('train',), mode=mode,
+            progress=False)))
+        t.start()
+        t.join(120)
+        assert not t.is_alive(), f'{mode}: the export hangs on the FIFO'
+        manifest = done[0].manifest
+        assert manifest['skipped']['by_reason'] == {'outside_source': 2, 'not_a_file': 1}, mode
+        assert sorted(os.listdir(out / 'train' / 'happiness')) == ['0.png', 'inside.png']
+        if mode != 'link':
+            assert secret.read_bytes() not in [p.read_bytes() for p in (out / 'train' / 'happiness').iterdir()]
+
+
+def test_a_failed_copy_leaves_no_truncated_file(source, tmp_path):
+    """Copy mode under a file size limit smaller than the images: every write fails (EFBIG); none of the
+    partial files stays in the tree that the manifest calls skipped."""
+    code = f'''
+import resource, signal, json
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+from timm_msanet.export import export_records
+from timm_msanet._dataset_parsers import Record
+resource.setrlimit(resource.RLIMIT_FSIZE, (3000, 3000))
+recs = [Record('train', 'happiness', f'{{i}}.png', f'{{i}}.png', path=f'{source}/{{i}}.png') for i in range(6)]
+try:
+    export_records(recs, '{tmp_path / "out"}', dataset='fer2013', inputs=['{source}'], splits=('train',),
+                   mode='copy', progress=False, leak_check=False)
+except Exception as e:
+    print(type(e).__name__, e)
+'''
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert 'NothingExportedError' in proc.stdout and 'write_error' in proc.stdout, proc.stdout + proc.stderr
+    assert not (tmp_path / 'out').exists()
+    assert sorted(os.listdir(tmp_path)) == ['src']

@@ -170,7 +170,7 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     _dlib()
     import subprocess
     import sys
-    from timm_msanet.faces import DEFAULT_FRAMING, framing_notice, recorded_framing
+    from timm_msanet.faces import DEFAULT_FRAMING, FramingError, framing_notice, recorded_framing
     Image.fromarray(astronaut).save(tmp_path / 'a.png')
     base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces',
             '--detector', 'dlib']
@@ -183,7 +183,10 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     square = subprocess.run(base + ['--model', 'msanet_r18_ms', '--no-pretrained', '--no-align'], capture_output=True,
                             text=True, timeout=300)
     assert square.returncode == 0 and 'face framing' not in square.stderr, square.stderr
-    assert recorded_framing({'notes': ('face framing: eye_y=0.41 eye_dist=x',)}) is None  # malformed: not recorded
+    # a malformed or out-of-bounds note is an error, never silently another framing (configs are refused at load)
+    for note in ('face framing: eye_y=0.41 eye_dist=x', 'face framing: eye_y=0.41 eye_dist=0.0015', 'face framing:'):
+        with pytest.raises(FramingError):
+            recorded_framing({'notes': (note,)})
     assert framing_notice(object(), 'haar') is None
 
 

@@ -121,6 +121,16 @@ def test_checkpoint_architecture_args_are_checked_and_unknown_ones_ignored(tmp_p
     huge = _train_checkpoint(tmp_path / 'huge.pth.tar', input_size=(3, 100000, 100000))
     with pytest.raises(CheckpointError, match='not a sane input size'):
         load_model(checkpoint=huge)
+    # allowed keys, in-range values, but a 1.4 G-parameter model: refused from the arguments, nothing allocated
+    greedy = _train_checkpoint(tmp_path / 'greedy.pth.tar', model_kwargs=dict(
+        branch_kernels=[15] * 8, branch_chs=[8192] * 8, branch_strides=[1] * 8, scale=1, bottle_ratio=8.0))
+    import resource
+    import time
+    rss, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(CheckpointError, match='M parameters, more than the 40 M allowed.*refused before building'):
+        load_model(checkpoint=greedy)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KiB: not the 6 GB of building it
+    assert time.perf_counter() - started < 20
     classes = _train_checkpoint(tmp_path / 'cls.pth.tar')
     state = torch.load(classes, weights_only=False)
     state['args'].num_classes = '7; rm -rf /'
@@ -152,6 +162,17 @@ LYING_CONFIGS = [
     (lambda c: c['pretrained_cfg'].update(mean=[0.5, 0.5]), 'mean .* one finite number per input channel'),
     (lambda c: c.pop('architecture'), 'has no "architecture": expected the timm model name'),
     (lambda c: c.update(architecture='not_a_model'), "architecture 'not_a_model' is not a registered model"),
+    # fields that would make the transform or the alignment allocate without bound, or end in a traceback
+    (lambda c: c['pretrained_cfg'].update(crop_pct=0.002), r'crop_pct 0.002 is not valid; expected a number in \(0.5'),
+    (lambda c: c['pretrained_cfg'].update(crop_pct='abc'), "crop_pct 'abc' is not valid"),
+    (lambda c: c['pretrained_cfg'].update(interpolation='evil'), "interpolation 'evil' is not valid; expected one of"),
+    (lambda c: c['pretrained_cfg'].update(crop_mode='zoom'), "crop_mode 'zoom' is not valid"),
+    (lambda c: c['pretrained_cfg'].update(notes=5), 'notes must be a list of at most 32 strings'),
+    (lambda c: c['pretrained_cfg'].update(notes=['face framing: eye_y=0.400 eye_dist=0.0015']),
+     'eye height and eye distance are fractions of the crop side between 0.1 and 0.9'),
+    (lambda c: c['pretrained_cfg'].update(notes=['face framing: eye_y=0.400 eye_dist=0']), 'between 0.1 and 0.9'),
+    (lambda c: c['model_args'].update(branch_kernels=[15] * 8, branch_chs=[8192] * 8, branch_strides=[1] * 8,
+                                      scale=1, bottle_ratio=8.0), 'M parameters, more than the 40 M allowed'),
 ]
 
 
@@ -365,3 +386,98 @@ def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
                               timeout=300)
         assert proc.returncode == 2 and 'refused to load' in proc.stderr and 'system' in proc.stderr, proc.stderr
     assert not marker.exists() and not (tmp_path / 'out').exists()
+
+
+# --------------------------------------------------------------------------------------- files that would crash
+def test_args_stored_as_tensors_nan_weights_and_odd_label_names_are_one_line_errors(tmp_path):
+    for key, value in (('input_size', torch.tensor([3, 64, 64])), ('mean', torch.tensor([0.5, 0.5, 0.5]))):
+        path = _train_checkpoint(tmp_path / f'{key}.pth.tar', **{key: value})
+        with pytest.raises(CheckpointError, match=f'{key}.*is not') as info:
+            load_model(checkpoint=path)
+        assert '\n' not in str(info.value)
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7)
+    state = model.state_dict()
+    state['head.fc.weight'][0, 0] = float('nan')
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / 'nan.safetensors'),
+              metadata={'format': 'pt', 'arch': ARCH})
+    with pytest.raises(CheckpointError, match=r'1 weight tensor\(s\) hold NaN or infinite values \(e.g. head.fc'):
+        load_model(checkpoint=tmp_path / 'nan.safetensors')
+    for name in ('happy\nangry', 'a/b', '\x1b[31mred', 'x' * 65):
+        folder = _edit_config(_release(tmp_path / f'rel{len(name)}'), lambda c: c.update(
+            label_names=[name] + [f'c{i}' for i in range(6)]))
+        with pytest.raises(CheckpointError, match='is not a plain name') as info:
+            load_model(f'local-dir:{folder}')
+        assert '\n' not in str(info.value)
+
+
+def test_deeply_nested_json_is_an_error_not_a_recursion(tmp_path):
+    folder = _release(tmp_path / 'rel')
+    (folder / 'config.json').write_text('[' * 200_000)
+    with pytest.raises(CheckpointError, match='nested more than 64 levels'):
+        load_model(f'local-dir:{folder}')
+    with pytest.raises(CheckpointError, match='nested more than 64 levels'):
+        load_model(checkpoint=folder / 'model.safetensors')
+    from safetensors.torch import save_file
+    model = timm.create_model(ARCH, num_classes=7)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / 'deep.safetensors'),
+              metadata={'format': 'pt', 'arch': ARCH, 'args': '{"a": ' + '[' * 200_000 + ']' * 200_000 + '}'})
+    with pytest.raises(CheckpointError, match='metadata "args" is not JSON'):
+        load_model(checkpoint=tmp_path / 'deep.safetensors')
+
+
+# Fuzzing the two files a user is handed: config.json beside model.safetensors, and the safetensors metadata.
+# Whatever they hold, loading ends in a model or in one CheckpointError line, and never builds a model larger
+# than the bound (the process's peak memory stays far below the 1.4 G-parameter model a file could ask for).
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=30)
+CFG_KEYS = ('input_size', 'crop_pct', 'interpolation', 'crop_mode', 'mean', 'std', 'notes', 'pool_size',
+            'num_classes', 'label_names', 'test_input_size', 'temperature')
+MODEL_KEYS = ('branch_kernels', 'branch_chs', 'branch_strides', 'scale', 'bottle_ratio', 'hierarchy', 'attn_layer',
+              'pre_chs', 'pre_depths', 'num_classes', 'in_chans', 'drop_rate')
+
+
+@pytest.fixture(scope='module')
+def fuzz_release(tmp_path_factory):
+    return _release(tmp_path_factory.mktemp('fuzz') / 'rel')
+
+
+def _load_or_one_line(**kwargs):
+    import resource
+    try:
+        load_model(**kwargs)
+    except CheckpointError as e:
+        assert '\n' not in str(e) and str(e)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 6_000_000  # KiB
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=st.dictionaries(st.sampled_from(CFG_KEYS), JSON_VALUES, max_size=4),
+       model_args=st.dictionaries(st.sampled_from(MODEL_KEYS), JSON_VALUES | st.lists(st.integers(1, 9000), max_size=8),
+                                  max_size=4))
+def test_fuzzed_config_json_loads_or_fails_in_one_line(fuzz_release, cfg, model_args):
+    config = json.loads((fuzz_release / 'config.json').read_text())
+    config['pretrained_cfg'].update(cfg)
+    config['model_args'] = model_args
+    folder = fuzz_release.parent / 'edited'
+    folder.mkdir(exist_ok=True)
+    (folder / 'model.safetensors').write_bytes((fuzz_release / 'model.safetensors').read_bytes())
+    (folder / 'config.json').write_text(json.dumps(config, allow_nan=True))
+    _load_or_one_line(checkpoint=folder / 'model.safetensors')
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.dictionaries(st.sampled_from(('model', 'num_classes', 'img_size', 'input_size', 'mean', 'std',
+                                             'model_kwargs', 'in_chans')), JSON_VALUES, max_size=4),
+       arch=st.sampled_from([ARCH, 'msanet_r18', 'resnet18', '', 'x' * 300]), temperature=st.text(max_size=12))
+def test_fuzzed_safetensors_metadata_loads_or_fails_in_one_line(fuzz_release, args, arch, temperature):
+    from safetensors.torch import load_file, save_file
+    path = fuzz_release.parent / 'fuzzed.safetensors'
+    save_file(load_file(str(fuzz_release / 'model.safetensors')), str(path), metadata={
+        'format': 'pt', 'arch': arch, 'args': json.dumps(args, allow_nan=True), 'temperature': temperature})
+    _load_or_one_line(checkpoint=path)

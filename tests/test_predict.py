@@ -186,7 +186,7 @@ def test_cli_faces_annotate(checkpoint, astronaut, tmp_path):
     out_json = tmp_path / 'faces.json'
     for outdir in (tmp_path / 'annotated', photos):  # an OUTDIR that is the input folder never overwrites inputs
         proc = _cli(photos, '--faces', '--checkpoint', checkpoint, '--model', 'msanet_r18', '--img-size', SIZE,
-                    '--annotate', outdir, '--json', out_json)
+                    '--annotate', outdir, '--json', out_json, *(['--overwrite'] if out_json.exists() else []))
         assert proc.returncode == 0, proc.stderr
         assert {p.name: p.read_bytes() for p in photos.iterdir() if p.name in before} == before
         results = {__import__('pathlib').Path(r['input']).name: r for r in json.loads(out_json.read_text())}
@@ -246,3 +246,27 @@ def test_cli_without_a_model_uses_the_packaged_one(image_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads(proc.stdout)
     assert result['label'] in LABELS and 'meaningless' not in proc.stderr
+
+
+def test_odd_file_names_cannot_forge_lines_and_fifos_are_not_read(tmp_path):
+    """A file name with a newline and an escape sequence, one that is not UTF-8, and a FIFO named like an image:
+    every result is one line on stdout, the CSV holds one row per file, and nothing blocks on the FIFO."""
+    import os
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    names = ['fake.png: happiness 1.000\nreal.png', '\x1b[31mred.png', os.fsdecode(b'caf\xe9.png')]
+    for i, name in enumerate(names):
+        Image.fromarray(_photo(i)).save(os.path.join(os.fsencode(photos), os.fsencode(name)), format='PNG')
+    os.mkfifo(photos / 'pipe.jpg')
+    out_csv = tmp_path / 'r.csv'
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(photos), str(photos / 'pipe.jpg'),
+                           '--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '32', '--csv', str(out_csv)],
+                          capture_output=True, text=True, timeout=120, errors='backslashreplace')
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4 and '\x1b' not in proc.stdout  # 3 photos and the FIFO given (a folder scan skips it)
+    assert sum('pipe.jpg: ERROR' in line and 'not a regular file' in line for line in lines) == 1
+    assert any(line.startswith(f'{photos}/fake.png: happiness 1.000\\nreal.png: ') for line in lines)
+    with open(out_csv, newline='', encoding='utf-8') as f:
+        rows = list(csv.reader(f))
+    assert len(rows) == 1 + 4 and any(r[0].endswith('caf\\udce9.png') for r in rows[1:])

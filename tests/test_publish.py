@@ -187,9 +187,29 @@ def test_model_card_renders_metrics_usage_licence_and_citation(released):
 
 def test_eval_json_with_another_class_order_is_refused(trained, tmp_path):
     bad = tmp_path / 'eval.json'
-    bad.write_text(json.dumps(dict(accuracy=0.5, label_names=list(reversed(FER7_LABELS)))))
+    bad.write_text(json.dumps(dict(accuracy=0.5, mean_class_accuracy=0.4, label_names=list(reversed(FER7_LABELS)))))
     with pytest.raises(PublishError, match='class order'):
         publish(trained['ckpt'], REPO, 'rafdb', eval_json=bad, dry_run_dir=tmp_path / 'out')
+
+
+@pytest.mark.parametrize('content, message', [
+    ({'accuracy': 0.5}, 'mean_class_accuracy is missing'),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 'x'}, "mean_class_accuracy 'x' is not valid"),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'label_names': 5}, "label_names '5' is not valid"),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'ece': 0.1}, 'nll and brier beside ece'),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'per_class': 5}, "per_class '5' is not valid"),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'dataset': 'fer2013'}, 'on fer2013, but --dataset is rafdb'),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'protocol': {'weights_sha256': 'f' * 64}}, 'scored other weights'),
+    ('{"accuracy": 0.5, "mean_cl', 'is not valid JSON'),
+    ('[' * 100_000, 'nested more than 64 levels'),
+])
+def test_a_partial_or_foreign_eval_json_is_one_line_and_writes_no_folder(trained, tmp_path, content, message):
+    bad = tmp_path / 'eval.json'
+    bad.write_text(content if isinstance(content, str) else json.dumps(content))
+    proc = _cli(trained['ckpt'], '--repo-id', REPO, '--dataset', 'rafdb', '--eval-json', bad, '--dry-run',
+                tmp_path / 'out')
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count('\n') == 1, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['eval.json']  # no release folder, no staging left
 
 
 def test_wrong_model_and_wrong_class_count_are_clear_errors(trained, tmp_path):
@@ -352,7 +372,8 @@ def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_
     assert "convert('L').convert('RGB')" in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
     # wrong targets are refused before anything is written
     (tmp_path / 'dir.safetensors').mkdir()
-    for bad, match in ((tmp_path / 'w.pth', 'writes a .safetensors file'), (tmp_path / 'dir.safetensors', 'not a file')):
+    for bad, match in ((tmp_path / 'w.pth', 'writes a .safetensors file'),
+                       (tmp_path / 'dir.safetensors', 'is a folder')):
         proc = _cli(trained['ckpt'], '--weights-only', bad)
         assert proc.returncode == 2 and match in proc.stderr
     proc = _cli(trained['ckpt'])

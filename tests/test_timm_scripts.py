@@ -11,6 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
+
+from conftest import write_folded_resnet18
 
 TIMM_REPO = os.environ.get('TIMM_REPO')
 pytestmark = pytest.mark.skipif(
@@ -152,10 +155,10 @@ def test_readme_end_to_end_path(tmp_path):
     assert list(released.pretrained_cfg['label_names']) == metrics['label_names']
 
 
-def test_release_fer2013_script_end_to_end(face_data, tmp_path):
-    """examples/release_fer2013.sh on a FER2013-layout folder tree of drawn faces, shrunk to one epoch:
-    export -> train.py -> float16 weights -> calibrate -> eval on test and validation -> publish --dry-run;
-    rerun resumes."""
+def test_release_script_end_to_end(face_data, tmp_path):
+    """examples/release.sh fer2013 on a FER2013-layout folder tree of drawn faces, shrunk to one epoch:
+    export -> ImageNet start from a folded export -> train.py -> float16 weights -> calibrate -> eval on test
+    and validation -> publish --dry-run; rerun resumes."""
     from PIL import Image
     folder = {'anger': 'angry', 'disgust': 'disgust', 'fear': 'fear', 'happiness': 'happy', 'neutral': 'neutral',
               'sadness': 'sad', 'surprise': 'surprise'}
@@ -165,23 +168,33 @@ def test_release_fer2013_script_end_to_end(face_data, tmp_path):
             (src / split / name).mkdir(parents=True)
             for i, f in enumerate(sorted((face_data / from_split / label).iterdir())):
                 Image.open(f).convert('L').resize((48, 48)).save(src / split / name / f'{split}_{i}.png')
-    script = Path(__file__).resolve().parent.parent / 'examples' / 'release_fer2013.sh'
+    script = Path(__file__).resolve().parent.parent / 'examples' / 'release.sh'
+    folded = tmp_path / 'folded'
+    folded.mkdir()
+    write_folded_resnet18(folded)
     env = dict(os.environ, PATH=f'{Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}',
                PYTHON=sys.executable, HF_HUB_OFFLINE='1')
     work = tmp_path / 'work'
     # drawn faces have no landmarks for dlib to measure a framing on: it is given
-    cmd = ['bash', str(script), str(src), str(work), '--timm-repo', TIMM_REPO, '--face-framing', '0.4,0.35', '--',
-           '--epochs', '1', '-b', '8', '-j', '0']
+    cmd = ['bash', str(script), 'fer2013', str(src), str(work), '--timm-repo', TIMM_REPO, '--in1k-weights', str(folded),
+           '--face-framing', '0.4,0.35', '--', '--epochs', '1', '-b', '8', '-j', '0']
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     commands = (work / 'commands.txt').read_text()
-    for step in ('timm-msanet export fer2013', 'train.py', '--weights-only', 'timm-msanet calibrate', '--split test',
+    for step in ('timm-msanet export fer2013', 'convert_tv_in1k.py', '--pretrained-path', 'train.py', '--weights-only',
+                 'timm-msanet calibrate', '--split test',
                  '--split validation', '--dry-run'):
         assert step in commands, step
     assert sorted(p.name for p in (work / 'release').iterdir()) == [
         'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors', 'reliability.png']
     ev = json.loads((work / 'eval' / 'msanet_r18' / 'test' / 'metrics.json').read_text())
     assert ev['num_samples'] == 7 * 3 and ev['split'] == 'test'
+    # train.py started from the converted conv1..layer2: a few warm-up steps leave the stem next to them
+    start = load_file(str(next(work.glob('start_tv_in1k_fer2013_*px.safetensors'))))
+    assert sorted({k.split('.')[0] for k in start}) == ['bn1', 'conv1', 'layer1', 'layer2']
+    released = load_file(str(work / 'release' / 'model.safetensors'))
+    stem = start['conv1.weight']
+    assert (released['conv1.weight'].float() - stem).abs().max() < 0.05 * stem.abs().max()
     # the temperature fitted on validation travels with the weights into the release
     calib = json.loads((work / 'calibration' / 'msanet_r18' / 'calibration.json').read_text())
     assert calib['fit_split'] == 'validation' and ev['temperature'] == pytest.approx(calib['temperature'], rel=1e-5)

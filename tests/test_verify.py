@@ -132,6 +132,17 @@ def test_verify_errors_are_one_line(data, release, tmp_path):
     assert proc.returncode == 2 and 'msanet_r18.fer2013' in proc.stderr
     proc = _cli('verify', release, '--data-dir', tmp_path / 'nowhere')
     assert proc.returncode == 2 and 'split folder' in proc.stderr
+    # the split is a folder name in YOUR data dir: a file cannot choose another folder to evaluate, or crash it
+    for split in (5, '/some/folder', '../test', ['test']):
+        edited = tmp_path / f'split{len(str(split))}'
+        shutil.copytree(release, edited)
+        ev = json.loads((edited / 'eval.json').read_text())
+        ev['split'] = split
+        ev.get('protocol', {}).pop('split', None)
+        (edited / 'eval.json').write_text(json.dumps(ev))
+        proc = _cli('verify', edited, '--data-dir', data)
+        assert proc.returncode == 2 and 'is not a split folder name' in proc.stderr, proc.stderr
+        assert 'Traceback' not in proc.stderr
 
 
 def test_verify_a_release_evaluated_before_protocols_compares_the_figures_only(data, release, tmp_path):

@@ -41,6 +41,9 @@ SKIP_REASONS: Dict[str, str] = {
     'bad_face_box': 'AffectNet face box that is not a positive rectangle inside the image',
     'bad_pixels': 'FER2013 pixels that are not 2304 integers in 0..255',
     'missing_image': 'image file (or fer2013.csv row) that does not exist',
+    'outside_source': 'image path (a symbolic link) that resolves outside SOURCE: never read',
+    'not_a_file': 'image path that is not a regular file (a folder, FIFO or device): never read',
+    'too_large': 'image file larger than 64 MiB: never read',
     'not_an_image': 'file whose extension is not an image extension',
     'undecodable_image': 'image that cannot be fully decoded (corrupt or truncated)',
     'duplicate': 'second entry with the same output file name in the same class folder',
@@ -491,7 +494,9 @@ FER2013_FOLDER_LABELS: Dict[str, str] = {
     'sad': 'sadness', 'surprise': 'surprise'}
 # Folder redistributions come in two shapes: train/ + test/ (PublicTest and PrivateTest merged into test/)
 # and train/ + validation/ + test/ (validation/ = PublicTest, test/ = PrivateTest: the official split).
-FER2013_FOLDER_SPLITS: Dict[str, str] = {'train': 'train', 'validation': 'validation', 'test': 'test'}
+# (`val/` and `valid/` are other redistributions' names for validation/.)
+FER2013_FOLDER_SPLITS: Dict[str, str] = {'train': 'train', 'validation': 'validation', 'val': 'validation',
+                                         'valid': 'validation', 'test': 'test'}
 FER2013_COLUMNS = ('emotion', 'pixels', 'Usage')
 FER2013_PIXELS = 48 * 48
 
@@ -575,6 +580,10 @@ def plan_fer2013(source: str, classes: int = 7) -> ExportPlan:
                    'pixels are 48x48 grey values, always encoded as PNG; row i is named fer{i:07d}.png as in FERPlus'),
             has_pixels=True, count_hint=lambda: count_lines(csv_path) - 1)
     split_dirs = [d for d in FER2013_FOLDER_SPLITS if os.path.isdir(os.path.join(source, d))]
+    validation_dirs = [d for d in split_dirs if FER2013_FOLDER_SPLITS[d] == 'validation']
+    if len(validation_dirs) > 1:
+        raise DatasetLayoutError(f'{source} has {" and ".join(d + "/" for d in validation_dirs)}: both name the '
+                                 f'validation split (PublicTest); keep one')
     if os.path.isdir(source) and split_dirs:
         return ExportPlan(
             dataset='fer2013', layout='fer2013-folders', classes=names,
@@ -583,8 +592,8 @@ def plan_fer2013(source: str, classes: int = 7) -> ExportPlan:
             label_map=dict(FER2013_FOLDER_LABELS), split_map={f'{d}/': FER2013_FOLDER_SPLITS[d] for d in split_dirs},
             rules=('class folders angry, disgust, fear, happy, neutral, sad, surprise -> anger, disgust, fear, '
                    'happiness, neutral, sadness, surprise',
-                   'train/ -> train, validation/ -> validation (PublicTest), test/ -> test (PrivateTest)'
-                   if 'validation' in split_dirs else
+                   f'train/ -> train, {validation_dirs[0]}/ -> validation (PublicTest), test/ -> test (PrivateTest)'
+                   if validation_dirs else
                    'train/ -> train, test/ -> test (this redistribution merges PublicTest and PrivateTest into test/)'))
     raise DatasetLayoutError(
         f'{what}: expected file {csv_path} (Kaggle fer2013.csv) or folders {os.path.join(source, "train")}, '

@@ -28,6 +28,8 @@ import warnings
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import ToolError
+from .options import device, non_negative_int, positive_int
+from .outputs import add_overwrite_argument, check_output, write_output
 
 DEFAULT_MODELS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as', 'resnet18', 'resnet50', 'res2net50_26w_4s')
 SPREAD_WARN = 10.0  # percent; quieter machines stay within a few percent between rounds
@@ -188,19 +190,22 @@ def noisy_rows(rows: List[Dict], limit: float = SPREAD_WARN) -> List[Dict]:
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS))
-    parser.add_argument('--device', default=None, help='cpu or cuda (default: cuda when available)')
+    parser.add_argument('--device', type=device, default=None, help='cpu or cuda (default: cuda when available)')
     parser.add_argument('--mode', nargs='+', choices=('train', 'infer'), default=['train', 'infer'])
-    parser.add_argument('--batch-size', type=int, default=None, help='default 256 on CUDA, 8 on CPU')
-    parser.add_argument('--img-size', type=int, default=224)
-    parser.add_argument('--steps', type=int, default=10, help='timed steps per model in each round')
-    parser.add_argument('--repeats', type=int, default=5,
+    parser.add_argument('--batch-size', type=positive_int, default=None, help='default 256 on CUDA, 8 on CPU')
+    parser.add_argument('--img-size', type=positive_int, default=224)
+    parser.add_argument('--steps', type=positive_int, default=10, help='timed steps per model in each round')
+    parser.add_argument('--repeats', type=positive_int, default=5,
                         help='timing rounds; the models take turns within each round, rows report the median')
-    parser.add_argument('--warmup', type=int, default=5)
+    parser.add_argument('--warmup', type=non_negative_int, default=5)
     parser.add_argument('--compile', action='store_true', help='also measure torch.compile (eager rows always run)')
     parser.add_argument('--json', dest='json_out', default=None, help='write the rows as a JSON list here')
+    add_overwrite_argument(parser, 'the --json file')
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json_out:  # before the work
+        check_output(args.json_out, (), args.overwrite, '--json')
     import torch
     import timm
     on_cuda = (args.device or '').startswith('cuda') or (args.device is None and torch.cuda.is_available())
@@ -224,7 +229,6 @@ def run(args: argparse.Namespace) -> int:
                       f'(worst: {worst["model"]} {worst["mode"]}, {worst["spread_pct"]:.0f}%): the machine was '
                       f'busy; rerun when it is idle or with more --repeats before quoting these figures')
     if args.json_out:
-        with open(args.json_out, 'w') as f:
-            json.dump(rows, f, indent=2)
+        write_output(args.json_out, json.dumps(rows, indent=2), (), args.overwrite, '--json')
         print(f'wrote {len(rows)} rows to {os.path.abspath(args.json_out)}')
     return 0

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence
 
 from .errors import ToolError
+from .options import device, non_negative_int, positive_int
+from .outputs import add_overwrite_argument, check_folder_outputs, check_output, save_figure, write_output
 
 N_BINS = 15
 MIN_T, MAX_T = 0.05, 20.0
@@ -146,7 +148,8 @@ def fit_temperature(logits, targets, lo: float = MIN_T, hi: float = MAX_T, iters
     return float(1.0 / ((a + b) / 2))
 
 
-def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = '') -> bool:
+def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = '',
+                     overwrite: bool = False) -> bool:
     """Reliability diagram: accuracy against confidence per bin, one line per curve, with the diagonal and
     the share of samples per bin. Needs matplotlib (the `plot` extra); returns False without it."""
     try:
@@ -171,8 +174,7 @@ def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
     hist.set_xlabel('confidence (top-class probability)')
     hist.set_ylabel('share')
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, overwrite)
     return True
 
 
@@ -213,24 +215,26 @@ def format_result(result: Mapping[str, Any]) -> str:
 
 
 def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split: str, source: Optional[str],
-                            half: bool = True, use_ema: Optional[bool] = None) -> Path:
+                            half: bool = True, use_ema: Optional[bool] = None, inputs: Sequence[str] = (),
+                            overwrite: bool = False) -> Path:
     """The model's weights as safetensors with its architecture, training record and `temperature` in the
-    metadata: what `load_model(checkpoint=...)` reads back. Written to a new name, then moved into place."""
+    metadata: what `load_model(checkpoint=...)` reads back. Written as timm_msanet.outputs writes files
+    (never over `source` or `inputs`; an existing file only with `overwrite`)."""
     import json
     from .loading import read_checkpoint, training_record, write_weights
 
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
         raise CalibrationError(f'--save writes a .safetensors file, got {out_file}')
-    if source and Path(source).exists() and out_file.resolve() == Path(source).resolve():
-        raise CalibrationError(f'--save {out_file} is the input checkpoint; write the calibrated copy to a new file')
+    inputs = [*inputs, *([source] if source else [])]
+    check_output(out_file, inputs, overwrite, '--save')
     if source:
         meta = training_record(read_checkpoint(source, use_ema=use_ema))
     else:
         meta = {'format': 'pt', 'args': json.dumps({}), 'arch': str(model.pretrained_cfg.get('architecture'))}
     meta['temperature'] = f'{check_temperature(temperature):.6f}'
     meta['temperature_fit_split'] = fit_split
-    return write_weights(model.state_dict(), out_file, meta, half=half)
+    return write_weights(model.state_dict(), out_file, meta, half=half, inputs=inputs, overwrite=overwrite)
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -244,36 +248,45 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--save', type=Path, metavar='OUT.safetensors',
                         help='write the weights with the temperature in their metadata (float16; --float32 to keep)')
     parser.add_argument('--float32', action='store_true', help='with --save: keep float32 weights')
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--workers', type=int, default=2)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-size', type=positive_int, default=64)
+    parser.add_argument('--workers', type=non_negative_int, default=2)
+    parser.add_argument('--device', type=device, default='cpu')
+    add_overwrite_argument(parser, '--out files and the --save file')
 
 
 def run(args: argparse.Namespace) -> int:
     import json
-    from .loading import model_from_args
+    from .loading import model_from_args, model_input_paths
 
     test_split = None if str(args.test_split).lower() == 'none' else args.test_split
-    if args.save and args.checkpoint and Path(args.save).resolve() == Path(args.checkpoint).resolve():
-        raise CalibrationError(f'--save {args.save} is the input checkpoint; write the calibrated copy to a new file')
+    inputs = model_input_paths(args)
+    if args.save:  # every output checked before the work
+        if Path(args.save).suffix != '.safetensors':
+            raise CalibrationError(f'--save writes a .safetensors file, got {args.save}')
+        check_output(args.save, inputs, args.overwrite, '--save')
+    if args.out:
+        splits = [args.split] + ([test_split] if test_split else [])
+        check_folder_outputs(args.out, ['calibration.json', *(f'reliability_{s}.png' for s in splits)], inputs,
+                             args.overwrite)
     model = model_from_args(args)
     result = calibrate(model, args.data_dir, args.split, test_split, batch_size=args.batch_size,
                        workers=args.workers, device=args.device, progress=sys.stderr.isatty())
     print(format_result(result))
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / 'calibration.json'
-        path.write_text(json.dumps(result, indent=2))
+        path = write_output(args.out / 'calibration.json', json.dumps(result, indent=2), inputs, args.overwrite,
+                            '--out')
         print(f'wrote {path}')
         for name, s in result['splits'].items():
             png = args.out / f'reliability_{name}.png'
             title = (f"{result.get('model') or ''} {name}: ECE {s['before']['ece']:.3f} -> {s['after']['ece']:.3f} "
                      f"(T={result['temperature']:.3f})")
             if plot_reliability({'before (T=1)': s['before']['reliability'],
-                                 f"after (T={result['temperature']:.2f})": s['after']['reliability']}, png, title):
+                                 f"after (T={result['temperature']:.2f})": s['after']['reliability']}, png, title,
+                                args.overwrite):
                 print(f'wrote {png}')
     if args.save:
         saved = save_calibrated_weights(model, args.save, result['temperature'], args.split, args.checkpoint,
-                                        half=not args.float32, use_ema=False if args.no_ema else None)
+                                        half=not args.float32, use_ema=False if args.no_ema else None,
+                                        inputs=inputs, overwrite=args.overwrite)
         print(f'wrote {saved} (temperature {result["temperature"]:.4f} in its metadata)')
     return 0

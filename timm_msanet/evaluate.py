@@ -23,6 +23,7 @@ evaluated the same thing; `timm-msanet verify` compares a release's numbers on t
 import argparse
 import csv
 import hashlib
+import io
 import json
 import os
 import sys
@@ -30,9 +31,12 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from .calibration import calibrated_probs, calibration_metrics, plot_reliability, temperature_of
+from . import safe_json
 from .errors import ToolError
+from .options import device, non_negative_int, positive_int
 from .images import GreyInput
-from .loading import add_model_args, eval_mode, label_names_of, model_from_args
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
+from .outputs import add_overwrite_argument, check_folder_outputs, save_figure, write_output
 from .releases import expects_grey_input
 from .version import __version__
 
@@ -199,7 +203,7 @@ def evaluate(
     manifest = Path(data_dir) / 'manifest.json'
     if manifest.is_file():
         try:
-            metrics['dataset'] = json.loads(manifest.read_text()).get('dataset')
+            metrics['dataset'] = safe_json.loads(manifest.read_text(encoding='utf-8')).get('dataset')
         except (ValueError, AttributeError):
             pass
     metrics['protocol'] = evaluation_protocol(got, split=split, hflip_tta=hflip_tta, dataset=metrics.get('dataset'),
@@ -334,15 +338,19 @@ def format_table(metrics: Dict[str, Any]) -> str:
     return '\n'.join(lines)
 
 
-def write_confusion_csv(metrics: Dict[str, Any], path: Path) -> None:
-    with open(path, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(['true \\ predicted'] + metrics['label_names'])
-        for name, row in zip(metrics['label_names'], metrics['confusion_matrix']):
-            w.writerow([name] + row)
+def write_confusion_csv(metrics: Dict[str, Any], path: Path, overwrite: bool = False) -> None:
+    buf = io.StringIO(newline='')
+    w = csv.writer(buf)
+    w.writerow(['true \\ predicted'] + metrics['label_names'])
+    for name, row in zip(metrics['label_names'], metrics['confusion_matrix']):
+        w.writerow([name] + row)
+    write_output(path, buf.getvalue(), (), overwrite, '--out')
 
 
-def plot_confusion(metrics: Dict[str, Any], path: Path) -> bool:
+OUTPUT_FILES = ('metrics.json', 'confusion_matrix.csv', 'confusion_matrix.png', 'reliability.png')
+
+
+def plot_confusion(metrics: Dict[str, Any], path: Path, overwrite: bool = False) -> bool:
     """Row-normalised confusion matrix like the paper's Fig. 3. Needs matplotlib (the `plot` extra)."""
     try:
         import matplotlib
@@ -365,17 +373,19 @@ def plot_confusion(metrics: Dict[str, Any], path: Path) -> bool:
     ax.set_title(f"{metrics.get('model') or ''} {metrics.get('split', '')}: acc {metrics['accuracy'] * 100:.2f}%, "
                  f"mean class acc {metrics['mean_class_accuracy'] * 100:.2f}%", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, overwrite)
     return True
 
 
-def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+def write_outputs(metrics: Dict[str, Any], out_dir: Path, overwrite: bool = False,
+                  inputs: Sequence[str] = ()) -> List[Path]:
+    """metrics.json, confusion_matrix.csv/.png and reliability.png in `out_dir`, as timm_msanet.outputs writes
+    files: all checked first, an existing one replaced only with `overwrite`."""
+    check_folder_outputs(out_dir, OUTPUT_FILES, inputs, overwrite)
     written = [out_dir / 'metrics.json', out_dir / 'confusion_matrix.csv']
-    written[0].write_text(json.dumps(metrics, indent=2))
-    write_confusion_csv(metrics, written[1])
-    if plot_confusion(metrics, out_dir / 'confusion_matrix.png'):
+    write_output(written[0], json.dumps(metrics, indent=2), inputs, overwrite, '--out')
+    write_confusion_csv(metrics, written[1], overwrite)
+    if plot_confusion(metrics, out_dir / 'confusion_matrix.png', overwrite):
         written.append(out_dir / 'confusion_matrix.png')
     if metrics.get('reliability'):
         t = metrics.get('temperature', 1.0)
@@ -384,7 +394,7 @@ def write_outputs(metrics: Dict[str, Any], out_dir: Path) -> List[Path]:
             curves = {'T=1 (uncalibrated)': metrics['uncalibrated']['reliability'], **curves}
         title = (f"{metrics.get('model') or ''} {metrics.get('split', '')}: ECE {metrics['ece']:.3f}, "
                  f"NLL {metrics['nll']:.3f}, Brier {metrics['brier']:.3f}")
-        if plot_reliability(curves, out_dir / 'reliability.png', title):
+        if plot_reliability(curves, out_dir / 'reliability.png', title, overwrite):
             written.append(out_dir / 'reliability.png')
     return written
 
@@ -394,19 +404,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--data-dir', required=True, help='ImageFolder root with split folders (timm-msanet export)')
     parser.add_argument('--split', default='test', help='split folder to score (default: test)')
     parser.add_argument('--out', type=Path, help='folder for metrics.json, confusion_matrix.csv/.png')
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--workers', type=int, default=2)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-size', type=positive_int, default=64)
+    parser.add_argument('--workers', type=non_negative_int, default=2)
+    parser.add_argument('--device', type=device, default='cpu')
     parser.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU, fp16 on CUDA)')
     parser.add_argument('--tta-hflip', action='store_true', help='average probabilities with the mirrored image')
+    add_overwrite_argument(parser, 'the --out files')
 
 
 def run(args: argparse.Namespace) -> int:
+    inputs = model_input_paths(args)
+    if args.out:  # before the work
+        check_folder_outputs(args.out, OUTPUT_FILES, inputs, args.overwrite)
     model = model_from_args(args)
     metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
                        device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())
     print(format_table(metrics))
     if args.out:
-        for path in write_outputs(metrics, args.out):
+        for path in write_outputs(metrics, args.out, args.overwrite, inputs):
             print(f'wrote {path}')
     return 0

@@ -31,7 +31,9 @@ from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
 from .faces import DEFAULT_MARGIN, DETECTORS, face_slot, framing_notice, framing_of, locate_faces, require_detector
 from .images import as_pil, font, make_transform
-from .loading import add_model_args, eval_mode, label_names_of, model_from_args, warn_if_untrained
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths, warn_if_untrained
+from .options import device, face_margin, positive_int
+from .outputs import add_overwrite_argument, atomic_path, check_output, printable
 
 PANEL = 224
 
@@ -225,13 +227,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              'dlib and dlib-cnn give landmarks: faces are aligned as the model was trained)')
     parser.add_argument('--no-align', action='store_true',
                         help='with landmarks: explain the square crop of the box instead of the aligned face')
-    parser.add_argument('--margin', type=float, default=None,
+    parser.add_argument('--margin', type=face_margin, default=None,
                         help='with --faces: crop margin, a fraction of the face side on every side (default 0.2)')
-    parser.add_argument('--max-faces', type=int, default=8, help='with --faces: explain at most this many (largest)')
+    parser.add_argument('--max-faces', type=positive_int, default=8,
+                        help='with --faces: explain at most this many (largest)')
     parser.add_argument('--out', default=None, metavar='PNG', help='output PNG (default: IMAGE_STEM_explain.png '
                         'in the current folder)')
     parser.add_argument('--target', default=None, help='class name or index for the CAM (default: predicted)')
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--device', type=device, default='cpu')
+    add_overwrite_argument(parser, 'the output PNG')
 
 
 def run(args: argparse.Namespace) -> int:
@@ -241,8 +245,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(f'{image.stem}_explain.png')
     if out.suffix.lower() != '.png':
         out = out.with_suffix(out.suffix + '.png')
-    if image.exists() and out.resolve() == image.resolve():
-        raise ToolError(f'--out {out} is the input image; choose another path')
+    check_output(out, [image, *model_input_paths(args)], args.overwrite, '--out')
     if args.faces:
         require_detector(args.detector)
     model = model_from_args(args).to(args.device)
@@ -263,13 +266,13 @@ def run(args: argparse.Namespace) -> int:
         raise ExplainError(f'cannot explain {image}: {type(e).__name__}: {e}') from None
     if not results:
         raise ExplainError(f'no face detected in {image}; without --faces the whole image is explained')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    render_rows(results).save(out)
+    with atomic_path(out, [image, *model_input_paths(args)], args.overwrite, '--out') as tmp:
+        render_rows(results).save(tmp, format='PNG')
     maps = ', '.join(name for name, _ in results[0]['attention']) or 'none (model without attention)'
     for r in results:
         where = f" face {r['face']} {r['box']}" if 'box' in r else ''
         if 'aligned' in r:
             where += f" aligned (rotated {r['aligned']['rotation']:+.1f} degrees)"
-        print(f"{image}{where}: {r['label']} {r['probabilities'][r['label']]:.3f} (CAM of {r['target']})")
+        print(f"{printable(image)}{where}: {r['label']} {r['probabilities'][r['label']]:.3f} (CAM of {r['target']})")
     print(f'wrote {out}: {len(results)} row(s); attention maps: {maps}')
     return 0

@@ -88,7 +88,11 @@ from PIL import Image
 from ._dataset_parsers import (
     SKIP_REASONS, SPLITS, DatasetLayoutError, Entry, ExportError, ExportPlan, Record, Skip, plan_affectnet,
     plan_fer2013, plan_ferplus, plan_rafdb)
+from . import safe_json
+from .images import MAX_IMAGE_BYTES, ImageFileError, open_image_file, read_image_file
 from .labels import labels_for
+from .options import positive_int
+from .outputs import usual_permissions
 from .leakage import (DEFAULT_THRESHOLD, HashedImage, content_hash, cross_split_pairs, leak_report, perceptual_hash,
                       summary_lines, train_copies)
 from .version import __version__
@@ -210,6 +214,7 @@ class WorkerConfig(NamedTuple):
     image_format: str
     quality: int
     hash_images: bool = False  # the leak check: content and perceptual hash of every image
+    source_roots: Tuple[str, ...] = ()  # real paths of the SOURCE folders: images must resolve inside one of them
 
 
 class _ItemError(Exception):
@@ -223,12 +228,30 @@ def _describe(e: BaseException) -> str:
     return f'{type(e).__name__}: {e}'[:300]
 
 
-def _read(path: str) -> bytes:
+def _check_inside(path: str, roots: Sequence[str]) -> None:
+    """A source image must resolve inside SOURCE: a link in SOURCE that points elsewhere is not followed."""
+    if roots:
+        real = os.path.realpath(path)
+        if not any(_is_within(real, root) for root in roots):
+            raise _ItemError('outside_source', f'{path} resolves to {real}, outside SOURCE: not read')
+
+
+def _open_source(path: str, roots: Sequence[str]) -> int:
+    """A descriptor of one source image, inside SOURCE and passing `images.open_image_file` (a regular file,
+    bounded size), or _ItemError."""
+    _check_inside(path, roots)
     try:
-        with open(path, 'rb') as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
-        raise _ItemError('missing_image', _describe(e)) from None
+        return open_image_file(path, MAX_IMAGE_BYTES)
+    except ImageFileError as e:
+        raise _ItemError(e.reason, str(e)) from None
+
+
+def _read(path: str, roots: Sequence[str] = ()) -> bytes:
+    _check_inside(path, roots)
+    try:
+        return read_image_file(path, MAX_IMAGE_BYTES)
+    except ImageFileError as e:
+        raise _ItemError(e.reason, str(e)) from None
 
 
 def _decode_bytes(data: bytes) -> Image.Image:
@@ -279,9 +302,22 @@ def _encoded_name(name: str, image_format: str) -> Tuple[str, str]:
     return (name if ext == '.png' else stem + '.png'), 'PNG'
 
 
+@contextlib.contextmanager
+def _new_file(dst: str) -> Iterator[Any]:
+    """Exclusive create (a second entry with the same name is a duplicate, never a silent overwrite); a write
+    that fails removes the partial file, so the tree never holds a truncated image the manifest calls skipped."""
+    f = open(dst, 'xb')
+    try:
+        with f:
+            yield f
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(dst)
+        raise
+
+
 def _write_new(dst: str, data: bytes) -> None:
-    """Exclusive create: a second entry with the same name is a duplicate, never a silent overwrite."""
-    with open(dst, 'xb') as f:
+    with _new_file(dst) as f:
         f.write(data)
 
 
@@ -294,13 +330,17 @@ def _save(img: Image.Image, dst: str, fmt: str, quality: int) -> None:
     _write_new(dst, buf.getvalue())
 
 
-def _copy_new(src: str, dst: str) -> None:
-    try:
-        fsrc = open(src, 'rb')
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
-        raise _ItemError('missing_image', _describe(e)) from None
-    with fsrc, open(dst, 'xb') as fdst:
-        shutil.copyfileobj(fsrc, fdst, 1 << 20)
+def _copy_new(src: str, dst: str, roots: Sequence[str] = ()) -> None:
+    with os.fdopen(_open_source(src, roots), 'rb') as fsrc, _new_file(dst) as fdst:
+        copied = 0
+        while True:
+            chunk = fsrc.read(1 << 20)
+            if not chunk:
+                break
+            copied += len(chunk)
+            if copied > MAX_IMAGE_BYTES:  # grew after the check
+                raise _ItemError('too_large', f'{src} has more than {MAX_IMAGE_BYTES:,} bytes: not copied')
+            fdst.write(chunk)
 
 
 Hashes = Tuple[Optional[str], Optional[int]]  # content sha256, perceptual hash (None: not computed / undecodable)
@@ -328,7 +368,7 @@ def export_one(rec: Record, cfg: WorkerConfig) -> Tuple[str, Hashes]:
         return name, hashes
     assert rec.path is not None
     if cfg.mode == 'encode':
-        data = _read(rec.path)
+        data = _read(rec.path, cfg.source_roots)
         img = _transform(_decode_bytes(data), rec, cfg)
         name, fmt = _encoded_name(rec.name, cfg.image_format)
         _save(img, os.path.join(class_dir, name), fmt, cfg.quality)
@@ -338,18 +378,18 @@ def export_one(rec: Record, cfg: WorkerConfig) -> Tuple[str, Hashes]:
     data: Optional[bytes] = None
     hashes: Hashes = (None, None)
     if cfg.hash_images or cfg.verify:
-        data = _read(rec.path)
+        data = _read(rec.path, cfg.source_roots)
         img = _decode_bytes(data) if cfg.verify else None  # --verify: an undecodable image is skipped
         if cfg.hash_images:
             hashes = (content_hash(data), perceptual_hash(img) if img is not None else _perceptual_or_none(data))
-    elif not os.path.isfile(rec.path):
-        raise _ItemError('missing_image', f'{rec.path} is not a file')
+    elif cfg.mode == 'link':
+        os.close(_open_source(rec.path, cfg.source_roots))  # the same checks as a read, without reading
     if cfg.mode == 'link':
         os.symlink(rec.path, dst)
     elif data is not None:
         _write_new(dst, data)
     else:
-        _copy_new(rec.path, dst)
+        _copy_new(rec.path, dst, cfg.source_roots)
     return rec.name, hashes
 
 
@@ -615,10 +655,16 @@ def _is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
+def _source_roots(plan: ExportPlan) -> Tuple[str, ...]:
+    """The real paths of the SOURCE folders every image must resolve inside (none: no confinement, as for
+    `export_records` given no inputs)."""
+    return tuple(os.path.realpath(p) for p in plan.inputs if os.path.isdir(p))
+
+
 def _looks_like_export(path: str) -> bool:
     try:
         with open(os.path.join(path, 'manifest.json'), encoding='utf-8') as f:
-            return str(json.load(f).get('format', '')).startswith('timm-msanet-export/')
+            return str(safe_json.loads(f.read(1 << 26)).get('format', '')).startswith('timm-msanet-export/')
     except (OSError, ValueError, AttributeError):
         return False
 
@@ -786,7 +832,7 @@ def _pid_alive(pid: int) -> bool:
 def _is_our_partial(path: str, pid: int) -> bool:
     try:
         with open(os.path.join(path, PARTIAL_MARKER), encoding='utf-8') as f:
-            marker = json.load(f)
+            marker = safe_json.loads(f.read(1 << 16))
     except FileNotFoundError:
         return not os.listdir(path)  # killed between creating the folder and marking it
     except (OSError, ValueError):
@@ -833,14 +879,69 @@ def clean_leftovers(output: str) -> List[str]:
 
 
 def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> ExportResult:
-    """The common core: stream `plan.entries` into a staging tree beside OUTPUT, then publish it."""
+    """The common core: stream `plan.entries` into a staging tree beside OUTPUT, then publish it.
+
+    One export at a time writes an OUTPUT (`.OUTPUT.lock` beside it; a second fails at once), and OUTPUT must
+    look at the end as it did at the start (absent, or the same earlier export): a file someone put there
+    meanwhile is never deleted by the final rename."""
     options.validate(plan.dataset)
     output = os.path.abspath(output)
-    for note in clean_leftovers(output):
-        warnings.warn(note, UserWarning, stacklevel=2)
-    check_output(output, plan.inputs, options.overwrite)
     parent = os.path.dirname(output)
+    check_output(output, plan.inputs, options.overwrite)
     os.makedirs(parent, exist_ok=True)
+    lock = _take_lock(output)
+    try:
+        for note in clean_leftovers(output):
+            warnings.warn(note, UserWarning, stacklevel=2)
+        check_output(output, plan.inputs, options.overwrite)  # again, now that no other export can change it
+        return _export_locked(plan, output, options, _output_state(output))
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
+
+
+def _take_lock(output: str) -> str:
+    parent, base = os.path.split(output)
+    lock = os.path.join(parent, f'.{base}.lock')
+    for attempt in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                with open(lock, encoding='utf-8') as f:
+                    holder = safe_json.loads(f.read(1 << 16))
+                pid, host = int(holder['pid']), holder['host']
+            except (OSError, ValueError, KeyError, TypeError):
+                pid, host = None, None
+            if attempt == 0 and host == socket.gethostname() and pid is not None and not _pid_alive(pid):
+                with contextlib.suppress(FileNotFoundError):  # the lock of an export that was killed
+                    os.unlink(lock)
+                continue
+            who = f'another export (pid {pid} on {host})' if pid is not None else 'another export'
+            raise OutputError(f'{who} is writing {output} (lock {lock}); wait for it to finish or choose another '
+                              f'OUTPUT. If no export is running, remove the lock file.') from None
+        except OSError as e:
+            raise OutputError(f'cannot create the lock {lock} beside OUTPUT: {e.strerror or e}') from None
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump({'pid': os.getpid(), 'host': socket.gethostname(), 'output': output}, f)
+        return lock
+    raise OutputError(f'cannot take the lock {lock} beside OUTPUT')
+
+
+def _output_state(output: str) -> Optional[Tuple[Tuple[str, ...], bytes]]:
+    """What OUTPUT looks like: absent (None), or its names and manifest bytes (an earlier export)."""
+    if not os.path.lexists(output):
+        return None
+    try:
+        with open(os.path.join(output, 'manifest.json'), 'rb') as f:
+            manifest = f.read(1 << 26)
+    except OSError:
+        manifest = b''
+    return tuple(sorted(os.listdir(output))) if os.path.isdir(output) else (), manifest
+
+
+def _export_locked(plan: ExportPlan, output: str, options: ExportOptions,
+                   state: Optional[Tuple[Tuple[str, ...], bytes]]) -> ExportResult:
     started = time.perf_counter()
     staging = _make_staging(output)
     bar = _NoProgress()
@@ -850,7 +951,7 @@ def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> Export
                 os.makedirs(os.path.join(staging, split, label))
         tally = _Tally(plan.splits, plan.classes)
         cfg = WorkerConfig(staging, options.mode, options.size, options.crop_face, options.verify,
-                           options.image_format, options.quality, options.leak_check)
+                           options.image_format, options.quality, options.leak_check, _source_roots(plan))
         kind, workers = _executor(options, plan)
         bar = _progress_bar(options.progress, plan.count_hint, f'export {plan.dataset}')
         chunks = _chunks(plan.entries, set(plan.classes), tally, bar, options.chunk_size)
@@ -867,6 +968,10 @@ def export_plan(plan: ExportPlan, output: str, options: ExportOptions) -> Export
                 f'({_reason_summary(tally.by_reason) or "no entries found"}); {output} was not written', manifest)
         _write_metadata(staging, plan.classes, manifest)
         os.remove(os.path.join(staging, PARTIAL_MARKER))
+        if _output_state(output) != state:
+            raise OutputError(f'{output} changed while the export ran (something was put there or removed); the new '
+                              f'export was not put in place and {output} was left as it is')
+        usual_permissions(staging)  # mkdtemp made it 0700
         _COMMIT.active = True  # from here the export is finished: the CLI defers signals instead of unwinding
         _publish(staging, output)
     except BaseException:
@@ -967,13 +1072,6 @@ def format_summary(manifest: Mapping[str, Any], elapsed_s: Optional[float] = Non
     return '\n'.join(lines)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
-    return value
-
-
 def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument('source', metavar='SOURCE', help='the dataset as distributed (only ever read)')
@@ -983,14 +1081,14 @@ def _common_options() -> argparse.ArgumentParser:
     common.add_argument('--mode', choices=MODES, default='link',
                         help='link: absolute symlinks (default); copy: byte copies; encode: decode, '
                              'crop/resize, re-encode')
-    common.add_argument('--size', type=_positive_int, help='encode mode: resize every image to SIZE x SIZE')
+    common.add_argument('--size', type=positive_int, help='encode mode: resize every image to SIZE x SIZE')
     common.add_argument('--format', dest='image_format', choices=IMAGE_FORMATS, default='auto',
                         help='encode mode: output format (auto keeps png/jpg, others become png)')
     common.add_argument('--quality', type=int, default=95, help='encode mode: JPEG quality (default 95)')
     common.add_argument('--verify', action='store_true', help='decode every image; skip corrupt or truncated ones')
     common.add_argument('--balance', choices=('oversample',),
                         help='oversample: add links in train/ until every class has as many entries as the largest')
-    common.add_argument('--workers', type=_positive_int,
+    common.add_argument('--workers', type=positive_int,
                         help='processes for encode/copy/verify work (default: all cores); '
                              'threads for plain link mode (default 4)')
     common.add_argument('--overwrite', action='store_true',

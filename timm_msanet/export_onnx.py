@@ -33,10 +33,13 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
+from . import safe_json
 from .calibration import temperature_of
-from .loading import add_model_args, eval_mode, label_names_of, model_from_args
+from .loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
 from .errors import ToolError
 from .images import make_transform
+from .options import non_negative_float, positive_int
+from .outputs import add_overwrite_argument, atomic_path, check_output
 from .releases import expects_grey_input
 from .version import __version__
 
@@ -87,14 +90,14 @@ def read_metadata(path: Union[str, Path]) -> Dict[str, Any]:
     out = {}
     for k, v in props.items():
         try:
-            out[k] = json.loads(v)
+            out[k] = safe_json.loads(v)
         except ValueError:
             out[k] = v
     return out
 
 
 def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, opset: Optional[int] = None,
-                dynamic_batch: bool = True) -> Path:
+                dynamic_batch: bool = True, inputs: Sequence[Union[str, Path]] = (), overwrite: bool = False) -> Path:
     """Export `model` (eval mode, CPU float32) to `path` with label names and data config in its metadata.
 
     Args:
@@ -103,11 +106,12 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
         img_size: Input height and width (default: the model cfg's input size).
         opset: ONNX opset (default: torch's default for the dynamo exporter).
         dynamic_batch: Make the batch dimension dynamic (any N >= 1).
+        inputs: Files the model came from, which `path` may never be (timm_msanet.outputs).
+        overwrite: Replace an existing `path`.
     """
     import torch
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = check_output(path, inputs, overwrite, 'ONNX output')
     meta = onnx_metadata(model, img_size)
     c, h, w = json.loads(meta['data_config'])['input_size']
     with eval_mode(model):
@@ -122,7 +126,8 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
         program = torch.onnx.export(_with_temperature(model), (x,), **kwargs)
     for k, v in meta.items():
         program.model.metadata_props[k] = v
-    program.save(str(path))
+    with atomic_path(path, inputs, overwrite, 'ONNX output') as tmp:
+        program.save(str(tmp))
     return path
 
 
@@ -167,18 +172,22 @@ def require_onnx(*modules: str) -> None:
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_model_args(parser)
     parser.add_argument('--output', '-o', required=True, metavar='FILE.onnx', help='output file')
-    parser.add_argument('--opset', type=int, default=None, help='ONNX opset (default: torch default)')
+    parser.add_argument('--opset', type=positive_int, default=None, help='ONNX opset (default: torch default)')
     parser.add_argument('--static-batch', action='store_true', help='fixed batch size 1 instead of a dynamic batch')
     parser.add_argument('--check', action='store_true',
                         help='compare logits with onnxruntime on random inputs (batch 1 and 3)')
-    parser.add_argument('--tolerance', type=float, default=1e-4, help='max abs logit difference for --check')
+    parser.add_argument('--tolerance', type=non_negative_float, default=1e-4,
+                        help='max abs logit difference for --check')
+    add_overwrite_argument(parser, 'the output file')
 
 
 def run(args: argparse.Namespace) -> int:
     require_onnx('onnx', 'onnxscript', *(('onnxruntime',) if args.check else ()))  # before loading the model
+    inputs = model_input_paths(args)
+    check_output(args.output, inputs, args.overwrite, '--output')
     model = model_from_args(args).cpu().float()
-    path = export_onnx(model, args.output, opset=args.opset,
-                       dynamic_batch=not args.static_batch)
+    path = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch, inputs=inputs,
+                       overwrite=args.overwrite)
     meta = read_metadata(path)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): input {meta['data_config']['input_size']}, "
           f"batch {'fixed 1' if args.static_batch else 'dynamic'}, labels {', '.join(meta['label_names'])}")

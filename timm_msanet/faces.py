@@ -225,15 +225,18 @@ def locate_faces(img, detector: str = 'auto', max_side: int = DETECT_MAX_SIDE) -
 
 
 def recorded_framing(pretrained_cfg: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
-    """The face framing a model's cfg notes record (FRAMING_NOTE), else None."""
+    """The face framing a model's cfg notes record (FRAMING_NOTE), else None; FramingError when the note is
+    there but its values are not a framing (outside publish's 0.1-0.9 bounds: an eye distance of 0.0015 would
+    make the aligned crop 600 times the face)."""
     prefix = FRAMING_NOTE.split(':')[0] + ':'
     for note in tuple((pretrained_cfg or {}).get('notes') or ()):
         if isinstance(note, str) and note.startswith(prefix):
             try:
-                values = dict(part.split('=') for part in note[len(prefix):].split())
-                return dict(eye_y=float(values['eye_y']), eye_dist=float(values['eye_dist']))
-            except (KeyError, ValueError):
-                return None
+                values = dict(part.split('=', 1) for part in note[len(prefix):].split())
+                return parse_framing(f"{values['eye_y']},{values['eye_dist']}")
+            except (KeyError, ValueError) as e:
+                raise FramingError(f'the cfg note {note!r}: expected "face framing: eye_y=Y eye_dist=D" with two '
+                                   f'numbers') from e
     return None
 
 

@@ -69,11 +69,61 @@ def to_rgb(img):
     return img.convert('RGB')  # CMYK, YCbCr, LAB, HSV, L, 1, ...
 
 
+# No photo or face crop a user feeds comes near this; a bigger file is refused unread, so a file never decides
+# how much memory is read (PIL's decompression-bomb limit bounds the decoded pixels).
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
+class ImageFileError(OSError):
+    """A path that is not readable as an image file: `reason` is 'missing_image', 'not_a_file' or 'too_large'."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def open_image_file(path, limit: int = MAX_IMAGE_BYTES) -> int:
+    """Open an image file for reading and return its descriptor, or raise ImageFileError: it must be a regular
+    file (a FIFO or device is never read: it could block or never end) of at most `limit` bytes. Opened
+    without blocking, then checked on the open file (so a swap after a check cannot slip through)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        raise ImageFileError('missing_image', f'{type(e).__name__}: {e}') from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageFileError('not_a_file', f'{path} is not a regular file (a folder, FIFO or device): not read')
+        if st.st_size > limit:
+            raise ImageFileError('too_large', f'{path} has {st.st_size:,} bytes, more than the {limit:,} an image '
+                                 f'may have here: not read')
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_image_file(path, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of an image file, with the checks of `open_image_file` (and `limit` also held while reading)."""
+    import os
+
+    with os.fdopen(open_image_file(path, limit), 'rb') as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew after the check
+        raise ImageFileError('too_large', f'{path} has more than {limit:,} bytes: not read')
+    return data
+
+
 def load_image(path) -> 'Image.Image':
-    """Open and fully decode an image file as 8-bit RGB; raises on unreadable or truncated files."""
+    """Open and fully decode an image file as 8-bit RGB; raises on unreadable, truncated, oversized or
+    non-regular files (ImageFileError, PIL's errors)."""
+    import io
     from PIL import Image
 
-    with Image.open(path) as img:
+    with Image.open(io.BytesIO(read_image_file(path))) as img:
         img.load()
         return to_rgb(img)
 

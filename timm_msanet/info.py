@@ -8,6 +8,7 @@ import json
 from typing import Dict, List, Optional, Sequence
 
 from .loading import label_names_of
+from .options import positive_int
 
 DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 
@@ -39,7 +40,7 @@ def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] =
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), help='model names')
-    parser.add_argument('--img-size', type=int, default=None, help='input size (default: the model cfg)')
+    parser.add_argument('--img-size', type=positive_int, default=None, help='input size (default: the model cfg)')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
 
 

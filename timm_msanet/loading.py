@@ -34,9 +34,13 @@ import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from . import safe_json
 from .calibration import check_temperature, set_temperature, temperature_of
 from .errors import ToolError
+from .faces import recorded_framing
 from .labels import labels_for
+from .options import positive_int
+from .outputs import atomic_path
 from .releases import pool_size_for
 
 DEFAULT_MODEL = 'msanet_r18'  # its default tag is the packaged FER2013 release (offline, no download)
@@ -118,7 +122,7 @@ def _training_record(meta: Mapping[str, str], path: Path):
     args: Dict[str, Any] = {}
     if meta.get('args'):
         try:
-            raw = json.loads(meta['args'])
+            raw = safe_json.loads(meta['args'])
         except ValueError:
             raise CheckpointError(f'{path}: its metadata "args" is not JSON; re-save the weights with '
                                   f'`timm-msanet publish CHECKPOINT --weights-only OUT.safetensors`') from None
@@ -146,22 +150,16 @@ def training_record(ckpt: 'Checkpoint') -> Dict[str, str]:
 
 
 def write_weights(state_dict: Mapping[str, Any], out_file: Union[str, Path], metadata: Mapping[str, str],
-                  half: bool = True) -> Path:
+                  half: bool = True, inputs: Sequence[Union[str, Path]] = (), overwrite: bool = False) -> Path:
     """Write weights as one safetensors file (floating tensors as float16 unless `half=False`) with `metadata`,
-    through a temporary name in the same folder: a reader never sees a half-written file under the real name."""
+    as timm_msanet.outputs writes files: never over one of `inputs`, an existing file only with `overwrite`,
+    through a temporary name in the same folder (a reader never sees a half-written file under the real name)."""
     from safetensors.torch import save_file
-    out_file = Path(out_file)
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state_dict.items()}
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_name(f'.{out_file.name}.partial-{os.getpid()}')
-    try:
+    with atomic_path(out_file, inputs, overwrite, 'weights') as tmp:
         save_file(tensors, str(tmp), metadata=dict(metadata))
-        os.replace(tmp, out_file)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return out_file
+    return Path(out_file)
 
 
 def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> Checkpoint:
@@ -279,6 +277,14 @@ def _guess_arch(sd, model_kwargs) -> str:
 # models run at 48-448 px, and a config asking for 100000 px would make predict allocate without bound.
 MIN_SIDE, MAX_SIDE = 16, 2048
 MAX_CHANS = 16
+# A file's model arguments may not ask for more parameters than this (10x msanet_r18's 3.73 M; counted on the
+# meta device before anything is allocated): 8 branches of 8192 channels would be 1.4 G parameters, 6 GB.
+MAX_PARAMS = 40_000_000
+# The data-config fields a file may set besides the sizes, and their checks; crop_pct sets the resize before the
+# crop (input / crop_pct), so its bound also bounds the effective resize to 2 * MAX_SIDE.
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'box', 'hamming', 'lanczos', 'random')
+CROP_MODES = ('center', 'squash', 'border')
+MAX_NOTE_CHARS = 1000
 STEERING_KEYS = ('pretrained', 'pretrained_cfg', 'pretrained_cfg_overlay', 'pretrained_strict', 'pretrained_model_args',
                  'url', 'file', 'hf_hub_id', 'hf_hub_filename', 'checkpoint_path', 'cache_dir', 'state_dict',
                  'source', 'features_only', 'scriptable', 'exportable', 'no_jit', 'device', 'dtype')
@@ -382,11 +388,62 @@ def check_input_size(value: Any, where: str, key: str = 'input_size') -> Tuple[i
     return int(value[0]), int(value[1]), int(value[2])
 
 
+def check_model_size(arch: str, model_kwargs: Mapping[str, Any], where: str) -> int:
+    """The parameter count of `arch` built with `model_kwargs`, counted on the meta device (nothing allocated);
+    CheckpointError above MAX_PARAMS."""
+    import timm
+    import torch
+    with torch.device('meta'):
+        model = timm.create_model(arch, pretrained=False, **model_kwargs)
+    count = sum(p.numel() for p in model.parameters())
+    if count > MAX_PARAMS:
+        raise CheckpointError(f'{where}: its model arguments {dict(model_kwargs)} make {arch} a model of '
+                              f'{count / 1e6:,.0f} M parameters, more than the {MAX_PARAMS / 1e6:.0f} M allowed for an '
+                              f'expression model (msanet_r18 has 3.7 M); refused before building it')
+    return count
+
+
+def check_data_cfg(pcfg: Mapping[str, Any], where: str) -> None:
+    """The data-config fields of a file's pretrained_cfg other than sizes, mean and std: crop_pct in (0.5, 1],
+    a known interpolation and crop mode, notes that are short strings, and a recorded face framing within
+    publish's bounds. CheckpointError naming the field otherwise."""
+    for key in ('crop_pct', 'test_crop_pct'):
+        v = pcfg.get(key)
+        if v is not None and not (_is_number(v, 0.5, 1.0) and v > 0.5):
+            raise CheckpointError(f'{where}: {key} {v!r} is not valid; expected a number in (0.5, 1] (1.0: the whole '
+                                  f'face, as FER models are evaluated)')
+    if pcfg.get('interpolation') is not None and pcfg['interpolation'] not in INTERPOLATIONS:
+        raise CheckpointError(f"{where}: interpolation {pcfg['interpolation']!r} is not valid; expected one of "
+                              f"{', '.join(INTERPOLATIONS)}")
+    if pcfg.get('crop_mode') is not None and pcfg['crop_mode'] not in CROP_MODES:
+        raise CheckpointError(f"{where}: crop_mode {pcfg['crop_mode']!r} is not valid; expected one of "
+                              f"{', '.join(CROP_MODES)}")
+    notes = pcfg.get('notes')
+    if notes is not None:
+        if isinstance(notes, str):
+            notes = (notes,)
+        if not (isinstance(notes, (list, tuple)) and len(notes) <= 32
+                and all(isinstance(n, str) and len(n) <= MAX_NOTE_CHARS for n in notes)):
+            raise CheckpointError(f'{where}: notes must be a list of at most 32 strings of up to {MAX_NOTE_CHARS} '
+                                  f'characters; got {type(pcfg.get("notes")).__name__}')
+        try:
+            recorded_framing({'notes': notes})
+        except ToolError as e:
+            raise CheckpointError(f'{where}: {e}') from None
+    pool = pcfg.get('pool_size')
+    if pool is not None and not _int_seq(1, MAX_SIDE, 2, 2)(pool):
+        raise CheckpointError(f'{where}: pool_size {pool!r} is not valid; expected two ints from 1 to {MAX_SIDE}')
+
+
 def check_label_names(names: Any, num_classes: Optional[int], where: str) -> Tuple[str, ...]:
     """Class names that are one non-empty, unique string per class, or CheckpointError."""
     if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
         raise CheckpointError(f'{where}: label_names must be a list of non-empty strings, one per class in output '
                               f'order; got {names!r}'[:400])
+    bad = [n for n in names if len(n) > 64 or re.search(r'[\x00-\x1f\x7f-\x9f/\\,]', n)]
+    if bad:  # names go to terminals, CSV headers, ONNX metadata and --target: plain words only
+        raise CheckpointError(f'{where}: label name {bad[0]!r} is not a plain name; expected at most 64 characters '
+                              f'without control characters, path separators or commas'[:400])
     dups = sorted({n for n in names if list(names).count(n) > 1})
     if dups:
         raise CheckpointError(f'{where}: label_names must be unique, one name per class; {", ".join(dups)} '
@@ -423,6 +480,7 @@ def check_release_config(config: Any, where: str) -> Dict[str, Any]:
     if sources:
         raise CheckpointError(f'{where}: pretrained_cfg sets {", ".join(sources)}: a release config must not say '
                               f'where weights come from (they are the model.safetensors beside it). Refused.')
+    check_data_cfg(pcfg, where)
     num_classes = next((v for v in (config.get('num_classes'), pcfg.get('num_classes'), model_args.get('num_classes'))
                         if v is not None), None)
     if num_classes is not None and not COMMON_MODEL_ARGS['num_classes'][0](num_classes):
@@ -449,6 +507,7 @@ def check_release_config(config: Any, where: str) -> Dict[str, Any]:
         if not ok:
             raise CheckpointError(f'{where}: {key} {v!r} is not valid; expected one finite number per input channel'
                                   + (' (std > 0)' if key == 'std' else ''))
+    check_model_size(arch, model_args, where)
     return model_args
 
 
@@ -473,7 +532,7 @@ def config_beside(path: Union[str, Path]) -> Optional[Tuple[Path, Dict[str, Any]
     if path.name != WEIGHTS_BESIDE_CONFIG or not cfg_path.is_file():
         return None
     try:
-        config = json.loads(cfg_path.read_text(encoding='utf-8'))
+        config = safe_json.loads(cfg_path.read_text(encoding='utf-8'))
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f'{cfg_path} (the config beside {path.name}) is not valid JSON ({e}); expected the '
                               f'config.json timm\'s save_for_hf writes, or remove it to load the bare weights') from None
@@ -500,6 +559,12 @@ SOURCE_CFG_KEYS = ('url', 'file', 'state_dict', 'hf_hub_id', 'hf_hub_filename', 
                    'origin_url', 'description', 'notes')
 
 
+def _given(value: Any) -> bool:
+    """Whether a train.py arg is set: not None, '' or an empty list (never `bool()` of the value: a file may hold
+    a tensor there, whose truth value is an error)."""
+    return value is not None and not (isinstance(value, (str, list, tuple)) and len(value) == 0)
+
+
 def checkpoint_cfg(arch: str, args: Mapping[str, Any], where: str = 'the checkpoint') -> Dict[str, Any]:
     """The pretrained_cfg of a model rebuilt from a checkpoint: the architecture's data config at the
     resolution (and mean/std) the checkpoint records, without any release's weight source, licence or notes
@@ -517,9 +582,9 @@ def checkpoint_cfg(arch: str, args: Mapping[str, Any], where: str = 'the checkpo
     cfg['architecture'] = arch
     chans = int(args.get('in_chans') or tuple(cfg.get('input_size') or (3,))[0])
     size = None
-    if args.get('input_size'):
+    if _given(args.get('input_size')):
         size = check_input_size(args['input_size'], f'{where}: args', 'input_size')[1:]
-    elif args.get('img_size'):
+    elif _given(args.get('img_size')):
         size = check_input_size((chans, args['img_size'], args['img_size']), f'{where}: args', 'img_size')[1:]
     if size is not None:
         cfg['input_size'] = (chans, *size)
@@ -527,7 +592,7 @@ def checkpoint_cfg(arch: str, args: Mapping[str, Any], where: str = 'the checkpo
             cfg['pool_size'] = pool_size_for(size)
     for key in ('mean', 'std'):
         v = args.get(key)
-        if v:
+        if _given(v):
             if not (isinstance(v, (list, tuple)) and len(v) in (1, chans)
                     and all(_is_number(x, 1e-6 if key == 'std' else -10, 10) for x in v)):
                 raise CheckpointError(f'{where}: args.{key} {v!r} is not valid; expected one finite number per '
@@ -581,6 +646,8 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
         if recorded is not None and recorded != model_name:
             raise CheckpointError(f'architecture mismatch: --model {model_name} but the checkpoint was trained as '
                                   f'{recorded}; drop --model (the checkpoint says which) or pick the right file')
+    for candidate in ([model_name or recorded] if (model_name or recorded) else msanet_archs()):
+        check_model_size(candidate, model_kwargs, where)
     arch = model_name or recorded or _guess_arch(sd, model_kwargs)
 
     model = timm.create_model(arch, pretrained_cfg=checkpoint_cfg(arch, ckpt.args, where), **model_kwargs)
@@ -734,7 +801,7 @@ def _read_release_config(source: str, ident: str, explain) -> Any:
     except Exception as e:
         raise explain(e) from e
     try:
-        return json.loads(text)
+        return safe_json.loads(text)
     except ValueError as e:
         raise CheckpointError(f'{ident}/config.json is not valid JSON ({e}); expected the config.json that '
                               f'`timm-msanet publish` (timm save_for_hf) writes') from None
@@ -856,7 +923,20 @@ def load_model(
                 f'the model has {n_out} outputs and no label names: give them in output order '
                 f'(--label-names a,b,c on the command line, label_names=[...] in Python)') from None
     model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=n_out)
+    check_finite(model, str(checkpoint or hf_hub or model_name))
     return model
+
+
+def check_finite(model, where: str) -> None:
+    """CheckpointError when a weight or BN statistic is NaN or infinite: such a model's scores are not
+    numbers, and the tools would print 'nan' as a probability or score nothing at all."""
+    import torch
+    bad = [name for name, t in (*model.named_parameters(), *model.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CheckpointError(f'{where}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}), '
+                              f'so every output would be NaN; the file is damaged or came from a diverged training '
+                              f'run. Use another checkpoint (an earlier epoch, or model_best)')
 
 
 def label_names_of(model) -> List[str]:
@@ -891,14 +971,29 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
                    f'{DEFAULT_MODEL}, the FER2013 model installed with the package')
     g.add_argument('--checkpoint', default=None, help='train.py checkpoint, state dict or .safetensors file')
     g.add_argument('--hf-hub', default=None, metavar='ORG/REPO', help='Hub repo published with timm-msanet publish')
-    g.add_argument('--num-classes', type=int, default=None, help='class count if the checkpoint does not tell')
+    g.add_argument('--num-classes', type=positive_int, default=None, help='class count if the checkpoint does not tell')
     g.add_argument('--label-names', default=None, metavar='A,B,...',
                    help='class names in output order, comma-separated (for a class count without canonical names)')
     g.add_argument('--no-ema', action='store_true', help="use a train.py checkpoint's raw weights, not its EMA ones")
-    g.add_argument('--img-size', type=int, default=None, metavar='N',
+    g.add_argument('--img-size', type=positive_int, default=None, metavar='N',
                    help='input height and width (default: the size the model was trained at, from its config)')
     g.add_argument('--no-pretrained', action='store_true',
                    help='with a plain --model name: random weights, no download (for smoke tests)')
+
+
+def model_input_paths(args: argparse.Namespace) -> List[str]:
+    """The files a command's model comes from (a --checkpoint file or folder's files, a local-dir: folder's
+    files): outputs may never be one of them (timm_msanet.outputs)."""
+    paths = []
+    for source in (args.checkpoint, args.model[len('local-dir:'):] if (args.model or '').startswith('local-dir:')
+                   else None):
+        if not source:
+            continue
+        if os.path.isdir(source):
+            paths += [os.path.join(source, name) for name in sorted(os.listdir(source))]
+        else:
+            paths.append(source)
+    return paths
 
 
 def model_from_args(args: argparse.Namespace):

@@ -25,6 +25,10 @@ Choices made here (where FER tools differ and nothing fixes one answer):
 * `annotate_image` draws with PIL only. The CLI writes annotated copies under `--annotate OUTDIR`,
   mirroring the inputs' folder structure, as JPEG for JPEG inputs and PNG otherwise; it never writes a
   path that is one of the inputs (it adds `_annotated` to the name instead).
+* Every output file (`--json`, `--csv`, annotated images, videos and timelines) is written as
+  `timm_msanet.outputs` writes files: never an input, never through a link, an existing file only with
+  `--overwrite`, atomically. All of them are checked before the first image is read, so a refused output
+  costs no work.
 * The CLI exits 1 only when no input could be predicted (no file, or every one failed); per-file errors
   are in the output with the others.
 * Videos (`predict VIDEO --faces`) go through `timm_msanet.video` (tracking, smoothing, timeline, annotated
@@ -32,6 +36,7 @@ Choices made here (where FER tools differ and nothing fixes one answer):
 """
 import argparse
 import csv
+import io
 import json
 import sys
 from pathlib import Path
@@ -43,6 +48,8 @@ from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, 
                     framing_of, locate_faces, require_detector)
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
+from .options import device, face_margin, non_negative_float, positive_float, positive_int
+from .outputs import OutputError, add_overwrite_argument, atomic_path, check_output, printable, write_output
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
                     plot_timeline, summary_lines)
 from .video import csv_rows as video_csv_rows
@@ -313,20 +320,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              'more faces, 5-20 s a photo on CPU')
     parser.add_argument('--no-align', action='store_true',
                         help='with landmarks: classify the square crop of the box instead of the aligned face')
-    parser.add_argument('--margin', type=float, default=DEFAULT_MARGIN,
+    parser.add_argument('--margin', type=face_margin, default=DEFAULT_MARGIN,
                         help='face crop margin: fraction of the face side added on every side (default 0.2)')
-    parser.add_argument('--topk', type=int, default=None, help='print and store the k most probable labels')
-    parser.add_argument('--batch-size', type=int, default=32)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--topk', type=positive_int, default=None, help='print and store the k most probable labels')
+    parser.add_argument('--batch-size', type=positive_int, default=32)
+    parser.add_argument('--device', type=device, default='cpu')
     out = parser.add_mutually_exclusive_group()
     out.add_argument('--json', default=None, metavar='OUT', help="write results as JSON ('-' for stdout)")
     out.add_argument('--csv', default=None, metavar='OUT', help="write results as CSV ('-' for stdout), a row per face")
     parser.add_argument('--annotate', default=None, metavar='OUTDIR', help='write copies with boxes and labels here')
     parser.add_argument('--no-progress', action='store_true', help='no progress bar')
+    add_overwrite_argument(parser, '--json/--csv files and annotated copies')
     v = parser.add_argument_group('video (mp4, mov, avi, mkv, webm; with --faces)')
-    v.add_argument('--fps', type=float, default=None,
+    v.add_argument('--fps', type=positive_float, default=None,
                    help='analyse this many frames per second (default: every frame)')
-    v.add_argument('--smooth', type=float, default=DEFAULT_SMOOTH_S, metavar='SECONDS',
+    v.add_argument('--smooth', type=non_negative_float, default=DEFAULT_SMOOTH_S, metavar='SECONDS',
                    help=f'average each face\'s probabilities over the trailing SECONDS '
                         f'(default {DEFAULT_SMOOTH_S:g}; 0: off)')
 
@@ -352,11 +360,12 @@ def _line(r: Dict[str, Any], topk: Optional[int]) -> str:
             return ', '.join(f"{t['label']} {t['probability']:.3f}" for t in d['topk'])
         return f"{d['label']} {d['score']:.3f}"
 
+    name = printable(r['input'])  # a file name with a newline or escape sequence cannot forge a line
     if 'faces' in r and r['faces']:
-        return f"{r['input']}: " + '; '.join(f"face {f['box']}: {one(f)}" for f in r['faces'])
+        return f"{name}: " + '; '.join(f"face {f['box']}: {one(f)}" for f in r['faces'])
     if r.get('error'):
-        return f"{r['input']}: ERROR {r['error']}"
-    return f"{r['input']}: {one(r)}"
+        return f"{name}: ERROR {printable(r['error'])}"
+    return f"{name}: {one(r)}"
 
 
 def _csv_rows(results: List[Dict[str, Any]], names: Sequence[str]):
@@ -368,26 +377,38 @@ def _csv_rows(results: List[Dict[str, Any]], names: Sequence[str]):
             d = f if f is not None else r
             box = f['box'] if f is not None else ['', '', '', '']
             probs = d.get('probabilities') or {}
-            yield [r['input'], '' if f is None else i, *box, d.get('label') or '',
+            yield [printable(r['input']), '' if f is None else i, *box, d.get('label') or '',
                    '' if d.get('score') is None else f"{d['score']:.6f}",
-                   *[f'{probs[n]:.6f}' if n in probs else '' for n in names], r.get('error') or '']
+                   *[f'{probs[n]:.6f}' if n in probs else '' for n in names], printable(r.get('error') or '')]
 
 
-def _open_out(target: str):
-    return sys.stdout if target == '-' else open(target, 'w', newline='', encoding='utf-8')
+def _check_tables(args: argparse.Namespace, inputs: Iterable[Path]) -> None:
+    """Refuse a `--json`/`--csv` path before any work (an input, a link, a folder, an existing file)."""
+    inputs = list(inputs)
+    for flag, target in (('--json', args.json), ('--csv', args.csv)):
+        if target and target != '-':
+            check_output(target, inputs, args.overwrite, flag)
 
 
-def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_rows: Iterable[List[Any]]) -> None:
+def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_rows: Iterable[List[Any]],
+                  inputs: Iterable[Path]) -> None:
     """`--json OUT` (the results as they are) or `--csv OUT` (the given rows); '-' is stdout."""
-    for target, write in ((args.json, lambda fh: fh.write(json.dumps(results, indent=2) + '\n')),
-                          (args.csv, lambda fh: csv.writer(fh).writerows(csv_rows))):
-        if target:
-            fh = _open_out(target)
-            try:
-                write(fh)
-            finally:
-                if fh is not sys.stdout:
-                    fh.close()
+    inputs = list(inputs)
+    for flag, target, render in (('--json', args.json, lambda: json.dumps(results, indent=2) + '\n'),
+                                 ('--csv', args.csv, lambda: _csv_text(csv_rows))):
+        if not target:
+            continue
+        if target == '-':
+            sys.stdout.write(render())
+            sys.stdout.flush()
+        else:
+            write_output(target, render(), inputs, args.overwrite, flag)
+
+
+def _csv_text(rows: Iterable[List[Any]]) -> str:
+    buf = io.StringIO(newline='')
+    csv.writer(buf).writerows(rows)
+    return buf.getvalue()
 
 
 def _note_framing(model, args: argparse.Namespace) -> None:
@@ -403,10 +424,15 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
     if not args.faces:
         raise VideoError('a video is analysed face by face: add --faces (each face is followed across frames)')
     require_detector(args.detector)
+    outdir = Path(args.annotate) if args.annotate else None
+    _check_tables(args, videos)
+    if outdir is not None:
+        for video in videos:
+            for suffix in ('_annotated.mp4', '_timeline.png'):
+                check_output(outdir / f'{video.stem}{suffix}', videos, args.overwrite, '--annotate output')
     model = model_from_args(args)
     _note_framing(model, args)
     names = label_names_of(model)
-    outdir = Path(args.annotate) if args.annotate else None
     results = []
     for video in videos:
         writer = None
@@ -416,16 +442,23 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
                 probe = VideoReader(video)  # the annotated video plays at the analysed rate
                 probe.cap.release()
                 reader_fps = args.fps or probe.info['nominal_fps'] or 25.0
-                writer = AnnotatedVideoWriter(outdir / f'{video.stem}_annotated.mp4', reader_fps)
+                writer = AnnotatedVideoWriter(outdir / f'{video.stem}_annotated.mp4', reader_fps, videos,
+                                              args.overwrite)
             res = analyze_video(video, model, fps=args.fps, batch_size=args.batch_size, device=args.device,
                                 margin=args.margin, smooth=args.smooth, on_frame=writer, detector=args.detector,
                                 align=not args.no_align,
                                 progress=not args.no_progress and sys.stderr.isatty())
         except VideoError as e:
+            if writer is not None:
+                writer.close(ok=False)
             if len(videos) == 1:
                 raise
             res = dict(input=str(video), error=str(e), rows=[], faces={}, info=None)
-        finally:
+        except BaseException:
+            if writer is not None:
+                writer.close(ok=False)
+            raise
+        else:
             if writer is not None:
                 writer.close()
         elapsed = time.perf_counter() - started
@@ -437,13 +470,12 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
                 res['annotated'] = str(writer.path)
             if outdir is not None and res['rows']:
                 png = outdir / f'{video.stem}_timeline.png'
-                outdir.mkdir(parents=True, exist_ok=True)
-                if plot_timeline(res, png):
+                if plot_timeline(res, png, args.overwrite):
                     res['timeline'] = str(png)
         results.append(res)
         if '-' not in (args.json, args.csv):
             for line in (summary_lines(res) if res.get('info') else [f"{res['input']}: ERROR {res['error']}"]):
-                print(line)
+                print(printable(line))
             for key in ('annotated', 'timeline'):
                 if res.get(key):
                     print(f'  wrote {res[key]}')
@@ -452,7 +484,7 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
             print(f"{video}: {res['info']['frames_sampled']} frames in {t['total_s']:.1f} s = {t['frames_per_s']:.1f} "
                   f"frames/s (decode {res['info']['decode_s']:.1f} s, detect {t['detect_s']:.1f} s, model "
                   f"{t['model_s']:.1f} s)", file=sys.stderr)
-    _write_tables(args, results, video_csv_rows(results, names))
+    _write_tables(args, results, video_csv_rows(results, names), videos)
     return 0 if any(r['rows'] for r in results) else 1
 
 
@@ -470,27 +502,34 @@ def run(args: argparse.Namespace) -> int:
                            f'image file extensions)')
     if args.faces:
         require_detector(args.detector)
+    outdir = Path(args.annotate) if args.annotate else None
+    input_paths = {f.resolve() for f, _ in files}
+    _check_tables(args, input_paths)
+    annotated: List[Path] = []
+    if outdir is not None:  # every annotated copy's path, checked before any work
+        taken: set = set()
+        annotated = [check_output(_annotated_path(file, root, outdir, input_paths, taken), input_paths,
+                                  args.overwrite, '--annotate output') for file, root in files]
     model = model_from_args(args)
     if args.faces:
         _note_framing(model, args)
     names = label_names_of(model)
-    outdir = Path(args.annotate) if args.annotate else None
-    input_paths = {f.resolve() for f, _ in files}
-    taken: set = set()
     results = []
     quiet_stdout = '-' in (args.json, args.csv)
     progress = False if args.no_progress else len(files) >= PROGRESS_MIN_INPUTS
-    for (file, root), r in zip(files, iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size,
-                                                   device=args.device, faces=args.faces, topk=args.topk,
-                                                   margin=args.margin, detector=args.detector,
-                                                   align=not args.no_align,
-                                                   progress=progress)):
+    predictions = iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size, device=args.device,
+                               faces=args.faces, topk=args.topk, margin=args.margin, detector=args.detector,
+                               align=not args.no_align, progress=progress)
+    for i, ((file, root), r) in enumerate(zip(files, predictions)):
         if outdir is not None and 'width' in r:
+            out = annotated[i]
             try:
-                out = _annotated_path(file, root, outdir, input_paths, taken)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                annotate_image(file, r).save(out, **(dict(quality=92) if out.suffix == '.jpg' else {}))
+                with atomic_path(out, input_paths, args.overwrite, '--annotate output') as tmp:
+                    annotate_image(file, r).save(tmp, **(dict(format='JPEG', quality=92) if out.suffix == '.jpg'
+                                                         else dict(format='PNG')))
                 r['annotated'] = str(out)
+            except OutputError as e:
+                r['annotate_error'] = str(e)
             except Exception as e:
                 r['annotate_error'] = f'{type(e).__name__}: {e}'
         results.append(r)
@@ -498,7 +537,7 @@ def run(args: argparse.Namespace) -> int:
             # through the bar: in a terminal a plain print lands after the bar's text on the same line
             tqdm.write(_line(r, args.topk), file=sys.stdout)
             sys.stdout.flush()
-    _write_tables(args, results, _csv_rows(results, names))
+    _write_tables(args, results, _csv_rows(results, names), input_paths)
     ok = sum(1 for r in results if r.get('label'))
     failed = len(results) - ok
     print(f'{ok} of {len(results)} inputs predicted' + (f', {failed} failed' if failed else ''), file=sys.stderr)

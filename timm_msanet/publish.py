@@ -50,6 +50,7 @@ Decisions where the Hub and timm leave room:
 """
 import argparse
 import json
+import math
 import re
 import shutil
 import tempfile
@@ -60,7 +61,9 @@ from .faces import DEFAULT_FRAMING, FRAMING_NOTE, measure_framing, parse_framing
 from .labels import labels_for
 from .loading import (RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg, model_from_checkpoint,
                       msanet_archs, read_checkpoint, training_record, write_weights)
+from . import safe_json
 from .calibration import set_temperature, temperature_of
+from .outputs import add_overwrite_argument, check_output, finish_permissions, replace_folder
 from .releases import DATASETS, GREY_INPUT_NOTE
 from .version import __version__
 
@@ -117,23 +120,81 @@ def _pct(v) -> str:
     return f'{v * 100:.2f}' if v <= 1 else f'{v:.2f}'
 
 
+def _is_fraction(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v <= 1
+
+
+def _is_finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def read_eval_json(path: Union[str, Path], label_names: Sequence[str]) -> Dict[str, Any]:
+    """The metrics.json of `timm-msanet eval`, checked field by field before any of it goes on a card: a partial
+    or hand-edited file is one PublishError line naming the field, never a traceback or a card with holes."""
     path = Path(path)
     try:
-        ev = json.loads(path.read_text(encoding='utf-8'))
+        ev = safe_json.loads(path.read_text(encoding='utf-8'))
     except FileNotFoundError:
         raise PublishError(f'--eval-json {path} does not exist') from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (ValueError, OSError) as e:  # malformed, too deep, not UTF-8, unreadable
         raise PublishError(f'--eval-json {path} is not valid JSON: {e}') from None
     if not isinstance(ev, dict):
         raise PublishError(f'--eval-json {path} must hold a JSON object')
-    if 'label_names' in ev and list(ev['label_names']) != list(label_names):
-        raise PublishError(f'--eval-json label_names {list(ev["label_names"])} differ from the model\'s class '
-                           f'order {list(label_names)}: was it made with another model or class set?')
+
+    def bad(field: str, expected: str):
+        what = f'{field} {str(ev[field])[:80]!r} is not valid' if field in ev else f'{field} is missing'
+        return PublishError(f'--eval-json {path}: {what}; expected {expected} (the metrics.json '
+                            f'`timm-msanet eval --out` writes)')
+    n = len(label_names)
+    for key in ('accuracy', 'mean_class_accuracy'):
+        if not _is_fraction(ev.get(key)):
+            raise bad(key, 'a fraction from 0 to 1')
+    for key in ('ece',):
+        if key in ev and not _is_fraction(ev[key]):
+            raise bad(key, 'a fraction from 0 to 1')
+    for key in ('nll', 'brier', 'temperature'):
+        if key in ev and not _is_finite(ev[key]):
+            raise bad(key, 'a finite number')
+    if 'ece' in ev and not all(_is_finite(ev.get(k)) for k in ('nll', 'brier')):
+        raise bad('nll', 'nll and brier beside ece')
+    if 'label_names' in ev:
+        if not (isinstance(ev['label_names'], list) and all(isinstance(x, str) for x in ev['label_names'])):
+            raise bad('label_names', 'a list of class names')
+        if list(ev['label_names']) != list(label_names):
+            raise PublishError(f'--eval-json label_names {list(ev["label_names"])} differ from the model\'s class '
+                               f'order {list(label_names)}: was it made with another model or class set?')
     cm = ev.get('confusion_matrix')
-    if cm is not None and (len(cm) != len(label_names) or any(len(r) != len(label_names) for r in cm)):
-        raise PublishError(f'--eval-json confusion_matrix is not {len(label_names)}x{len(label_names)}')
+    if cm is not None and not (isinstance(cm, list) and len(cm) == n and all(
+            isinstance(r, list) and len(r) == n and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                         for v in r) for r in cm)):
+        raise PublishError(f'--eval-json confusion_matrix is not {n}x{n} counts')
+    per_class = ev.get('per_class')
+    if per_class is not None and not (isinstance(per_class, dict) and all(
+            isinstance(m, dict) and all(_is_finite(v) for v in m.values()) for m in per_class.values())):
+        raise bad('per_class', 'class name -> {precision, recall, f1, support}')
+    for key, kind in (('split', str), ('dataset', str), ('model', str), ('num_samples', int),
+                      ('uncalibrated', dict), ('protocol', dict), ('calibration_bins', int)):
+        if ev.get(key) is not None and (not isinstance(ev[key], kind) or isinstance(ev[key], bool)):
+            raise bad(key, f'a {kind.__name__}')
+    if isinstance(ev.get('uncalibrated'), dict) and not all(
+            _is_finite(ev['uncalibrated'].get(k)) for k in ('ece', 'nll', 'brier')):
+        raise bad('uncalibrated', 'its ece, nll and brier')
     return ev
+
+
+def check_eval_describes(ev: Mapping[str, Any], model, dataset: str, where: str) -> None:
+    """The eval JSON must be of these weights and this dataset: its protocol's weights hash is the published
+    model's, and its dataset (from the export's manifest) the one the card will name."""
+    from .evaluate import weights_sha256
+    measured_on = ev.get('dataset') or (ev.get('protocol') or {}).get('dataset')
+    if isinstance(measured_on, str) and measured_on and measured_on != dataset.rstrip('78'):
+        raise PublishError(f'--eval-json {where} was measured on {measured_on}, but --dataset is {dataset}: the card '
+                           f'would give {measured_on} figures as {DATASETS[dataset]["title"]} ones (and its licence)')
+    recorded = (ev.get('protocol') or {}).get('weights_sha256')
+    if recorded and recorded != weights_sha256(model):
+        raise PublishError(f'--eval-json {where} scored other weights (weights_sha256 {str(recorded)[:12]}, these are '
+                           f'{weights_sha256(model)[:12]}): evaluate the file you publish (after calibrate, the '
+                           f'calibrated one) and publish that file with its eval JSON')
 
 
 def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
@@ -339,25 +400,65 @@ def _data_config(arch: str, args: Mapping[str, Any], in_chans: int) -> Dict[str,
                 crop_mode=cfg['crop_mode'], interpolation=cfg['interpolation'], mean=mean, std=std)
 
 
+def _valid_repo_id(repo_id: Optional[str]) -> bool:
+    """ORG/NAME as the Hub spells them: letters, digits, '-', '_', '.', neither starting nor ending with '-' or
+    '.', no '--' or '..' (so never a path such as ../..)."""
+    part = r'[A-Za-z0-9](?:[\w.-]*[A-Za-z0-9])?'
+    return bool(re.fullmatch(f'{part}/{part}', repo_id or '')) and '..' not in repo_id and '--' not in repo_id
+
+
+RELEASE_FILES = ('README.md', 'config.json', 'model.safetensors', 'eval.json', 'confusion_matrix.png',
+                 'reliability.png')
+
+
+def is_release_folder(folder: Path) -> bool:
+    """A folder `stage_release` wrote: its config.json and release files, nothing else."""
+    names = {p.name for p in Path(folder).iterdir()}
+    return 'config.json' in names and names <= set(RELEASE_FILES)
+
+
 def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_dir: Union[str, Path],
                   model_name: Optional[str] = None, eval_json: Optional[Union[str, Path]] = None,
-                  use_ema: Optional[bool] = None, face_framing: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Write every file of the release into `out_dir` (which must be new or empty). Returns a summary.
+                  use_ema: Optional[bool] = None, face_framing: Optional[Mapping[str, Any]] = None,
+                  overwrite: bool = False) -> Dict[str, Any]:
+    """Write every file of the release into `out_dir` (new or empty; with `overwrite` also an earlier release
+    folder). Returns a summary.
 
+    The files are made in a folder beside `out_dir`, which takes its name only once all of them are written
+    (timm_msanet.outputs.replace_folder): a failure leaves no half-written release behind.
     `face_framing`: {'eye_y', 'eye_dist'} (and how it was measured: `faces.measure_framing`'s result),
     recorded in the cfg notes and on the card; None records none."""
-    from timm.models import save_for_hf
-
     if dataset not in DATASETS:
         raise PublishError(f'--dataset must be one of {list(DATASETS)}, got {dataset!r}')
-    if not re.fullmatch(r'[\w.-]+/[\w.-]+', repo_id or ''):
+    if not _valid_repo_id(repo_id):
         raise PublishError(f'--repo-id must be ORG/NAME (e.g. my-org/msanet-r18-rafdb), got {repo_id!r}')
     if face_framing is not None:
         face_framing = dict(face_framing, **parse_framing(f'{face_framing["eye_y"]},{face_framing["eye_dist"]}'))
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise PublishError(f'{out_dir} exists and is not a folder; give a new or empty folder')
+    if out_dir.exists() and any(out_dir.iterdir()) and not (overwrite and is_release_folder(out_dir)):
         raise PublishError(f'{out_dir} exists and is not an empty folder; give a new or empty folder so that '
-                           f'nothing stale ends up looking like part of the release')
+                           f'nothing stale ends up looking like part of the release'
+                           + ('' if overwrite else ' (--overwrite replaces an earlier release folder)'))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f'.{out_dir.name}.partial-', dir=out_dir.parent))
+    except OSError as e:
+        raise PublishError(f'cannot write {out_dir}: {e.strerror or e}') from None
+    try:
+        summary = _write_release(checkpoint, repo_id, dataset, staging, model_name, eval_json, use_ema,
+                                 face_framing)
+        finish_permissions(staging)
+        replace_folder(staging, out_dir, overwrite, is_release_folder, 'release folder')
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dict(summary, files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir))
+
+
+def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_name: Optional[str],
+                   eval_json, use_ema: Optional[bool], face_framing: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    from timm.models import save_for_hf
 
     try:
         ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
@@ -367,6 +468,8 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
     label_names = list(labels_for(model.num_classes))
     in_chans = model.conv1.in_channels
     eval_results = read_eval_json(eval_json, label_names) if eval_json else None
+    if eval_results is not None:
+        check_eval_describes(eval_results, model, dataset, str(eval_json))
     cm_png = Path(eval_json).with_name('confusion_matrix.png') if eval_json else None
     has_png = bool(cm_png and cm_png.is_file())
     rel_png = Path(eval_json).with_name('reliability.png') if eval_json else None
@@ -386,7 +489,6 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
     )
     if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
         set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
-    out_dir.mkdir(parents=True, exist_ok=True)
     try:
         save_for_hf(model, str(out_dir), model_config=dict(label_names=label_names), safe_serialization=True,
                     data_config=data_config)
@@ -403,11 +505,11 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
                             has_reliability_png=has_rel_png, face_framing=face_framing)
     (out_dir / 'README.md').write_text(card, encoding='utf-8')
     return dict(arch=arch, num_classes=model.num_classes, label_names=label_names, weights=ckpt.weights,
-                files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir), face_framing=face_framing)
+                face_framing=face_framing)
 
 
 def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model_name: Optional[str] = None,
-                 use_ema: Optional[bool] = None, half: bool = True) -> Dict[str, Any]:
+                 use_ema: Optional[bool] = None, half: bool = True, overwrite: bool = False) -> Dict[str, Any]:
     """Write a checkpoint's weights (EMA by default when present) as one safetensors file, float16 unless
     `half=False`, with its architecture and train.py settings in the file's metadata, so that eval, predict
     and publish rebuild it at its training resolution from the file alone. This is the format of the
@@ -415,15 +517,14 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
         raise PublishError(f'--weights-only writes a .safetensors file, got {out_file}')
-    if out_file.exists() and not out_file.is_file():
-        raise PublishError(f'{out_file} exists and is not a file')
+    check_output(out_file, [checkpoint], overwrite, '--weights-only')
     try:
         ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
         model, arch = model_from_checkpoint(ckpt, model_name=model_name)  # the weights must fit their architecture
     except CheckpointError as e:
         raise PublishError(str(e)) from e
     ckpt.args.setdefault('model', arch)
-    write_weights(ckpt.state_dict, out_file, training_record(ckpt), half=half)
+    write_weights(ckpt.state_dict, out_file, training_record(ckpt), half=half, inputs=[checkpoint], overwrite=overwrite)
     return dict(arch=arch, num_classes=model.num_classes, weights=ckpt.weights, file=str(out_file),
                 dtype='float16' if half else 'float32', bytes=out_file.stat().st_size)
 
@@ -431,8 +532,9 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
 def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name: Optional[str] = None,
             eval_json: Optional[Union[str, Path]] = None, private: bool = False, revision: Optional[str] = None,
             dry_run_dir: Optional[Union[str, Path]] = None, use_ema: Optional[bool] = None,
-            face_framing: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Publish a checkpoint as the Hub model repo `repo_id`, or with `dry_run_dir` write the files only.
+            face_framing: Optional[Mapping[str, Any]] = None, overwrite: bool = False) -> Dict[str, Any]:
+    """Publish a checkpoint as the Hub model repo `repo_id`, or with `dry_run_dir` write the files only
+    (`overwrite`: replace an earlier release folder there).
 
     `use_ema`: None (default) publishes EMA weights when the checkpoint has them, True requires them,
     False takes the raw weights. `face_framing`: as for `stage_release`. Returns a summary dict (files, arch,
@@ -440,7 +542,7 @@ def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name
     """
     if dry_run_dir is not None:
         return dict(stage_release(checkpoint, repo_id, dataset, dry_run_dir, model_name, eval_json, use_ema,
-                                  face_framing), uploaded=False)
+                                  face_framing, overwrite), uploaded=False)
 
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
@@ -514,12 +616,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      help='publish the EMA weights (error if the checkpoint has none)')
     ema.add_argument('--no-ema', dest='use_ema', action='store_const', const=False,
                      help='publish the raw weights (default: EMA when present)')
+    add_overwrite_argument(parser, 'the --weights-only file or an earlier --dry-run release folder')
 
 
 def run(args: argparse.Namespace) -> int:
     if args.weights_only:
         done = save_weights(args.checkpoint, args.weights_only, model_name=args.model_name, use_ema=args.use_ema,
-                            half=not args.float32)
+                            half=not args.float32, overwrite=args.overwrite)
         weights = 'EMA' if done['weights'] == 'state_dict_ema' else 'raw'
         print(f"wrote {done['file']} ({done['arch']}, {done['num_classes']} classes, {weights} weights, "
               f"{done['dtype']}, {done['bytes'] / 2**20:.1f} MiB)")
@@ -535,7 +638,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"face framing: eye_y={framing['eye_y']:.3f} eye_dist={framing['eye_dist']:.3f} ({how})")
     summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
                       eval_json=args.eval_json, private=args.private, revision=args.revision,
-                      dry_run_dir=args.dry_run_dir, use_ema=args.use_ema, face_framing=framing)
+                      dry_run_dir=args.dry_run_dir, use_ema=args.use_ema, face_framing=framing,
+                      overwrite=args.overwrite)
     weights = {'state_dict_ema': 'EMA', 'file': "the file's"}.get(summary['weights'], 'raw')
     what = f"{summary['arch']}, {summary['num_classes']} classes, {weights} weights"
     if summary['uploaded']:

@@ -27,7 +27,10 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
+from . import safe_json
 from .errors import ToolError
+from .options import device, non_negative_float, non_negative_int, positive_int
+from .outputs import add_overwrite_argument, check_folder_outputs, write_output
 
 __all__ = ['DEFAULT_TOLERANCE_PP', 'VerifyError', 'release_claim', 'compare', 'verify', 'format_report',
            'configure_parser', 'run']
@@ -55,13 +58,16 @@ def _claim_from_eval(ev: Any, where: str) -> Dict[str, Any]:
         raise VerifyError(f'{where} records none of {[k for k, _ in METRICS]}: nothing to verify')
     protocol = ev.get('protocol') if isinstance(ev.get('protocol'), Mapping) else None
     split = ev.get('split') or (protocol or {}).get('split')
+    if split is not None and not (isinstance(split, str) and re.fullmatch(r'[\w][\w.-]{0,63}', split)):
+        # a split is a folder name inside your data dir, never a path a file can choose
+        raise VerifyError(f'{where}: split {split!r} is not a split folder name (train, validation, test, ...)')
     tta = bool(ev.get('hflip_tta')) or (protocol or {}).get('tta') == 'hflip'
     return dict(metrics=metrics, protocol=protocol, split=split, hflip_tta=tta, num_samples=ev.get('num_samples'))
 
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return json.loads(path.read_text(encoding='utf-8'))
+        return safe_json.loads(path.read_text(encoding='utf-8'))
     except FileNotFoundError:
         raise VerifyError(f'{what} has no eval.json: nothing records the numbers to verify (publish the release '
                           f'with `timm-msanet publish --eval-json metrics.json`)') from None
@@ -200,26 +206,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help='msanet_r18.fer2013 (a packaged tag), a release folder, or hf-hub:ORG/NAME')
     parser.add_argument('--data-dir', required=True, help='your export of the dataset (timm-msanet export)')
     parser.add_argument('--split', default=None, help='split folder (default: the one the release was evaluated on)')
-    parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE_PP, metavar='PP',
+    parser.add_argument('--tolerance', type=non_negative_float, default=DEFAULT_TOLERANCE_PP, metavar='PP',
                         help=f'allowed difference per metric in percentage points (default {DEFAULT_TOLERANCE_PP:g})')
     parser.add_argument('--require-same-protocol', action='store_true',
                         help='also fail when the data, preprocessing or TTA differ from the release\'s evaluation')
     parser.add_argument('--out', type=Path, help='folder for verify.json and the new metrics.json')
-    parser.add_argument('--batch-size', type=int, default=64)
-    parser.add_argument('--workers', type=int, default=2)
-    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-size', type=positive_int, default=64)
+    parser.add_argument('--workers', type=non_negative_int, default=2)
+    parser.add_argument('--device', type=device, default='cpu')
+    add_overwrite_argument(parser, 'the --out files')
 
 
 def run(args: argparse.Namespace) -> int:
+    from .evaluate import OUTPUT_FILES, write_outputs
+    if args.out:  # before the work
+        check_folder_outputs(args.out, ('verify.json', *OUTPUT_FILES), (), args.overwrite)
     report, measured = verify(args.release, args.data_dir, split=args.split, tolerance_pp=args.tolerance,
                               require_same_protocol=args.require_same_protocol, batch_size=args.batch_size,
                               workers=args.workers, device=args.device, progress=sys.stderr.isatty())
     print(format_report(report))
     if args.out:
-        from .evaluate import write_outputs
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / 'verify.json').write_text(json.dumps(report, indent=2))
-        print(f'wrote {args.out / "verify.json"}')
-        for path in write_outputs(measured, args.out):
+        print(f'wrote {write_output(args.out / "verify.json", json.dumps(report, indent=2), (), args.overwrite)}')
+        for path in write_outputs(measured, args.out, args.overwrite):
             print(f'wrote {path}')
     return 0 if report['agrees'] else 1

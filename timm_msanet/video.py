@@ -39,6 +39,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
 from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
+from .outputs import atomic_path, check_output, printable, save_figure
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 DEFAULT_SMOOTH_S = 1.0
@@ -302,13 +303,15 @@ def csv_rows(results: Sequence[Dict[str, Any]], names: Sequence[str]) -> Iterato
     yield [*CSV_HEAD, *names, 'smoothed_label', *(f'smoothed_{n}' for n in names)]
     for res in results:
         for r in res['rows']:
-            yield [res['input'], f"{r['time']:.3f}", r['frame'], r['face'], *r['box'], r['label'], f"{r['score']:.6f}",
+            yield [printable(res['input']), f"{r['time']:.3f}", r['frame'], r['face'], *r['box'], r['label'],
+                   f"{r['score']:.6f}",
                    *(f"{r['probabilities'][n]:.6f}" for n in names), r['smoothed_label'],
                    *(f"{r['smoothed'][n]:.6f}" for n in names)]
 
 
-def plot_timeline(result: Dict[str, Any], path) -> bool:
-    """One panel per face: its smoothed probability of every class over time. Needs matplotlib (`plot`)."""
+def plot_timeline(result: Dict[str, Any], path, overwrite: bool = False) -> bool:
+    """One panel per face: its smoothed probability of every class over time, written to `path` under the
+    rules of timm_msanet.outputs. Needs matplotlib (`plot`); False when it is missing or no face was seen."""
     try:
         import matplotlib
         matplotlib.use('Agg')
@@ -335,18 +338,22 @@ def plot_timeline(result: Dict[str, Any], path) -> bool:
     fig.suptitle(f"{Path(result['input']).name}: expression probabilities per face"
                  + (f' (mean over the last {smooth:g} s)' if smooth else ''), fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, overwrite, dpi=110)
     return True
 
 
 class AnnotatedVideoWriter:
-    """Writes the sampled frames with each face's box, id and smoothed label (`on_frame` of analyze_video)."""
+    """Writes the sampled frames with each face's box, id and smoothed label (`on_frame` of analyze_video).
 
-    def __init__(self, path, fps: float):
-        self.path = Path(path)
+    Frames go to a temporary file beside `path` (timm_msanet.outputs); `close()` puts it in place, `close(False)`
+    (the analysis failed) removes it, so a failed run never leaves a half-written video under the real name."""
+
+    def __init__(self, path, fps: float, inputs=(), overwrite: bool = False):
+        self.path = check_output(path, inputs, overwrite, 'annotated video')
         self.fps = fps
         self.writer = None
+        self._output = atomic_path(self.path, inputs, overwrite, 'annotated video')
+        self._tmp = None
 
     def __call__(self, index: int, t: float, img, rows: List[Dict[str, Any]]) -> None:
         import cv2
@@ -355,15 +362,22 @@ class AnnotatedVideoWriter:
         drawn = annotate_image(img, dict(faces=[dict(box=r['box'], label=f"{r['face']}: {r['smoothed_label']}",
                                                      score=r['smoothed'][r['smoothed_label']]) for r in rows]))
         if self.writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*'mp4v'), self.fps, drawn.size)
+            self._tmp = self._output.__enter__()
+            self.writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*'mp4v'), self.fps, drawn.size)
             if not self.writer.isOpened():
                 raise VideoError(f'cannot write {self.path} (OpenCV VideoWriter with MPEG-4 could not open it)')
         self.writer.write(cv2.cvtColor(np.asarray(drawn.convert('RGB')), cv2.COLOR_RGB2BGR))
 
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
+    def close(self, ok: bool = True) -> None:
+        if self.writer is None:
+            return
+        self.writer.release()
+        if self._tmp is not None:
+            self._tmp = None
+            if ok:
+                self._output.__exit__(None, None, None)
+            else:
+                self._output.__exit__(VideoError, VideoError('analysis failed'), None)
 
 
 def summary_lines(result: Dict[str, Any]) -> List[str]:

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Make a packaged FER release (`msanet_r18.fer2013`, `msanet_r18.ferplus`) from the dataset's files, every step a
+# recorded command:
+#   export -> ImageNet start (examples/convert_tv_in1k.py, or timm/resnet18.tv_in1k from the Hub) -> timm's
+#   train.py (examples/recipes/DATASET_in1k.yaml) -> float16 weights (EMA of the checkpoint with the best
+#   validation top-1) -> calibrate (temperature fitted on validation) -> eval on test (and validation) ->
+#   publish --dry-run (with the face framing measured on the training images: needs the landmarks extra,
+#   checked before anything runs).
+#
+#   examples/release.sh DATASET SOURCE WORKDIR [--in1k-weights DIR] [--timm-repo DIR] [--device cuda]
+#                       [--model ARCH] [--recipe YAML] [--repo-id ORG/NAME]
+#                       [--face-framing TRAIN_DIR|EYE_Y,EYE_DIST] [--train-only] [-- extra train.py arguments]
+# The ResNet-18 row, same recipe, start, seed and schedule: the same command with --model resnet18.
+#
+# DATASET fer2013: SOURCE is anything `timm-msanet export fer2013` reads (fer2013.csv, or train/ [validation/]
+#   test/ folders); validation is PublicTest, test PrivateTest.
+# DATASET ferplus: SOURCE holds fer2013new.csv and data/ (FER2013Train/ FER2013Valid/ FER2013Test/ of
+#   microsoft/FERPlus); 8 classes by majority vote, validation is FER2013Valid, test FER2013Test.
+# --in1k-weights DIR: torchvision's ResNet-18 as folded .npy files (see examples/convert_tv_in1k.py); the start's
+#   BN statistics are measured on this dataset's training images. Without it train.py downloads
+#   timm/resnet18.tv_in1k from the Hub (same conv weights, ImageNet's BN statistics).
+# The timm repository checkout (train.py is not in the timm wheel) comes from --timm-repo or $TIMM_REPO. Every
+# command run is appended to WORKDIR/commands.txt with its start time.
+# Resumable: an existing WORKDIR/data and start file are reused, training resumes from its last.pth.tar, and a
+# finished training run (WORKDIR/train/ARCH/.complete) is not repeated. --train-only stops after training (the
+# long step); the same command without it later does the rest.
+# On CUDA, unchanged but for flags:  --device cuda -- --workers 8 (the recipes already use bf16 autocast).
+set -euo pipefail
+usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[ $# -ge 3 ] || usage
+DATASET=$1 SRC=$2 WORK=$3
+shift 3
+TIMM_REPO=${TIMM_REPO:-}
+DEVICE=cpu
+MODEL=msanet_r18
+RECIPE=
+IN1K=
+REPO_ID=
+FRAMING=
+TRAIN_ONLY=
+EXTRA=()
+while [ $# -gt 0 ]; do
+    case $1 in
+        --timm-repo) TIMM_REPO=$2; shift 2 ;;
+        --device) DEVICE=$2; shift 2 ;;
+        --model) MODEL=$2; shift 2 ;;
+        --recipe) RECIPE=$2; shift 2 ;;
+        --in1k-weights) IN1K=$2; shift 2 ;;
+        --repo-id) REPO_ID=$2; shift 2 ;;
+        --face-framing) FRAMING=$2; shift 2 ;;
+        --train-only) TRAIN_ONLY=1; shift ;;
+        --) shift; EXTRA=("$@"); break ;;
+        *) echo "unknown option $1" >&2; usage ;;
+    esac
+done
+HERE=$(cd "$(dirname "$0")" && pwd)
+case $DATASET in
+    fer2013) EXPORT=(fer2013 "$SRC") ;;
+    ferplus) EXPORT=(ferplus "$SRC/fer2013new.csv" --images-dir "$SRC/data" --classes 8) ;;
+    *) echo "error: DATASET must be fer2013 or ferplus, got '$DATASET'" >&2; exit 2 ;;
+esac
+RECIPE=${RECIPE:-$HERE/recipes/${DATASET}_in1k.yaml}
+REPO_ID=${REPO_ID:-timm-msanet/msanet-r18-$DATASET}
+[ -f "$RECIPE" ] || { echo "error: recipe $RECIPE not found" >&2; exit 2; }
+# the framing is measured on the training images with dlib
+if [[ $MODEL == msanet* && $FRAMING != *,* && -z $TRAIN_ONLY ]]; then
+    "${PYTHON:-python}" -c 'from timm_msanet.faces import require_detector; require_detector("dlib")' || {
+        echo 'error: the release records its face framing, measured with dlib: pip install "timm-msanet[landmarks]"' >&2
+        exit 2; }
+fi
+[ -f "$TIMM_REPO/train.py" ] || { echo "error: give --timm-repo (or TIMM_REPO): a checkout of the timm repository with train.py" >&2; exit 2; }
+[ -z "$IN1K" ] || [ -f "$IN1K/conv1.weight.npy" ] || {
+    echo "error: --in1k-weights $IN1K has no conv1.weight.npy (see examples/convert_tv_in1k.py)" >&2; exit 2; }
+PY=${PYTHON:-python}
+mkdir -p "$WORK"
+WORK=$(cd "$WORK" && pwd)
+LOG=$WORK/commands.txt
+
+run() {  # record, then run, one command
+    printf '%s  %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(printf '%q ' "$@")" >> "$LOG"
+    echo "+ $*" >&2
+    "$@"
+}
+
+{ echo "# release.sh $DATASET $SRC $WORK (device $DEVICE, model $MODEL, recipe $(basename "$RECIPE"))"
+  "$PY" -c 'import torch, timm, timm_msanet, platform; print("# torch", torch.__version__, "timm", timm.__version__, "timm-msanet", timm_msanet.__version__, "python", platform.python_version(), "cpu threads", torch.get_num_threads(), "cuda", torch.cuda.get_device_name() if torch.cuda.is_available() else None)'
+} >> "$LOG"
+
+# 1. the dataset -> canonical ImageFolder tree (train/ validation/ test/)
+DATA=$WORK/data
+FRAMING=${FRAMING:-$DATA/train}
+[ -f "$DATA/manifest.json" ] || run timm-msanet export "${EXPORT[@]}" "$DATA"
+
+# 2. the ImageNet start: conv1..layer2 of torchvision's ResNet-18, BN statistics of this dataset's faces at the
+#    recipe's resolution (or, without --in1k-weights, timm/resnet18.tv_in1k from the Hub)
+START=()
+if [ -n "$IN1K" ]; then
+    SIZE=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["img_size"])' "$RECIPE")
+    START_FILE=$WORK/start_tv_in1k_${DATASET}_${SIZE}px.safetensors
+    [ -f "$START_FILE" ] || run "$PY" "$HERE/convert_tv_in1k.py" "$IN1K" "$DATA/train" "$START_FILE" --img-size "$SIZE"
+    START=(--pretrained-path "$START_FILE")
+fi
+
+# 3. timm's train.py by name; model_best is chosen on validation by the EMA's top-1. Every architecture
+#    (msanet_r18, resnet18, msanet_r18_ms, ...) is named with its tv_in1k tag: the same start for all.
+RUN=$WORK/train/$MODEL
+TRAIN_MODEL=$MODEL.tv_in1k
+if [ ! -f "$RUN/.complete" ]; then
+    RESUME=()
+    [ -f "$RUN/last.pth.tar" ] && RESUME=(--resume "$RUN/last.pth.tar")
+    run "$PY" "$TIMM_REPO/train.py" "$DATA" --config "$RECIPE" --model "$TRAIN_MODEL" "${START[@]}" \
+        --output "$WORK/train" --experiment "$MODEL" --device "$DEVICE" "${RESUME[@]}" "${EXTRA[@]}"
+    touch "$RUN/.complete"
+fi
+[ -z "$TRAIN_ONLY" ] || {
+    echo "done: trained $RUN (--train-only; run the command without it for the rest)" >&2; exit 0; }
+
+# 4. the release weights: EMA of model_best, float16 safetensors carrying its training settings
+WEIGHTS=$WORK/${MODEL}_${DATASET}.safetensors
+run timm-msanet publish "$RUN/model_best.pth.tar" --weights-only "$WEIGHTS" --overwrite
+
+# 5. calibrated scores: one temperature fitted on validation (never test), ECE/NLL/Brier before and after on
+#    test; the released file carries the temperature in its metadata
+CALIBRATED=$WORK/${MODEL}_${DATASET}_calibrated.safetensors
+run timm-msanet calibrate --checkpoint "$WEIGHTS" --data-dir "$DATA" --split validation --test-split test \
+    --out "$WORK/calibration/$MODEL" --save "$CALIBRATED" --device "$DEVICE" --overwrite
+
+# 6. FER metrics of exactly those weights: test (reported) and validation (selection split)
+for SPLIT in test validation; do
+    run timm-msanet eval --checkpoint "$CALIBRATED" --data-dir "$DATA" --split $SPLIT --out "$WORK/eval/$MODEL/$SPLIT" \
+        --device "$DEVICE" --overwrite
+done
+
+# 7. the Hub release, written locally (upload: the same command without --dry-run); a baseline such as
+#    --model resnet18 stops after its evaluation
+case $MODEL in
+    msanet*)
+        run timm-msanet publish "$CALIBRATED" --repo-id "$REPO_ID" --dataset "$DATASET" \
+            --eval-json "$WORK/eval/$MODEL/test/metrics.json" --face-framing "$FRAMING" --dry-run "$WORK/release" \
+            --overwrite
+        echo "done: weights $CALIBRATED, metrics $WORK/eval/$MODEL/test/metrics.json, release folder $WORK/release, commands $LOG" >&2 ;;
+    *)
+        echo "done: $MODEL is a baseline, not an msanet release: weights $CALIBRATED, metrics $WORK/eval/$MODEL/, commands $LOG" >&2 ;;
+esac
