@@ -115,9 +115,13 @@ fi
 [ -z "$TRAIN_ONLY" ] || {
     echo "done: trained $RUN (--train-only; run the command without it for the rest)" >&2; exit 0; }
 
-# 4. the release weights: EMA of model_best, float16 safetensors carrying its training settings
+# 4. the release weights: EMA of model_best, float16 safetensors carrying its training settings and its facts
+#    (dataset, grey input, the face framing measured on the training images), which travel with the file
 WEIGHTS=$WORK/${MODEL}_${DATASET}.safetensors
-run timm-msanet publish "$RUN/model_best.pth.tar" --weights-only "$WEIGHTS" --overwrite
+FRAMING_ARGS=()
+[[ $MODEL == msanet* ]] && FRAMING_ARGS=(--face-framing "$FRAMING")
+run timm-msanet publish "$RUN/model_best.pth.tar" --weights-only "$WEIGHTS" --dataset "$DATASET" "${FRAMING_ARGS[@]}" \
+    --overwrite
 
 # 5. calibrated scores: one temperature fitted on validation (never test), ECE/NLL/Brier before and after on
 #    test; the released file carries the temperature in its metadata
@@ -136,8 +140,7 @@ done
 case $MODEL in
     msanet*)
         run timm-msanet publish "$CALIBRATED" --repo-id "$REPO_ID" --dataset "$DATASET" \
-            --eval-json "$WORK/eval/$MODEL/test/metrics.json" --face-framing "$FRAMING" --dry-run "$WORK/release" \
-            --overwrite
+            --eval-json "$WORK/eval/$MODEL/test/metrics.json" --dry-run "$WORK/release" --overwrite
         echo "done: weights $CALIBRATED, metrics $WORK/eval/$MODEL/test/metrics.json, release folder $WORK/release, commands $LOG" >&2 ;;
     *)
         echo "done: $MODEL is a baseline, not an msanet release: weights $CALIBRATED, metrics $WORK/eval/$MODEL/, commands $LOG" >&2 ;;

@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from timm_msanet.faces import DEFAULT_FRAMING, framing_of
 from timm_msanet import FER7_LABELS, FER8_LABELS
 from timm_msanet import releases
-from timm_msanet.loading import CheckpointError, create_published
+from timm_msanet.loading import CheckpointError, create_published, load_model
 from timm_msanet.publish import DATASETS, PublishError, publish
 
 ARCH = 'msanet_r18_ms'
@@ -442,3 +442,58 @@ def test_bad_face_framing_is_one_clear_line_and_writes_nothing(trained, tmp_path
                 '--dry-run', tmp_path / 'out')
     assert proc.returncode == 2 and message in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
     assert not (tmp_path / 'out').exists()
+
+
+def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
+    """Dataset, grey input and face framing are written into the weights file when they become known (--weights-only),
+    kept by calibrate, applied by every load of the file, and used by publish without being given again."""
+    import torch as _torch
+    from safetensors import safe_open
+    from timm_msanet.calibration import save_calibrated_weights
+    from timm_msanet.faces import recorded_framing
+    from timm_msanet.images import make_transform
+    from timm_msanet.releases import GREY_INPUT_NOTE, expects_grey_input
+    weights = tmp_path / 'w.safetensors'
+    proc = _cli(trained['ckpt'], '--weights-only', weights, '--dataset', 'fer2013', '--face-framing', '0.41,0.36')
+    assert proc.returncode == 0 and 'trained on fer2013' in proc.stdout, proc.stderr
+    with safe_open(str(weights), 'pt') as f:
+        meta = f.metadata()
+    assert meta['dataset'] == 'fer2013' and json.loads(meta['notes']) == [
+        GREY_INPUT_NOTE, 'face framing: eye_y=0.410 eye_dist=0.360']
+    model = load_model(checkpoint=weights)
+    assert expects_grey_input(model.pretrained_cfg)
+    assert recorded_framing(model.pretrained_cfg) == dict(eye_y=0.41, eye_dist=0.36)
+    # the file alone is preprocessed as the release is: a colour image goes grey first
+    from PIL import Image
+    colour = Image.new('RGB', (SIZE, SIZE), (200, 30, 30))
+    x = make_transform(model)[0](colour)
+    assert _torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)
+    # calibrate keeps them, and publish takes dataset and framing from the file
+    calibrated = save_calibrated_weights(model, tmp_path / 'cal.safetensors', 1.25, 'validation', str(weights))
+    model2 = load_model(checkpoint=calibrated)
+    assert expects_grey_input(model2.pretrained_cfg) and recorded_framing(model2.pretrained_cfg)
+    out = tmp_path / 'release'
+    proc = _cli(calibrated, '--repo-id', REPO, '--dataset', 'fer2013', '--dry-run', out)
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / 'config.json').read_text())
+    assert 'face framing: eye_y=0.410 eye_dist=0.360' in config['pretrained_cfg']['notes']
+    assert 'as given' in (out / 'README.md').read_text()
+    proc = _cli(calibrated, '--repo-id', REPO, '--dataset', 'rafdb', '--dry-run', tmp_path / 'other')
+    assert proc.returncode == 2 and 'trained on fer2013, but --dataset is rafdb' in proc.stderr
+
+
+def test_weights_only_reads_the_dataset_from_the_training_export(trained, tmp_path):
+    """Without --dataset, the dataset comes from the export manifest of train.py's data folder."""
+    data = tmp_path / 'data'
+    data.mkdir()
+    (data / 'manifest.json').write_text(json.dumps({'format': 'timm-msanet-export/1', 'dataset': 'ferplus'}))
+    state = torch.load(trained['ckpt'], weights_only=False)
+    state['args'].data_dir = str(data)
+    ckpt = tmp_path / 'ckpt.pth.tar'
+    torch.save(state, ckpt)
+    proc = _cli(ckpt, '--weights-only', tmp_path / 'w.safetensors')
+    assert proc.returncode == 0 and 'trained on ferplus' in proc.stdout, proc.stdout + proc.stderr
+    from timm_msanet.releases import expects_grey_input
+    assert expects_grey_input(load_model(checkpoint=tmp_path / "w.safetensors").pretrained_cfg)
+    proc = _cli(trained['ckpt'], '--weights-only', tmp_path / 'w2.safetensors')  # data_dir /secret/path: unknown
+    assert proc.returncode == 0 and 'dataset unknown (give --dataset)' in proc.stdout

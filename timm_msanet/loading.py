@@ -40,7 +40,7 @@ from .errors import ToolError
 from .faces import recorded_framing
 from .labels import labels_for
 from .options import positive_int
-from .outputs import atomic_path
+from .outputs import atomic_path, printable
 from .releases import pool_size_for
 
 DEFAULT_MODEL = 'msanet_r18'  # its default tag is the packaged FER2013 release (offline, no download)
@@ -133,6 +133,26 @@ def _training_record(meta: Mapping[str, str], path: Path):
     return args, arch
 
 
+def _recorded_facts(meta: Mapping[str, str], path: Path) -> Dict[str, Any]:
+    """The dataset and cfg notes (grey input, face framing) a weights file carries in its metadata, checked as a
+    config's notes are, so the file alone is preprocessed as its release is."""
+    facts: Dict[str, Any] = {}
+    if meta.get('dataset') is not None:
+        if not re.fullmatch(r'[a-z0-9]{2,32}', str(meta['dataset'])):
+            raise CheckpointError(f'{path}: metadata "dataset" {str(meta["dataset"])[:40]!r} is not a dataset name')
+        facts['dataset'] = meta['dataset']
+    if meta.get('notes') is not None:
+        try:
+            notes = safe_json.loads(meta['notes'])
+        except ValueError:
+            raise CheckpointError(f'{path}: its metadata "notes" is not JSON') from None
+        check_data_cfg({'notes': notes}, f'{path} (metadata)')
+        facts['notes'] = tuple([notes] if isinstance(notes, str) else notes)
+    if isinstance(meta.get('face_framing_source'), str):
+        facts['face_framing_source'] = printable(meta['face_framing_source'][:200])
+    return facts
+
+
 def training_record(ckpt: 'Checkpoint') -> Dict[str, str]:
     """safetensors metadata (str -> str) holding a checkpoint's architecture and training settings."""
     import json
@@ -146,6 +166,12 @@ def training_record(ckpt: 'Checkpoint') -> Dict[str, str]:
         meta['temperature'] = f"{ckpt.extra['temperature']:.6f}"
         meta['temperature_fit_split'] = str(ckpt.extra.get('temperature_fit_split', 'validation'))
     meta['checkpoint_weights'] = ckpt.extra.get('weights_origin') or ckpt.weights
+    if ckpt.extra.get('dataset'):
+        meta['dataset'] = str(ckpt.extra['dataset'])
+    if ckpt.extra.get('notes'):  # grey input and face framing: they travel with the weights (see read_checkpoint)
+        meta['notes'] = json.dumps(list(ckpt.extra['notes']))
+    if ckpt.extra.get('face_framing_source'):
+        meta['face_framing_source'] = str(ckpt.extra['face_framing_source'])[:200]
     return meta
 
 
@@ -194,6 +220,7 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
             except ValueError as e:
                 raise CheckpointError(str(e)) from None
             extra['temperature_fit_split'] = str(meta.get('temperature_fit_split') or 'validation')
+        extra.update(_recorded_facts(meta, path))
         return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra, str(path))
     obj: Any = _torch_load_safely(path)
 
@@ -899,6 +926,9 @@ def load_model(
                 overlay['pool_size'] = pool_size_for(size[1:])
         model.pretrained_cfg = dict(model.pretrained_cfg, **overlay, checkpoint=str(checkpoint),
                                     checkpoint_weights=ckpt.weights)
+        if ckpt.extra.get('notes') and 'notes' not in caller_overlay:  # the file's own grey input and framing
+            notes = tuple(model.pretrained_cfg.get('notes') or ())
+            model.pretrained_cfg['notes'] = notes + tuple(n for n in ckpt.extra['notes'] if n not in notes)
         if 'temperature' in ckpt.extra:
             set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     else:

@@ -57,7 +57,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from .faces import DEFAULT_FRAMING, FRAMING_NOTE, measure_framing, parse_framing
+from .faces import DEFAULT_FRAMING, FRAMING_NOTE, measure_framing, parse_framing, recorded_framing
 from .labels import labels_for
 from .loading import (RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg, model_from_checkpoint,
                       msanet_archs, read_checkpoint, training_record, write_weights)
@@ -205,7 +205,8 @@ def _recipe_lines(args: Mapping[str, Any], ckpt: Checkpoint) -> List[str]:
             continue
         lines.append(f'| `{k}` | `{json.dumps(v) if isinstance(v, (list, tuple, dict)) else v}` |')
     for k, v in ckpt.extra.items():
-        lines.append(f'| checkpoint `{k}` | `{v}` |')
+        if k not in ('notes', 'face_framing_source'):  # on the card in their own lines
+            lines.append(f'| checkpoint `{k}` | `{v}` |')
     return lines
 
 
@@ -215,7 +216,7 @@ def _framing_line(framing: Optional[Mapping[str, Any]]) -> str:
                 f'in photos as FER2013\'s training faces are framed (eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist '
                 f'{DEFAULT_FRAMING["eye_dist"]})')
     how = (f'measured with `{framing["detector"]}` on {framing["faces"]:,} training faces (of {framing["images"]:,} '
-           f'images)' if 'faces' in framing else 'as given at publishing')
+           f'images)' if 'faces' in framing else framing.get('source') or 'as given at publishing')
     return (f'- **Face framing:** eye midpoint at {framing["eye_y"]:.3f} of the crop height, eyes '
             f'{framing["eye_dist"]:.3f} of its width apart ({how}); in the cfg notes, so `timm-msanet predict '
             f'--faces --detector dlib` aligns faces in photos the same way')
@@ -465,6 +466,13 @@ def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_
     except CheckpointError as e:
         raise PublishError(str(e)) from e
     model, arch = build_model(ckpt, dataset, model_name)
+    if face_framing is None:  # the framing `--weights-only --face-framing` recorded in the file
+        face_framing = recorded_framing({'notes': ckpt.extra.get('notes') or ()})
+        if face_framing is not None and ckpt.extra.get('face_framing_source'):
+            face_framing['source'] = ckpt.extra['face_framing_source']
+    if ckpt.extra.get('dataset') and ckpt.extra['dataset'] != dataset:
+        raise PublishError(f'the weights record that they were trained on {ckpt.extra["dataset"]}, but --dataset is '
+                           f'{dataset}')
     label_names = list(labels_for(model.num_classes))
     in_chans = model.conv1.in_channels
     eval_results = read_eval_json(eval_json, label_names) if eval_json else None
@@ -508,12 +516,35 @@ def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_
                 face_framing=face_framing)
 
 
+def trained_on(ckpt: Checkpoint, num_classes: int) -> Optional[str]:
+    """The dataset (a DATASETS key) a checkpoint was trained on: what a weights file records, else the
+    `timm-msanet export` manifest of train.py's data folder when it is still there; None when neither tells."""
+    if ckpt.extra.get('dataset') in DATASETS:
+        return ckpt.extra['dataset']
+    data_dir = ckpt.args.get('data_dir') or ckpt.args.get('data')
+    if not isinstance(data_dir, str):
+        return None
+    try:
+        manifest = safe_json.loads((Path(data_dir) / 'manifest.json').read_text(encoding='utf-8'))
+        name = str(manifest.get('dataset'))
+    except (OSError, ValueError, AttributeError):
+        return None
+    if name == 'affectnet':
+        name = f'affectnet{num_classes}'
+    return name if name in DATASETS and num_classes in DATASETS[name]['classes'] else None
+
+
 def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model_name: Optional[str] = None,
-                 use_ema: Optional[bool] = None, half: bool = True, overwrite: bool = False) -> Dict[str, Any]:
+                 use_ema: Optional[bool] = None, half: bool = True, overwrite: bool = False,
+                 dataset: Optional[str] = None, face_framing: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Write a checkpoint's weights (EMA by default when present) as one safetensors file, float16 unless
     `half=False`, with its architecture and train.py settings in the file's metadata, so that eval, predict
     and publish rebuild it at its training resolution from the file alone. This is the format of the
-    weights installed with the package (`timm_msanet/weights/`). Returns a summary."""
+    weights installed with the package (`timm_msanet/weights/`). Returns a summary.
+
+    The model's facts travel in the same metadata from here on (calibrate keeps them, load_model applies
+    them): the dataset (`dataset`, else what `trained_on` finds), its grey-input note for a grey dataset, and
+    the face framing (`face_framing`, as for `stage_release`)."""
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
         raise PublishError(f'--weights-only writes a .safetensors file, got {out_file}')
@@ -524,9 +555,27 @@ def save_weights(checkpoint: Union[str, Path], out_file: Union[str, Path], model
     except CheckpointError as e:
         raise PublishError(str(e)) from e
     ckpt.args.setdefault('model', arch)
+    if dataset is not None and dataset not in DATASETS:
+        raise PublishError(f'--dataset must be one of {list(DATASETS)}, got {dataset!r}')
+    dataset = dataset or trained_on(ckpt, model.num_classes)
+    notes = list(ckpt.extra.get('notes') or ())
+    if dataset is not None:
+        if model.num_classes not in DATASETS[dataset]['classes']:
+            raise PublishError(f'{DATASETS[dataset]["title"]} has {DATASETS[dataset]["classes"]} classes; the '
+                               f'checkpoint has {model.num_classes}')
+        ckpt.extra['dataset'] = dataset
+        if DATASETS[dataset].get('grey') and model.conv1.in_channels == 3 and GREY_INPUT_NOTE not in notes:
+            notes.append(GREY_INPUT_NOTE)
+    if face_framing is not None:
+        framing = parse_framing(f'{face_framing["eye_y"]},{face_framing["eye_dist"]}')
+        notes = [n for n in notes if not n.startswith(FRAMING_NOTE.split(':')[0])] + [FRAMING_NOTE.format(**framing)]
+        ckpt.extra['face_framing_source'] = (
+            f'measured with `{face_framing["detector"]}` on {face_framing["faces"]:,} training faces (of '
+            f'{face_framing["images"]:,} images)' if 'faces' in face_framing else 'as given')
+    ckpt.extra['notes'] = notes
     write_weights(ckpt.state_dict, out_file, training_record(ckpt), half=half, inputs=[checkpoint], overwrite=overwrite)
     return dict(arch=arch, num_classes=model.num_classes, weights=ckpt.weights, file=str(out_file),
-                dtype='float16' if half else 'float32', bytes=out_file.stat().st_size)
+                dtype='float16' if half else 'float32', bytes=out_file.stat().st_size, dataset=dataset, notes=notes)
 
 
 def publish(checkpoint: Union[str, Path], repo_id: str, dataset: str, model_name: Optional[str] = None,
@@ -594,7 +643,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--repo-id', default=None, metavar='ORG/NAME', help='Hugging Face Hub model repo (required '
                         'unless --weights-only)')
     parser.add_argument('--dataset', default=None, choices=list(DATASETS), help='what the model was trained on '
-                        '(required unless --weights-only)')
+                        '(required unless --weights-only; with it, recorded in the file, else read from the '
+                        'export manifest of train.py\'s data folder)')
     parser.add_argument('--weights-only', default=None, metavar='OUT.safetensors',
                         help='only write the weights as one float16 safetensors file carrying the architecture and '
                              'training settings in its metadata (the format the package installs), then stop')
@@ -619,23 +669,31 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add_overwrite_argument(parser, 'the --weights-only file or an earlier --dry-run release folder')
 
 
+def _framing_of_args(args: argparse.Namespace) -> Optional[Dict[str, Any]]:
+    if args.face_framing is None:
+        return None
+    framing = resolve_face_framing(args.face_framing)
+    how = (f"measured on {framing['faces']:,} faces of {framing['images']:,} images in {args.face_framing}"
+           if 'faces' in framing else 'as given')
+    print(f"face framing: eye_y={framing['eye_y']:.3f} eye_dist={framing['eye_dist']:.3f} ({how})")
+    return framing
+
+
 def run(args: argparse.Namespace) -> int:
     if args.weights_only:
         done = save_weights(args.checkpoint, args.weights_only, model_name=args.model_name, use_ema=args.use_ema,
-                            half=not args.float32, overwrite=args.overwrite)
+                            half=not args.float32, overwrite=args.overwrite, dataset=args.dataset,
+                            face_framing=_framing_of_args(args))
         weights = 'EMA' if done['weights'] == 'state_dict_ema' else 'raw'
+        facts = f", trained on {done['dataset']}" if done['dataset'] else ', dataset unknown (give --dataset)'
         print(f"wrote {done['file']} ({done['arch']}, {done['num_classes']} classes, {weights} weights, "
-              f"{done['dtype']}, {done['bytes'] / 2**20:.1f} MiB)")
+              f"{done['dtype']}, {done['bytes'] / 2**20:.1f} MiB{facts}; {len(done['notes'])} cfg note(s) in "
+              f"its metadata)")
         return 0
     missing = [f'--{k.replace("_", "-")}' for k in ('repo_id', 'dataset') if not getattr(args, k)]
     if missing:
         raise PublishError(f'{" and ".join(missing)} required (or --weights-only OUT.safetensors)')
-    framing = None
-    if args.face_framing is not None:
-        framing = resolve_face_framing(args.face_framing)
-        how = (f"measured on {framing['faces']:,} faces of {framing['images']:,} images in {args.face_framing}"
-               if 'faces' in framing else 'as given')
-        print(f"face framing: eye_y={framing['eye_y']:.3f} eye_dist={framing['eye_dist']:.3f} ({how})")
+    framing = _framing_of_args(args)
     summary = publish(args.checkpoint, args.repo_id, args.dataset, model_name=args.model_name,
                       eval_json=args.eval_json, private=args.private, revision=args.revision,
                       dry_run_dir=args.dry_run_dir, use_ema=args.use_ema, face_framing=framing,
