@@ -50,6 +50,12 @@ def test_no_model_source_means_the_packaged_model(tmp_path):
     (['eval', '--data-dir', '{tmp}', '--out', '{img}'], 2, 'is not a folder'),
     (['publish', '{img}', '--repo-id', '../..', '--dataset', 'fer2013', '--dry-run', '{tmp}/rel'], 2,
      '--repo-id must be ORG/NAME'),
+    # messages that say what was found and what is expected
+    (['predict', '{img}', '--checkpoint', '{img}'], 2, 'is not a checkpoint or safetensors file (it is a PNG image)'),
+    (['predict', '{img}', '--model', 'msanet_r19'], 2, "'msanet_r19' is not a registered model; did you mean msanet_r18"),
+    (['explain', '{img}', '--target', 'happy', '--out', '{tmp}/x.png'], 2,
+     "--target 'happy' is not a class of this model: give a name (anger, disgust"),
+    (['explain', '{img}', '--target', '-1', '--out', '{tmp}/x.png'], 2, 'or an index from 0 to 6'),
     (['export', 'rafdb', '{tmp}/no-such-dataset', '{tmp}/out'], 2, 'no-such-dataset'),
     (['eval', '--checkpoint', '{tmp}/missing.pth.tar', '--hf-hub', 'org/repo', '--data-dir', '{tmp}'], 2,
      'give one model source'),
@@ -69,3 +75,14 @@ def test_one_error_path_one_line_with_the_commands_prefix(tmp_path, argv, status
     assert len(errors) == 1 and errors[0].startswith(f'timm-msanet {argv[0]}: error: ') and message in errors[0], \
         proc.stderr
     assert 'Traceback' not in proc.stderr
+
+
+def test_label_names_for_a_model_with_its_own_names_warn_what_they_rename(tmp_path):
+    from PIL import Image
+    img = tmp_path / 'face.png'
+    Image.new('RGB', (32, 32), (128, 100, 90)).save(img)
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(img), '--label-names',
+                           'a,b,c,d,e,f,g'], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert 'renames the outputs of a model that has its own names: anger -> a, disgust -> b' in proc.stderr
+    assert proc.stdout.split(': ')[1].split()[0] in 'abcdefg'

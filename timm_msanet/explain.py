@@ -255,7 +255,13 @@ def run(args: argparse.Namespace) -> int:
     target = args.target
     if target is not None:
         names = label_names_of(model)
-        target = names.index(target) if target in names else int(target)
+        if target in names:
+            target = names.index(target)
+        elif target.isdigit() and int(target) < len(names):
+            target = int(target)
+        else:
+            raise ToolError(f'--target {target!r} is not a class of this model: give a name '
+                               f'({", ".join(names)}) or an index from 0 to {len(names) - 1}')
     try:
         if args.faces:
             results = explain_faces(str(image), model, margin=args.margin, max_faces=args.max_faces,

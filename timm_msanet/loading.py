@@ -75,8 +75,31 @@ class Checkpoint:
         return int(head.shape[0]) if head is not None else None
 
 
+_NOT_CHECKPOINTS = ((b'\x89PNG', 'a PNG image'), (b'\xff\xd8\xff', 'a JPEG image'), (b'GIF8', 'a GIF image'),
+                    (b'{', 'JSON text'), (b'%PDF', 'a PDF'))
+
+
+def _not_a_checkpoint(path: Path) -> Optional[str]:
+    """What a file is when it is plainly not a torch checkpoint (a zip archive, or a pickle starting with its
+    protocol byte), else None."""
+    with open(path, 'rb') as f:
+        head = f.read(8)
+    if head.startswith(b'PK\x03\x04') or (head[:1] == b'\x80' and head[1:2] in (b'\x02', b'\x03', b'\x04', b'\x05')):
+        return None
+    for magic, what in _NOT_CHECKPOINTS:
+        if head.startswith(magic):
+            return what
+    if not head:
+        return 'an empty file'
+    return 'text' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else 'another kind of file'
+
+
 def _torch_load_safely(path: Path):
     import torch
+    what = _not_a_checkpoint(path)
+    if what is not None:
+        raise CheckpointError(f'{path} is not a checkpoint or safetensors file (it is {what}); expected a train.py '
+                              f'checkpoint (.pth.tar), a state dict (.pth) or weights (.safetensors)')
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(str(path), map_location='cpu', weights_only=True)
@@ -760,8 +783,13 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
             return CheckpointError(f'{msg} Registered tags: {timm.list_pretrained(arch + ".*")}; FER-trained '
                                 f'releases are listed in timm_msanet/releases.py.')
         if 'Unknown model' in msg:
-            return CheckpointError(f'{msg}: the architecture is not registered. Install or upgrade the plugin '
-                                f'(`pip install -U timm-msanet`), which registers the msanet models.')
+            import difflib
+            arch = ident.split('.')[0]
+            near = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.75)
+            return CheckpointError(f'{arch!r} is not a registered model'
+                                   + (f'; did you mean {" or ".join(near)}?' if near else '')
+                                   + f' The msanet models: {", ".join(msanet_archs())}; their pretrained tags: '
+                                   f'{", ".join(timm.list_pretrained("msanet_*"))}')
         if 'Error(s) in loading state_dict' in msg or 'size mismatch' in msg or 'Missing key' in msg:
             return CheckpointError(f'architecture mismatch: the weights of {ident} do not fit the architecture '
                                 f'its config (or your arguments) asks for; do not override model arguments, or '
@@ -1034,12 +1062,28 @@ def model_from_args(args: argparse.Namespace):
     if names is not None:
         names = [n.strip() for n in names.split(',')]
         check_label_names(names, None, '--label-names')
+    source = dict(model_name=model_name, checkpoint=args.checkpoint, hf_hub=args.hf_hub, num_classes=args.num_classes,
+                  use_ema=False if args.no_ema else None, pretrained=not args.no_pretrained)
     try:
-        model = load_model(model_name=model_name, checkpoint=args.checkpoint, hf_hub=args.hf_hub,
-                           num_classes=args.num_classes, label_names=names, use_ema=False if args.no_ema else None,
-                           pretrained=not args.no_pretrained)
+        try:
+            model = load_model(**source)  # with its own names, when it has them (its record, or canonical)
+        except CheckpointError as e:
+            if names is None or 'no label names' not in str(e):
+                raise
+            model = load_model(**source, label_names=names)
     except ValueError as e:  # options that contradict each other (two sources, --no-pretrained with a checkpoint)
         raise CheckpointError(str(e)) from None
+    own = list(model.pretrained_cfg.get('label_names') or [])
+    if names is not None and names != own:
+        if len(names) != model.num_classes:
+            raise CheckpointError(f'{len(names)} label names given for a {model.num_classes}-class model; expected one '
+                                  f'name per class in output order')
+        import warnings
+        warnings.warn(f'--label-names renames the outputs of a model that has its own names: '
+                      + ', '.join(f'{a} -> {b}' for a, b in zip(own, names) if a != b)
+                      + '. Drop --label-names unless the model really was trained with that class order',
+                      UserWarning, stacklevel=2)
+        model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names))
     if getattr(args, 'img_size', None):
         set_input_size(model, args.img_size)
     return model
