@@ -191,8 +191,17 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
     fit = collect_logits(model, data_dir, fit_split, batch_size=batch_size, workers=workers, device=device,
                          progress=progress)
     t = fit_temperature(fit['logits'], fit['targets'])
+    n, classes = int(fit['targets'].numel()), int(fit['logits'].shape[1])
+    accuracy = float((fit['logits'].argmax(1) == fit['targets']).float().mean()) if n else 0.0
+    if n < 500 or accuracy < 1.5 / classes:
+        import warnings
+        warnings.warn(f'T = {t:.3g} was fitted on {n} images where the model is {accuracy * 100:.1f}% accurate (chance '
+                      f'{100 / classes:.1f}%): ' + ('a model near chance level gets a large T that flattens every '
+                      'score; it says the model is not trained, not how confident it is'
+                      if accuracy < 1.5 / classes else 'fewer than 500 images make the fitted T noisy'),
+                      UserWarning, stacklevel=2)
     result: Dict[str, Any] = dict(temperature=t, previous_temperature=before_t, fit_split=fit_split,
-                                  model=model.pretrained_cfg.get('architecture'), splits={})
+                                  model=model.pretrained_cfg.get('architecture'), fit_accuracy=accuracy, splits={})
     splits = [(fit_split, fit)]
     if test_split is not None:
         splits.append((test_split, collect_logits(model, data_dir, test_split, batch_size=batch_size,
@@ -210,7 +219,7 @@ def format_result(result: Mapping[str, Any]) -> str:
     for name, s in result['splits'].items():
         for when in ('before', 'after'):
             m = s[when]
-            lines.append(f"{name:12s} {when:7s} {m['ece']:7.4f} {m['nll']:7.4f} {m['brier']:7.4f}")
+            lines.append(f"{name:12s} {when:7s} {m['ece'] * 100:6.2f}% {m['nll']:7.4f} {m['brier']:7.4f}")
     return '\n'.join(lines)
 
 
@@ -278,7 +287,8 @@ def run(args: argparse.Namespace) -> int:
         print(f'wrote {path}')
         for name, s in result['splits'].items():
             png = args.out / f'reliability_{name}.png'
-            title = (f"{result.get('model') or ''} {name}: ECE {s['before']['ece']:.3f} -> {s['after']['ece']:.3f} "
+            title = (f"{result.get('model') or ''} {name}: ECE {s['before']['ece'] * 100:.2f}% -> "
+                     f"{s['after']['ece'] * 100:.2f}% "
                      f"(T={result['temperature']:.3f})")
             if plot_reliability({'before (T=1)': s['before']['reliability'],
                                  f"after (T={result['temperature']:.2f})": s['after']['reliability']}, png, title,

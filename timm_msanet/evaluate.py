@@ -196,7 +196,7 @@ def evaluate(
         metrics['uncalibrated'] = {k: raw[k] for k in ('ece', 'nll', 'brier', 'reliability')}
     metrics.update(
         model=model.pretrained_cfg.get('architecture'),
-        model_source=_model_source(model.pretrained_cfg),
+        model_source=_model_source(model.pretrained_cfg), weights=weights_kind(model.pretrained_cfg),
         data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=got['classes'],
         input_size=list(got['data_cfg']['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
     )
@@ -307,6 +307,15 @@ def protocol_sha256(protocol: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(',', ':')).encode()).hexdigest()
 
 
+def weights_kind(cfg: Mapping[str, Any]) -> Optional[str]:
+    """Which weights of a checkpoint were scored: 'ema' or 'raw' (of a train.py checkpoint; a weights file says
+    which it was made from), None for a named model or release."""
+    kind = cfg.get('checkpoint_weights')
+    if kind == 'file':
+        kind = cfg.get('checkpoint_weights_origin')
+    return {'state_dict_ema': 'ema', 'state_dict': 'raw', 'model': 'raw'}.get(kind) if kind else None
+
+
 def _model_source(cfg: Mapping[str, Any]) -> Optional[str]:
     """Where the weights came from: a checkpoint path, a Hub repo or folder, or a registered tag."""
     if cfg.get('checkpoint') or cfg.get('hf_hub_id'):
@@ -322,12 +331,16 @@ def format_table(metrics: Dict[str, Any]) -> str:
         lines.append(f"{name:12s} {m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:6.4f} {m['support']:8d}")
     lines.append(f"accuracy {metrics['accuracy'] * 100:.2f}%   mean class accuracy "
                  f"{metrics['mean_class_accuracy'] * 100:.2f}%   samples {metrics['num_samples']}")
+    if metrics.get('weights'):
+        lines.append({'ema': "weights: the EMA of the train.py checkpoint (--no-ema scores its raw weights)",
+                      'raw': "weights: the raw weights of the train.py checkpoint (not its EMA)"}[metrics['weights']]
+                     + (f"; from {metrics['model_source']}" if metrics.get('model_source') else ''))
     if 'ece' in metrics:
-        line = (f"calibration (T={metrics.get('temperature', 1.0):.4g}): ECE {metrics['ece']:.4f}   "
+        line = (f"calibration (T={metrics.get('temperature', 1.0):.4g}): ECE {metrics['ece'] * 100:.2f}%   "
                 f"NLL {metrics['nll']:.4f}   Brier {metrics['brier']:.4f}")
         raw = metrics.get('uncalibrated')
         if raw:
-            line += f"   (T=1: ECE {raw['ece']:.4f}, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f})"
+            line += f"   (T=1: ECE {raw['ece'] * 100:.2f}%, NLL {raw['nll']:.4f}, Brier {raw['brier']:.4f})"
         lines.append(line)
     protocol = metrics.get('protocol')
     if protocol:
@@ -392,7 +405,7 @@ def write_outputs(metrics: Dict[str, Any], out_dir: Path, overwrite: bool = Fals
         curves = {f'T={t:.3g}' if t != 1.0 else 'model': metrics['reliability']}
         if metrics.get('uncalibrated'):
             curves = {'T=1 (uncalibrated)': metrics['uncalibrated']['reliability'], **curves}
-        title = (f"{metrics.get('model') or ''} {metrics.get('split', '')}: ECE {metrics['ece']:.3f}, "
+        title = (f"{metrics.get('model') or ''} {metrics.get('split', '')}: ECE {metrics['ece'] * 100:.2f}%, "
                  f"NLL {metrics['nll']:.3f}, Brier {metrics['brier']:.3f}")
         if plot_reliability(curves, out_dir / 'reliability.png', title, overwrite):
             written.append(out_dir / 'reliability.png')

@@ -953,7 +953,8 @@ def load_model(
             if model.pretrained_cfg.get('pool_size') and 'pool_size' not in caller_overlay:
                 overlay['pool_size'] = pool_size_for(size[1:])
         model.pretrained_cfg = dict(model.pretrained_cfg, **overlay, checkpoint=str(checkpoint),
-                                    checkpoint_weights=ckpt.weights)
+                                    checkpoint_weights=ckpt.weights,
+                                    checkpoint_weights_origin=ckpt.extra.get('weights_origin'))
         if ckpt.extra.get('notes') and 'notes' not in caller_overlay:  # the file's own grey input and framing
             notes = tuple(model.pretrained_cfg.get('notes') or ())
             model.pretrained_cfg['notes'] = notes + tuple(n for n in ckpt.extra['notes'] if n not in notes)

@@ -346,8 +346,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
                            'No temperature was fitted: the scores are softmax(logits).'),
                     '', '| | ECE | NLL | Brier |', '|---|---|---|---|']
             if raw:
-                out.append(f'| before (T = 1) | {raw["ece"]:.4f} | {raw["nll"]:.4f} | {raw["brier"]:.4f} |')
-            out.append(f'| {"after (T = " + format(t, ".4f") + ")" if raw else "as published"} | {ev["ece"]:.4f} | '
+                out.append(f'| before (T = 1) | {raw["ece"] * 100:.2f}% | {raw["nll"]:.4f} | {raw["brier"]:.4f} |')
+            out.append(f'| {"after (T = " + format(t, ".4f") + ")" if raw else "as published"} | {ev["ece"] * 100:.2f}% | '
                        f'{ev["nll"]:.4f} | {ev["brier"]:.4f} |')
             if has_reliability_png:
                 out += ['', '![reliability diagram](reliability.png)']
