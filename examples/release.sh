@@ -9,7 +9,8 @@
 #
 #   examples/release.sh DATASET SOURCE WORKDIR [--in1k-weights DIR] [--timm-repo DIR] [--device cuda]
 #                       [--model ARCH] [--recipe YAML] [--repo-id ORG/NAME]
-#                       [--face-framing TRAIN_DIR|EYE_Y,EYE_DIST] [--train-only] [-- extra train.py arguments]
+#                       [--face-framing TRAIN_DIR|EYE_Y,EYE_DIST] [--balance] [--train-only]
+#                       [-- extra train.py arguments]
 # The ResNet-18 row, same recipe, start, seed and schedule: the same command with --model resnet18.
 #
 # DATASET fer2013: SOURCE is anything `timm-msanet export fer2013` reads (fer2013.csv, or train/ [validation/]
@@ -23,7 +24,8 @@
 # command run is appended to WORKDIR/commands.txt with its start time.
 # Resumable: an existing WORKDIR/data and start file are reused, training resumes from its last.pth.tar, and a
 # finished training run (WORKDIR/train/ARCH/.complete) is not repeated. --train-only stops after training (the
-# long step); the same command without it later does the rest.
+# long step); the same command without it later does the rest. --balance: calibrate also fits the class-prior
+# correction on validation (`timm-msanet calibrate --balance`) and folds it into the released weights.
 # On CUDA, unchanged but for flags:  --device cuda -- --workers 8 (the recipes already use bf16 autocast).
 set -euo pipefail
 usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -38,6 +40,7 @@ IN1K=
 REPO_ID=
 FRAMING=
 TRAIN_ONLY=
+BALANCE=()
 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -49,6 +52,7 @@ while [ $# -gt 0 ]; do
         --repo-id) REPO_ID=$2; shift 2 ;;
         --face-framing) FRAMING=$2; shift 2 ;;
         --train-only) TRAIN_ONLY=1; shift ;;
+        --balance) BALANCE=(--balance); shift ;;
         --) shift; EXTRA=("$@"); break ;;
         *) echo "unknown option $1" >&2; usage ;;
     esac
@@ -127,7 +131,7 @@ run timm-msanet publish "$RUN/model_best.pth.tar" --weights-only "$WEIGHTS" --da
 #    test; the released file carries the temperature in its metadata
 CALIBRATED=$WORK/${MODEL}_${DATASET}_calibrated.safetensors
 run timm-msanet calibrate --checkpoint "$WEIGHTS" --data-dir "$DATA" --split validation --test-split test \
-    --out "$WORK/calibration/$MODEL" --save "$CALIBRATED" --device "$DEVICE" --overwrite
+    --out "$WORK/calibration/$MODEL" --save "$CALIBRATED" --device "$DEVICE" "${BALANCE[@]}" --overwrite
 
 # 6. FER metrics of exactly those weights: test (reported) and validation (selection split)
 for SPLIT in test validation; do

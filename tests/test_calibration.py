@@ -177,3 +177,56 @@ def test_explain_and_the_packaged_release_use_its_temperature(tmp_path):
     expected = calibrated_probs(torch.tensor(result['logits']), t)
     assert torch.allclose(torch.tensor(list(result['probabilities'].values())), expected, atol=1e-6)
     assert result['label'] == CLASSES[int(torch.tensor(result['logits']).argmax())]
+
+
+def test_prior_correction_trades_a_little_top1_for_the_rare_classes():
+    """On logits of a model biased towards the frequent classes (a classic long tail), the fitted tau is positive
+    and lifts mean class accuracy; tau = 0 is what it returns when correcting does not help."""
+    from timm_msanet.calibration import _decision_score, fit_prior_correction
+    g = torch.Generator().manual_seed(0)
+    prior = torch.tensor([0.02, 0.18, 0.3, 0.5])
+    targets = torch.multinomial(prior, 4000, replacement=True, generator=g)
+    evidence = torch.randn(4000, 4, generator=g)
+    evidence[torch.arange(4000), targets] += 1.5
+    logits = evidence + 1.5 * torch.log(prior)  # what training on the long tail does to a classifier
+    tau, curve = fit_prior_correction(logits, targets, torch.log(prior))
+    before, after = _decision_score(logits, targets), _decision_score(logits - tau * torch.log(prior), targets)
+    assert 0.5 <= tau <= 2 and after[1] > before[1] + 0.05 and sum(after) > sum(before)
+    assert [r['tau'] for r in curve] == [round(0.05 * i, 2) for i in range(41)]
+    balanced = torch.randn(4000, 4, generator=g)
+    balanced[torch.arange(4000), targets] += 3.0
+    assert fit_prior_correction(balanced, targets, torch.log(torch.full((4,), 0.25)))[0] == 0.0  # flat prior
+
+
+def test_calibrate_balance_folds_the_correction_into_the_bias_that_eval_then_scores(data, tmp_path):
+    import shutil
+    root = tmp_path / 'data'
+    shutil.copytree(data, root)
+    counts = [3, 1, 5, 12, 8, 6, 4]  # the train split only gives the prior: one tiny image per entry
+    for name, n in zip(CLASSES, counts):
+        (root / 'train' / name).mkdir(parents=True)
+        for i in range(n):
+            Image.new('L', (8, 8), 10 * i).save(root / 'train' / name / f'{i}.png')
+    saved, out = tmp_path / 'balanced.safetensors', tmp_path / 'calib'
+    proc = _cli('calibrate', '--data-dir', str(root), '--split', 'validation', '--balance', '--save', str(saved),
+                '--out', str(out), '--workers', '0')
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / 'calibration.json').read_text())
+    pc = result['prior_correction']
+    tau = pc['tau']
+    assert 0 <= tau <= 2 and pc['fit_split'] == 'validation' and 'class-prior correction tau' in proc.stdout
+    assert pc['prior'] == pytest.approx({n: c / sum(counts) for n, c in zip(CLASSES, counts)})
+    import timm
+    packaged = timm.create_model('msanet_r18', pretrained=True)
+    balanced = load_model(checkpoint=saved)
+    expected = packaged.head.fc.bias - tau * torch.log(torch.tensor(counts, dtype=torch.float32) / sum(counts))
+    torch.testing.assert_close(balanced.head.fc.bias, expected, atol=2e-3, rtol=1e-3)  # float16 file
+    with safe_open(str(saved), framework='pt') as f:
+        assert json.loads(f.metadata()['prior_correction'])['tau'] == tau
+    ev = _cli('eval', '--checkpoint', str(saved), '--data-dir', str(root), '--split', 'test', '--out',
+              str(tmp_path / 'eval'), '--workers', '0')
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
+    assert metrics['accuracy'] == pytest.approx(pc['splits']['test']['after']['accuracy'], abs=1 / 21 + 1e-6)
+    proc = _cli('calibrate', '--data-dir', str(data), '--split', 'validation', '--balance', '--workers', '0')
+    assert proc.returncode == 2 and '--balance needs the class shares of' in proc.stderr
