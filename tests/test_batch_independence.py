@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import timm_msanet  # noqa: F401
-from timm_msanet.calibration import temperature_of
+from timm_msanet.notes import temperature_of
 from timm_msanet.images import make_transform
 
 SIZE = 64

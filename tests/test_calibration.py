@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 
-from timm_msanet.calibration import (calibrated_probs, calibration_metrics, fit_temperature, set_temperature,
-                                     temperature_of)
+from timm_msanet.notes import set_temperature, temperature_of
+from timm_msanet.scores import calibrated_probs, calibration_metrics, fit_temperature
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.predict import predict
 

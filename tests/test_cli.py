@@ -52,7 +52,7 @@ def test_no_model_source_means_the_packaged_model(tmp_path):
      '--repo-id must be ORG/NAME'),
     # messages that say what was found and what is expected
     (['predict', '{img}', '--checkpoint', '{img}'], 2, 'is not a checkpoint or safetensors file (it is a PNG image)'),
-    (['predict', '{img}', '--model', 'msanet_r19'], 2, "'msanet_r19' is not a registered model; did you mean msanet_r18"),
+    (['predict', '{img}', '--model', 'msanet_r19'], 2, "'msanet_r19' is not a registered model; did you mean"),
     (['explain', '{img}', '--target', 'happy', '--out', '{tmp}/x.png'], 2,
      "--target 'happy' is not a class of this model: give a name (anger, disgust"),
     (['explain', '{img}', '--target', '-1', '--out', '{tmp}/x.png'], 2, 'or an index from 0 to 6'),

@@ -51,7 +51,8 @@ def test_dlib_gives_one_scored_face_with_five_landmarks_in_place(astronaut):
 def test_aligned_crop_is_framed_as_the_model_was_trained(astronaut):
     _dlib()
     import timm
-    from timm_msanet.faces import DEFAULT_FRAMING, aligned_face, framing_of, locate_faces
+    from timm_msanet.faces import aligned_face, locate_faces
+    from timm_msanet.notes import DEFAULT_FRAMING, framing_of
     framing = framing_of(timm.create_model('msanet_r18', pretrained=False).pretrained_cfg)
     assert framing == dict(eye_y=0.396, eye_dist=0.362) and framing_of({}) == DEFAULT_FRAMING
     tilted = Image.fromarray(astronaut).rotate(25, resample=Image.Resampling.BICUBIC)
@@ -157,7 +158,7 @@ def test_measure_framing_recovers_how_the_faces_were_cropped(framed_faces, tmp_p
 
 
 def test_parse_framing_takes_two_fractions_and_says_what_it_expected():
-    from timm_msanet.faces import FramingError, parse_framing
+    from timm_msanet.notes import FramingError, parse_framing
     assert parse_framing('0.4,0.35') == dict(eye_y=0.4, eye_dist=0.35)
     for bad in ('0.4', 'a,b', '0.4,0.35,1', '40,35', '0.05,0.3'):
         with pytest.raises(FramingError, match='EYE_Y,EYE_DIST|between 0.1 and 0.9'):
@@ -170,7 +171,8 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     _dlib()
     import subprocess
     import sys
-    from timm_msanet.faces import DEFAULT_FRAMING, FramingError, framing_notice, recorded_framing
+    from timm_msanet.faces import framing_notice
+    from timm_msanet.notes import DEFAULT_FRAMING, FramingError, recorded_framing
     Image.fromarray(astronaut).save(tmp_path / 'a.png')
     base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces',
             '--detector', 'dlib']

@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 
 import timm_msanet  # noqa: F401
 from timm_msanet.loading import load_model
-from timm_msanet.predict import annotate_image, predict
+from timm_msanet.images import annotate_image
+from timm_msanet.predict import predict
 
 LABELS = ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
 SIZE = 96

@@ -11,7 +11,7 @@ import torch
 import timm
 from safetensors.torch import load_file, save_file
 
-from timm_msanet.faces import DEFAULT_FRAMING, framing_of
+from timm_msanet.notes import DEFAULT_FRAMING, framing_of
 from timm_msanet import FER7_LABELS, FER8_LABELS
 from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published, load_model
@@ -450,9 +450,8 @@ def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
     import torch as _torch
     from safetensors import safe_open
     from timm_msanet.calibration import save_calibrated_weights
-    from timm_msanet.faces import recorded_framing
     from timm_msanet.images import make_transform
-    from timm_msanet.releases import GREY_INPUT_NOTE, expects_grey_input
+    from timm_msanet.notes import GREY_INPUT_NOTE, expects_grey_input, recorded_framing
     weights = tmp_path / 'w.safetensors'
     proc = _cli(trained['ckpt'], '--weights-only', weights, '--dataset', 'fer2013', '--face-framing', '0.41,0.36')
     assert proc.returncode == 0 and 'trained on fer2013' in proc.stdout, proc.stderr
@@ -493,7 +492,7 @@ def test_weights_only_reads_the_dataset_from_the_training_export(trained, tmp_pa
     torch.save(state, ckpt)
     proc = _cli(ckpt, '--weights-only', tmp_path / 'w.safetensors')
     assert proc.returncode == 0 and 'trained on ferplus' in proc.stdout, proc.stdout + proc.stderr
-    from timm_msanet.releases import expects_grey_input
+    from timm_msanet.notes import expects_grey_input
     assert expects_grey_input(load_model(checkpoint=tmp_path / "w.safetensors").pretrained_cfg)
     proc = _cli(trained['ckpt'], '--weights-only', tmp_path / 'w2.safetensors')  # data_dir /secret/path: unknown
     assert proc.returncode == 0 and 'dataset unknown (give --dataset)' in proc.stdout

@@ -15,12 +15,11 @@ from safetensors import safe_open
 
 import timm_msanet
 from timm_msanet import FER7_LABELS
-from timm_msanet.calibration import temperature_of
-from timm_msanet.faces import framing_of
+from timm_msanet.notes import GREY_INPUT_NOTE, framing_of, temperature_of
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.images import make_transform
 from timm_msanet.predict import predict
-from timm_msanet.releases import GREY_INPUT_NOTE, PUBLISHED, weights_path
+from timm_msanet.releases import PUBLISHED, weights_path
 
 RELEASE = next(e for e in PUBLISHED if (e['arch'], e['tag']) == ('msanet_r18', 'fer2013'))
 WEIGHTS = Path(weights_path(RELEASE))

@@ -1,27 +1,17 @@
-"""Calibrated probabilities: temperature scaling, and the metrics that say how honest a score is.
+"""`timm-msanet calibrate`: fit the temperature (and, with --balance, the class-prior correction) of a model.
 
     timm-msanet calibrate --checkpoint W.safetensors --data-dir ROOT --split validation --out calib/ \
         --save W_calibrated.safetensors
 
-FER models are over-confident: a 0.9 "happiness" is right less often than 90% of the time. Temperature
-scaling (Guo et al., *On Calibration of Modern Neural Networks*, ICML 2017) divides the logits by one
-number T fitted on held-out data; the argmax, and so accuracy, never changes.
+Temperature scaling and the metrics are in `scores.py`; how T is recorded in a model's cfg in `notes.py`.
 
 Decisions:
 
 * T is fitted on the validation split only; `calibrate` refuses a fit split that is the test split (or
   named `test`), and reports ECE / NLL / Brier before and after on the test split.
-* The fit minimises the mean negative log-likelihood over beta = 1/T in [1/20, 1/0.05] by golden-section
-  search: NLL is convex in beta (a log-sum-exp of terms linear in beta minus a linear term), so the
-  search finds the optimum without a learning rate or an iteration budget to tune.
-* Metrics: ECE with 15 equal-width bins of the top-class confidence (a bin's |accuracy - mean
-  confidence| weighted by its share of samples; a confidence of exactly 1 falls in the last bin); NLL
-  the mean of -log p(true class); Brier the mean over samples of the squared distance between the
-  probability vector and the one-hot label (summed over classes, so it ranges 0..2).
-* Where T lives: in the model's pretrained_cfg `notes` as `calibration: temperature=T ...`
-  (`CALIBRATION_NOTE`), because timm's PretrainedCfg has no field for it and notes survive every timm
-  round trip (config.json, save_for_hf, the Hub); in a weights file's safetensors metadata as
-  `temperature`; for a packaged release, as `temperature=` in `releases.py`. Absent means 1.0.
+* Where T lives: in the model's pretrained_cfg `notes` (notes.CALIBRATION_NOTE); in a weights file's
+  safetensors metadata as `temperature`; for a packaged release, as `temperature=` in `releases.py`. Absent
+  means 1.0.
   `forward` is never changed, so training and fine-tuning see raw logits; predict, explain, eval and
   the ONNX export (a last division by T) apply it.
 * `--balance` (before T): the class-prior correction of logit adjustment (Menon et al., *Long-tail learning via
@@ -32,162 +22,28 @@ Decisions:
   are a plain model, and the file's metadata records tau and the prior.
 """
 import argparse
-import math
-import re
+import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import ToolError
+from .evaluate import collect_logits
+from .loading import add_model_args, model_from_args, model_input_paths, read_checkpoint, training_record, write_weights
+from .notes import check_temperature, temperature_of
 from .options import device, non_negative_int, positive_int
-from .outputs import add_overwrite_argument, check_folder_outputs, check_output, save_figure, write_output
-
-N_BINS = 15
-MIN_T, MAX_T = 0.05, 20.0
-CALIBRATION_NOTE = 'calibration: temperature='
-_NOTE_RE = re.compile(re.escape(CALIBRATION_NOTE) + r'(\S+)')
+from .outputs import add_overwrite_argument, check_folder_outputs, check_output, write_output
+from .scores import calibrated_probs, calibration_metrics, fit_temperature, plot_reliability
 
 
 class CalibrationError(ToolError):
     """Calibration cannot run as asked; the message says what was expected."""
 
 
-# ------------------------------------------------------------------------------------- where T lives
-def check_temperature(value: Any, where: str = 'temperature') -> float:
-    try:
-        t = float(value)
-    except (TypeError, ValueError):
-        t = float('nan')
-    if not (math.isfinite(t) and MIN_T <= t <= MAX_T):
-        raise ValueError(f'{where}: {value!r} is not a valid temperature; expected a number from {MIN_T} to {MAX_T}')
-    return t
-
-
-def temperature_of(cfg: Optional[Mapping[str, Any]]) -> float:
-    """The temperature a model's pretrained_cfg records (1.0 when it records none)."""
-    for note in tuple((cfg or {}).get('notes') or ()):
-        match = _NOTE_RE.match(str(note))
-        if match:
-            return check_temperature(match.group(1).rstrip(';,'), 'pretrained_cfg notes')
-    return 1.0
-
-
-def calibration_note(temperature: float, fit_split: str = 'validation') -> str:
-    return (f'{CALIBRATION_NOTE}{temperature:.4f} (fitted on the {fit_split} split by timm-msanet calibrate; '
-            f'probabilities are softmax(logits / temperature))')
-
-
-def set_temperature(model, temperature: float, fit_split: str = 'validation'):
-    """Record T in `model.pretrained_cfg['notes']` (replacing an earlier one; 1.0 removes it). Returns model."""
-    t = check_temperature(temperature)
-    cfg = dict(model.pretrained_cfg or {})
-    notes = [n for n in tuple(cfg.get('notes') or ()) if not str(n).startswith(CALIBRATION_NOTE)]
-    if t != 1.0:
-        notes.append(calibration_note(t, fit_split))
-    cfg['notes'] = tuple(notes)
-    model.pretrained_cfg = cfg
-    return model
-
-
-def calibrated_probs(logits, temperature: float = 1.0):
-    """softmax(logits / T) in float32."""
-    return (logits.float() / temperature).softmax(-1)
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-def reliability_bins(probs, targets, n_bins: int = N_BINS):
-    """Per equal-width confidence bin: (count, accuracy, mean confidence)."""
-    import torch
-    conf, pred = probs.max(-1)
-    correct = (pred == targets).float()
-    idx = torch.clamp((conf * n_bins).long(), max=n_bins - 1)
-    bins = []
-    for b in range(n_bins):
-        mask = idx == b
-        n = int(mask.sum())
-        bins.append(dict(lower=b / n_bins, upper=(b + 1) / n_bins, count=n,
-                         accuracy=float(correct[mask].mean()) if n else None,
-                         confidence=float(conf[mask].mean()) if n else None))
-    return bins
-
-
-def calibration_metrics(probs, targets, n_bins: int = N_BINS) -> Dict[str, Any]:
-    """ECE (`n_bins` equal-width bins), NLL and Brier score of probabilities N x C against targets N."""
-    import torch
-    probs = probs.float()
-    targets = targets.long()
-    total = probs.shape[0]
-    if total == 0:
-        raise CalibrationError('no samples to measure calibration on')
-    bins = reliability_bins(probs, targets, n_bins)
-    ece = sum(b['count'] / total * abs(b['accuracy'] - b['confidence']) for b in bins if b['count'])
-    p_true = probs.gather(1, targets[:, None]).squeeze(1)
-    nll = float(-torch.log(p_true.clamp_min(1e-12)).mean())
-    onehot = torch.nn.functional.one_hot(targets, probs.shape[1]).float()
-    brier = float(((probs - onehot) ** 2).sum(-1).mean())
-    return dict(ece=float(ece), nll=nll, brier=brier, n_bins=n_bins, reliability=bins)
-
-
-def fit_temperature(logits, targets, lo: float = MIN_T, hi: float = MAX_T, iters: int = 80) -> float:
-    """The T minimising the mean NLL of softmax(logits / T), by golden-section search over beta = 1/T."""
-    import torch
-    logits = logits.double()
-    targets = targets.long()
-    true_logit = logits.gather(1, targets[:, None]).squeeze(1)
-
-    def nll(beta: float) -> float:
-        return float((torch.logsumexp(beta * logits, -1) - beta * true_logit).mean())
-
-    a, b = 1.0 / hi, 1.0 / lo
-    g = (math.sqrt(5) - 1) / 2
-    c, d = b - g * (b - a), a + g * (b - a)
-    fc, fd = nll(c), nll(d)
-    for _ in range(iters):
-        if fc < fd:
-            b, d, fd = d, c, fc
-            c = b - g * (b - a)
-            fc = nll(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + g * (b - a)
-            fd = nll(d)
-    return float(1.0 / ((a + b) / 2))
-
-
-def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str = '',
-                     overwrite: bool = False) -> bool:
-    """Reliability diagram: accuracy against confidence per bin, one line per curve, with the diagonal and
-    the share of samples per bin. Needs matplotlib (the `plot` extra); returns False without it."""
-    try:
-        import matplotlib
-        matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=(3, 1), sharex=True)
-    ax.plot([0, 1], [0, 1], color='grey', lw=1, ls='--', label='perfect calibration')
-    for (name, bins), color in zip(curves.items(), ('tab:red', 'tab:blue', 'tab:green')):
-        used = [b for b in bins if b['count']]
-        ax.plot([b['confidence'] for b in used], [b['accuracy'] for b in used], marker='o', color=color, label=name)
-        total = sum(b['count'] for b in bins)
-        hist.bar([(b['lower'] + b['upper']) / 2 for b in bins], [b['count'] / total for b in bins],
-                 width=1 / len(bins), alpha=0.45, color=color, label=name)
-    ax.set_ylabel('accuracy')
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc='upper left')
-    ax.set_title(title, fontsize=9)
-    hist.set_xlabel('confidence (top-class probability)')
-    hist.set_ylabel('share')
-    fig.tight_layout()
-    save_figure(fig, path, overwrite)
-    return True
-
-
-# ------------------------------------------------------------------------------------------- the command
 def train_prior(data_dir: str, classes: Sequence[str], split: str = 'train') -> List[float]:
     """The class shares of a data dir's train split (files per class folder, in `classes` order)."""
-    import os
     root = Path(data_dir) / split
     counts = []
     for name in classes:
@@ -200,7 +56,6 @@ def train_prior(data_dir: str, classes: Sequence[str], split: str = 'train') -> 
 
 
 def _decision_score(logits, targets) -> Tuple[float, float]:
-    import torch
     pred = logits.argmax(1)
     acc = float((pred == targets).float().mean())
     recalls = [float((pred[targets == c] == c).float().mean()) for c in range(logits.shape[1]) if (targets == c).any()]
@@ -234,8 +89,6 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
               balance: bool = False) -> Dict[str, Any]:
     """Fit T on `fit_split`, measure before/after on `fit_split` and `test_split`. Does not change the model,
     except with `balance`: then the class-prior correction fitted first is folded into its classifier bias."""
-    from .evaluate import collect_logits  # here, not at the top: evaluate and loading import this module
-
     if fit_split == 'test' or (test_split is not None and fit_split == test_split):
         raise CalibrationError(f'refusing to fit the temperature on the test split ({fit_split!r}): fit on a '
                                f'validation split (--split validation) and measure on the test split')
@@ -264,7 +117,6 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
     n, classes = int(fit['targets'].numel()), int(fit['logits'].shape[1])
     accuracy = float((fit['logits'].argmax(1) == fit['targets']).float().mean()) if n else 0.0
     if n < 500 or accuracy < 1.5 / classes:
-        import warnings
         warnings.warn(f'T = {t:.3g} was fitted on {n} images where the model is {accuracy * 100:.1f}% accurate (chance '
                       f'{100 / classes:.1f}%): ' + ('a model near chance level gets a large T that flattens every '
                       'score; it says the model is not trained, not how confident it is'
@@ -286,7 +138,8 @@ def format_result(result: Mapping[str, Any]) -> str:
     lines = []
     pc = result.get('prior_correction')
     if pc:
-        lines.append(f"class-prior correction tau {pc['tau']:.2f} (fitted on {pc['fit_split']}; prior from the train split)")
+        lines.append(f"class-prior correction tau {pc['tau']:.2f} (fitted on {pc['fit_split']}; prior from the "
+                     f"train split)")
         for name, s in pc['splits'].items():
             lines.append(f"{name:12s} top-1 {s['before']['accuracy'] * 100:.2f}% -> {s['after']['accuracy'] * 100:.2f}%, "
                          f"mean class accuracy {s['before']['mean_class_accuracy'] * 100:.2f}% -> "
@@ -306,9 +159,6 @@ def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split
     """The model's weights as safetensors with its architecture, training record and `temperature` in the
     metadata: what `load_model(checkpoint=...)` reads back. Written as timm_msanet.outputs writes files
     (never over `source` or `inputs`; an existing file only with `overwrite`)."""
-    import json
-    from .loading import read_checkpoint, training_record, write_weights
-
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
         raise CalibrationError(f'--save writes a .safetensors file, got {out_file}')
@@ -326,7 +176,6 @@ def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    from .loading import add_model_args
     add_model_args(parser)
     parser.add_argument('--data-dir', required=True, help='ImageFolder root with split folders (timm-msanet export)')
     parser.add_argument('--split', default='validation', help='split to fit the temperature on (default: validation; '
@@ -347,9 +196,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    from .loading import model_from_args, model_input_paths
-
     test_split = None if str(args.test_split).lower() == 'none' else args.test_split
     inputs = model_input_paths(args)
     if args.save:  # every output checked before the work

@@ -30,14 +30,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .calibration import calibrated_probs, calibration_metrics, plot_reliability, temperature_of
 from . import safe_json
 from .errors import ToolError
 from .options import device, non_negative_int, positive_int
 from .images import GreyInput
+from .notes import expects_grey_input, temperature_of
 from .loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
 from .outputs import add_overwrite_argument, check_folder_outputs, save_figure, write_output
-from .releases import expects_grey_input
+from .scores import calibrated_probs, calibration_metrics, plot_reliability
 from .version import __version__
 
 LABEL_ALIASES = {

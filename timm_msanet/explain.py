@@ -27,13 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
 from .faces import DEFAULT_MARGIN, DETECTORS, face_slot, framing_notice, framing_of, locate_faces, require_detector
 from .images import as_pil, font, make_transform
 from .loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths, warn_if_untrained
+from .notes import temperature_of
 from .options import device, face_margin, positive_int
 from .outputs import add_overwrite_argument, atomic_path, check_output, printable
+from .scores import calibrated_probs
 
 PANEL = 224
 

@@ -34,13 +34,12 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from . import safe_json
-from .calibration import temperature_of
 from .loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
 from .errors import ToolError
 from .images import make_transform
+from .notes import expects_grey_input, temperature_of
 from .options import non_negative_float, positive_int
 from .outputs import add_overwrite_argument, atomic_path, check_output
-from .releases import expects_grey_input
 from .version import __version__
 
 

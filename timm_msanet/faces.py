@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from .errors import ToolError
+from .notes import (DEFAULT_FRAMING, FRAMING_NOTE, FramingError, framing_of, parse_framing,  # noqa: F401
+                    recorded_framing)
 
 DEFAULT_MARGIN = 0.2
 DETECT_MAX_SIDE = 1024
@@ -35,10 +37,6 @@ DETECT_MAX_SIDE = 1024
 
 class NoFaceDetector(ToolError):
     """OpenCV (with its bundled Haar cascades) is not installed."""
-
-
-class FramingError(ToolError):
-    """The face framing of a dataset could not be measured (too few faces found) or was given wrong."""
 
 
 @lru_cache(maxsize=1)
@@ -109,11 +107,6 @@ LANDMARK_NAMES = ('right_eye', 'left_eye', 'nose', 'mouth_right', 'mouth_left')
 _DLIB_POINTS = {'right_eye': range(36, 42), 'left_eye': range(42, 48), 'nose': (30,), 'mouth_right': (48,),
                 'mouth_left': (54,)}
 LANDMARKS_INSTALL = 'pip install "timm-msanet[landmarks]" (dlib-bin and face_recognition_models)'
-# Where the training faces of a model put the eyes, as fractions of the square crop's side: the eye midpoint's
-# height and the distance between the eye centres. Releases carry it in their cfg notes (FRAMING_NOTE);
-# DEFAULT_FRAMING is FER2013's, measured with this detector on its training images (docs/inference.md).
-FRAMING_NOTE = 'face framing: eye_y={eye_y:.3f} eye_dist={eye_dist:.3f}'
-DEFAULT_FRAMING = dict(eye_y=0.396, eye_dist=0.362)
 # dlib's HOG scores: faces score about 0.3-2; below 0.2 its detections on the test photos were clothing and
 # background (a face rotated by 45 degrees scores 0.09 and is lost)
 DLIB_MIN_SCORE = 0.2
@@ -224,27 +217,6 @@ def locate_faces(img, detector: str = 'auto', max_side: int = DETECT_MAX_SIDE) -
     return faces
 
 
-def recorded_framing(pretrained_cfg: Optional[Mapping[str, Any]]) -> Optional[Dict[str, float]]:
-    """The face framing a model's cfg notes record (FRAMING_NOTE), else None; FramingError when the note is
-    there but its values are not a framing (outside publish's 0.1-0.9 bounds: an eye distance of 0.0015 would
-    make the aligned crop 600 times the face)."""
-    prefix = FRAMING_NOTE.split(':')[0] + ':'
-    for note in tuple((pretrained_cfg or {}).get('notes') or ()):
-        if isinstance(note, str) and note.startswith(prefix):
-            try:
-                values = dict(part.split('=', 1) for part in note[len(prefix):].split())
-                return parse_framing(f"{values['eye_y']},{values['eye_dist']}")
-            except (KeyError, ValueError) as e:
-                raise FramingError(f'the cfg note {note!r}: expected "face framing: eye_y=Y eye_dist=D" with two '
-                                   f'numbers') from e
-    return None
-
-
-def framing_of(pretrained_cfg: Optional[Mapping[str, Any]]) -> Dict[str, float]:
-    """The face framing a model was trained with (its cfg notes), else DEFAULT_FRAMING."""
-    return recorded_framing(pretrained_cfg) or dict(DEFAULT_FRAMING)
-
-
 def framing_notice(model, detector: str, align: bool = True) -> Optional[str]:
     """A line for stderr when faces will be aligned to FER2013's framing because the model records none."""
     if resolve_detector(detector) == 'haar' or not align or recorded_framing(getattr(model, 'pretrained_cfg', None)):
@@ -338,16 +310,3 @@ def measure_framing(paths: Sequence[Any], detector: str = 'dlib', limit: int = 1
             f'face images (a dataset\'s train split), or give the framing itself as EYE_Y,EYE_DIST')
     return dict(eye_y=round(statistics.median(eye_y), 3), eye_dist=round(statistics.median(eye_dist), 3),
                 faces=len(eye_y), images=read, unreadable=unreadable, detector=detector)
-
-
-def parse_framing(text: str) -> Dict[str, float]:
-    """'EYE_Y,EYE_DIST' (fractions of the crop's side) as a framing dict; FramingError when it is not that."""
-    try:
-        eye_y, eye_dist = (float(v) for v in text.split(','))
-    except ValueError:
-        raise FramingError(f'face framing {text!r}: expected EYE_Y,EYE_DIST, two fractions of the crop side '
-                           f'such as 0.396,0.362, or a folder of training images to measure it on') from None
-    if not (0.1 <= eye_y <= 0.9 and 0.1 <= eye_dist <= 0.9):
-        raise FramingError(f'face framing {text!r}: eye height and eye distance are fractions of the crop side '
-                           f'between 0.1 and 0.9 (FER2013: 0.396,0.362)')
-    return dict(eye_y=eye_y, eye_dist=eye_dist)

@@ -1,6 +1,7 @@
-"""Images as the models see them: decoding any input to 8-bit RGB, and the model's own eval transform.
+"""Images as the models see them: decoding any input to 8-bit RGB, the model's own eval transform, and the
+results drawn back onto an image (`annotate_image`).
 
-Used by predict, explain, eval (grey input) and export-onnx (the data config in the ONNX metadata).
+Used by predict, video, explain, eval (grey input) and export-onnx (the data config in the ONNX metadata).
 
 * Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
   eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
@@ -15,9 +16,9 @@ Used by predict, explain, eval (grey input) and export-onnx (the data config in 
   not already normalised: they go through the same transform.
 """
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional
 
-from .releases import expects_grey_input
+from .notes import expects_grey_input
 
 if TYPE_CHECKING:  # annotations only: PIL is imported inside the functions
     from PIL import Image
@@ -211,3 +212,38 @@ def font(size: int):
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1
         return ImageFont.load_default()
+
+
+def annotate_image(img, result: Dict[str, Any]):
+    """A copy of `img` with face boxes (or the whole-image label) and their labels drawn on it."""
+    from PIL import ImageDraw
+
+    img = as_pil(img).copy()
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    line = max(2, round(max(w, h) / 300))
+    tag_font = font(max(12, round(max(w, h) / 40)))
+
+    def tag(x, y, text, color):
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
+        pad = line
+        if y0 - (y1 - y0) - 2 * pad >= 0:  # above the box when there is room
+            y -= (y1 - y0) + 2 * pad
+            x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
+        draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=color)
+        draw.text((x, y), text, fill='white', font=tag_font)
+
+    if 'faces' in result:
+        for i, face in enumerate(result['faces']):
+            color = (230, 40, 40) if i == 0 else (40, 120, 230)
+            draw.rectangle(face['box'], outline=color, width=line)
+            for x, y in (face.get('landmarks') or {}).values():
+                r = line + 1
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 220, 60))
+            if face.get('label'):
+                tag(face['box'][0], face['box'][1], f"{face['label']} {face['score']:.2f}", color)
+        if not result['faces']:
+            tag(line, line, 'no face detected', (90, 90, 90))
+    elif result.get('label'):
+        tag(line, line, f"{result['label']} {result['score']:.2f}", (230, 40, 40))
+    return img

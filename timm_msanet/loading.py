@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import safe_json
-from .calibration import check_temperature, set_temperature, temperature_of
 from .errors import ToolError
-from .faces import recorded_framing
 from .labels import labels_for
+from .notes import check_temperature, recorded_framing, set_temperature, temperature_of
 from .options import positive_int
 from .outputs import atomic_path, printable
 from .releases import pool_size_for
@@ -141,7 +140,6 @@ RECORD_ARG_KEYS = ('model', 'pretrained', 'initial_checkpoint', 'num_classes', '
 
 def _training_record(meta: Mapping[str, str], path: Path):
     """(args, arch) from a safetensors file's metadata; ({}, None) when it records nothing."""
-    import json
     args: Dict[str, Any] = {}
     if meta.get('args'):
         try:
@@ -576,7 +574,6 @@ def config_beside(path: Union[str, Path]) -> Optional[Tuple[Path, Dict[str, Any]
     other file name may share its folder with an unrelated config. The config is checked like a release's
     (`check_release_config`) before anything in it is used.
     """
-    import json
     path = Path(path)
     cfg_path = path.with_name('config.json')
     if path.name != WEIGHTS_BESIDE_CONFIG or not cfg_path.is_file():
@@ -841,7 +838,6 @@ def needs_hub(name: str, pretrained: bool = True) -> bool:
 
 def _read_release_config(source: str, ident: str, explain) -> Any:
     """The raw config.json of a Hub repo or folder, read before timm acts on any of it."""
-    import json
     try:
         if source == 'hf-hub':
             from huggingface_hub import hf_hub_download
@@ -1080,7 +1076,7 @@ def model_from_args(args: argparse.Namespace):
             raise CheckpointError(f'{len(names)} label names given for a {model.num_classes}-class model; expected one '
                                   f'name per class in output order')
         import warnings
-        warnings.warn(f'--label-names renames the outputs of a model that has its own names: '
+        warnings.warn('--label-names renames the outputs of a model that has its own names: '
                       + ', '.join(f'{a} -> {b}' for a, b in zip(own, names) if a != b)
                       + '. Drop --label-names unless the model really was trained with that class order',
                       UserWarning, stacklevel=2)

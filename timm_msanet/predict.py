@@ -42,14 +42,15 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
 from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, face_slot, framing_notice,
                     framing_of, locate_faces, require_detector)
-from .images import as_pil, font, make_transform
+from .images import annotate_image, as_pil, make_transform  # noqa: F401  (annotate_image: API)
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
+from .notes import temperature_of
 from .options import device, face_margin, non_negative_float, positive_float, positive_int
 from .outputs import OutputError, add_overwrite_argument, atomic_path, check_output, printable, write_output
+from .scores import calibrated_probs
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
                     plot_timeline, summary_lines)
 from .video import csv_rows as video_csv_rows
@@ -254,41 +255,6 @@ def predict(
 
 
 # ------------------------------------------------------------------------------------------ drawing
-
-def annotate_image(img, result: Dict[str, Any]):
-    """A copy of `img` with face boxes (or the whole-image label) and their labels drawn on it."""
-    from PIL import ImageDraw
-
-    img = as_pil(img).copy()
-    draw = ImageDraw.Draw(img)
-    w, h = img.size
-    line = max(2, round(max(w, h) / 300))
-    tag_font = font(max(12, round(max(w, h) / 40)))
-
-    def tag(x, y, text, color):
-        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
-        pad = line
-        if y0 - (y1 - y0) - 2 * pad >= 0:  # above the box when there is room
-            y -= (y1 - y0) + 2 * pad
-            x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
-        draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=color)
-        draw.text((x, y), text, fill='white', font=tag_font)
-
-    if 'faces' in result:
-        for i, face in enumerate(result['faces']):
-            color = (230, 40, 40) if i == 0 else (40, 120, 230)
-            draw.rectangle(face['box'], outline=color, width=line)
-            for x, y in (face.get('landmarks') or {}).values():
-                r = line + 1
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 220, 60))
-            if face.get('label'):
-                tag(face['box'][0], face['box'][1], f"{face['label']} {face['score']:.2f}", color)
-        if not result['faces']:
-            tag(line, line, 'no face detected', (90, 90, 90))
-    elif result.get('label'):
-        tag(line, line, f"{result['label']} {result['score']:.2f}", (230, 40, 40))
-    return img
-
 
 # ---------------------------------------------------------------------------------------------- CLI
 

@@ -57,14 +57,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from .faces import DEFAULT_FRAMING, FRAMING_NOTE, measure_framing, parse_framing, recorded_framing
+from . import safe_json
+from .evaluate import weights_sha256
+from .faces import measure_framing
 from .labels import labels_for
 from .loading import (RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg, model_from_checkpoint,
                       msanet_archs, read_checkpoint, training_record, write_weights)
-from . import safe_json
-from .calibration import set_temperature, temperature_of
+from .notes import (DEFAULT_FRAMING, FRAMING_NOTE, GREY_INPUT_NOTE, parse_framing, recorded_framing, set_temperature,
+                    temperature_of)
 from .outputs import add_overwrite_argument, check_output, finish_permissions, replace_folder
-from .releases import DATASETS, GREY_INPUT_NOTE
+from .predict import collect_files
+from .releases import DATASETS
 from .version import __version__
 
 __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',
@@ -185,7 +188,6 @@ def read_eval_json(path: Union[str, Path], label_names: Sequence[str]) -> Dict[s
 def check_eval_describes(ev: Mapping[str, Any], model, dataset: str, where: str) -> None:
     """The eval JSON must be of these weights and this dataset: its protocol's weights hash is the published
     model's, and its dataset (from the export's manifest) the one the card will name."""
-    from .evaluate import weights_sha256
     measured_on = ev.get('dataset') or (ev.get('protocol') or {}).get('dataset')
     if isinstance(measured_on, str) and measured_on and measured_on != dataset.rstrip('78'):
         raise PublishError(f'--eval-json {where} was measured on {measured_on}, but --dataset is {dataset}: the card '
@@ -347,7 +349,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
                     '', '| | ECE | NLL | Brier |', '|---|---|---|---|']
             if raw:
                 out.append(f'| before (T = 1) | {raw["ece"] * 100:.2f}% | {raw["nll"]:.4f} | {raw["brier"]:.4f} |')
-            out.append(f'| {"after (T = " + format(t, ".4f") + ")" if raw else "as published"} | {ev["ece"] * 100:.2f}% | '
+            after = f'after (T = {t:.4f})' if raw else 'as published'
+            out.append(f'| {after} | {ev["ece"] * 100:.2f}% | '
                        f'{ev["nll"]:.4f} | {ev["brier"]:.4f} |')
             if has_reliability_png:
                 out += ['', '![reliability diagram](reliability.png)']
@@ -624,7 +627,6 @@ def resolve_face_framing(source: Union[str, Path]) -> Dict[str, Any]:
     """`--face-framing`'s value: a folder of training images (measured there) or 'EYE_Y,EYE_DIST'."""
     path = Path(source)
     if path.is_dir():
-        from .predict import collect_files
         files = [f for f, _ in collect_files([str(path)])]
         if not files:
             raise PublishError(f'--face-framing {path}: no image files in it; expected the training images (e.g. '

@@ -33,8 +33,7 @@ Only list weights that exist: a cfg that points at missing weights breaks `pretr
 import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from .calibration import calibration_note, check_temperature
-from .faces import FRAMING_NOTE
+from .notes import FRAMING_NOTE, GREY_INPUT_NOTE, calibration_note, check_temperature, expects_grey_input  # noqa: F401
 from .labels import FER7_LABELS, labels_for
 
 # The one table of datasets: name -> title, allowed class counts, grey input, licence note and caveat (shown
@@ -63,10 +62,6 @@ DATASETS: Dict[str, Dict[str, Any]] = {
 ARCHS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as')
 REQUIRED_KEYS = ('arch', 'tag', 'dataset', 'label_names', 'metrics')
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-# In a cfg's `notes`: the weights were trained on greyscale faces (replicated to 3 channels), so the tools
-# convert colour photos to grey before the model's transform. timm's PretrainedCfg has no field for it.
-GREY_INPUT_NOTE = 'input: greyscale (trained on grey faces; convert colour images to grey, then to 3 channels)'
-
 # PrivateTest figures of `timm-msanet eval` on the packaged float16 weights; the temperature was fitted on
 # PublicTest by `timm-msanet calibrate` (ECE on PrivateTest 0.0479 -> 0.0284); see docs/releases/msanet_r18_fer2013/
 PUBLISHED: Sequence[Mapping[str, Any]] = (
@@ -172,8 +167,3 @@ def published_cfgs(cfg_fn: Callable[..., Dict[str, Any]],
             notes=tuple(notes),
         )
     return out
-
-
-def expects_grey_input(pretrained_cfg: Optional[Mapping[str, Any]]) -> bool:
-    """Whether a model's cfg says it was trained on greyscale faces (see GREY_INPUT_NOTE)."""
-    return GREY_INPUT_NOTE in tuple((pretrained_cfg or {}).get('notes') or ())

@@ -29,8 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import safe_json
 from .errors import ToolError
+from .evaluate import OUTPUT_FILES, evaluate, write_outputs
+from .loading import load_model
 from .options import device, non_negative_float, non_negative_int, positive_int
 from .outputs import add_overwrite_argument, check_folder_outputs, write_output
+from .releases import PUBLISHED
 
 __all__ = ['DEFAULT_TOLERANCE_PP', 'VerifyError', 'release_claim', 'compare', 'verify', 'format_report',
            'configure_parser', 'run']
@@ -89,7 +92,6 @@ def release_claim(release: str) -> Dict[str, Any]:
     if name.startswith('hf-hub:') or re.fullmatch(r'[\w.-]+/[\w.-]+(@[\w./-]+)?', name):
         repo = name.split(':', 1)[1] if name.startswith('hf-hub:') else name
         return dict(release=repo, kind='hub', load=dict(hf_hub=repo), eval_json_repo=repo)
-    from .releases import PUBLISHED
     arch, _, tag = name.partition('.')
     for entry in PUBLISHED:
         if entry['arch'] == arch and (entry['tag'] == tag or (not tag and entry.get('default'))):
@@ -152,8 +154,6 @@ def verify(release: str, data_dir: str, split: Optional[str] = None, tolerance_p
            require_same_protocol: bool = False, batch_size: int = 64, workers: int = 2, device: str = 'cpu',
            progress: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
     """Evaluate RELEASE on `data_dir` as its card was evaluated; returns (report, the new metrics)."""
-    from .evaluate import evaluate
-    from .loading import load_model
     if not tolerance_pp >= 0:
         raise VerifyError(f'--tolerance must be a number of percentage points >= 0, got {tolerance_pp}')
     claim = release_claim(release)
@@ -218,7 +218,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .evaluate import OUTPUT_FILES, write_outputs
     if args.out:  # before the work
         check_folder_outputs(args.out, ('verify.json', *OUTPUT_FILES), (), args.overwrite)
     report, measured = verify(args.release, args.data_dir, split=args.split, tolerance_pp=args.tolerance,

@@ -36,10 +36,13 @@ import time as _time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .calibration import calibrated_probs, temperature_of
 from .errors import ToolError
 from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
+from .images import annotate_image, make_transform
+from .loading import eval_mode, label_names_of, warn_if_untrained
+from .notes import temperature_of
 from .outputs import atomic_path, check_output, printable, save_figure
+from .scores import calibrated_probs
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 DEFAULT_SMOOTH_S = 1.0
@@ -197,8 +200,6 @@ def analyze_video(
     import torch
     from tqdm import tqdm
 
-    from .images import make_transform
-    from .loading import eval_mode, label_names_of, warn_if_untrained
 
     detector = require_detector(detector)
     if smooth < 0:
@@ -358,7 +359,6 @@ class AnnotatedVideoWriter:
     def __call__(self, index: int, t: float, img, rows: List[Dict[str, Any]]) -> None:
         import cv2
         import numpy as np
-        from .predict import annotate_image
         drawn = annotate_image(img, dict(faces=[dict(box=r['box'], label=f"{r['face']}: {r['smoothed_label']}",
                                                      score=r['smoothed'][r['smoothed_label']]) for r in rows]))
         if self.writer is None:
