@@ -1146,3 +1146,16 @@ except Exception as e:
     assert 'NothingExportedError' in proc.stdout and 'write_error' in proc.stdout, proc.stdout + proc.stderr
     assert not (tmp_path / 'out').exists()
     assert sorted(os.listdir(tmp_path)) == ['src']
+
+
+def test_fer2013_class_folders_in_capitals_and_skips_named_in_the_summary(tmp_path):
+    """Angry/ is angry/; a skip reason in the summary comes with one example of what was found and expected."""
+    root = tmp_path / 'fer'
+    for split in ('train', 'test'):
+        for k, folder in enumerate(('Angry', 'HAPPY', 'Joy')):
+            _save(root / split / folder / f'{k}.png', _image(_color(k), (48, 48)).convert('L'), 'PNG')
+    result = export.export_fer2013(root, tmp_path / 'out', workers=1)
+    assert result.manifest['splits']['train']['classes']['anger'] == 1
+    assert result.manifest['splits']['train']['classes']['happiness'] == 1
+    summary = export.format_summary(result.manifest)
+    assert "unknown_label: e.g. train/Joy/2.png: class folder 'Joy' is not one of angry, disgust" in summary, summary

@@ -553,7 +553,8 @@ def _fer2013_folder_entries(source: str, split_dirs: Sequence[str]) -> Iterator[
             if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
                 yield Skip(rel, 'not_an_image', '', split)
                 continue
-            label = FER2013_FOLDER_LABELS.get(parts[0]) if len(parts) > 1 else None
+            # Angry/, HAPPY/: some redistributions capitalise the class folders
+            label = FER2013_FOLDER_LABELS.get(parts[0].lower()) if len(parts) > 1 else None
             if label is None:
                 detail = (f'class folder {parts[0]!r} is not one of {", ".join(FER2013_FOLDER_LABELS)}'
                           if len(parts) > 1 else 'image is not inside a class folder')

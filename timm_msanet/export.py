@@ -92,7 +92,7 @@ from . import safe_json
 from .images import MAX_IMAGE_BYTES, ImageFileError, open_image_file, read_image_file
 from .labels import labels_for
 from .options import positive_int
-from .outputs import usual_permissions
+from .outputs import printable, usual_permissions
 from .leakage import (DEFAULT_THRESHOLD, HashedImage, content_hash, cross_split_pairs, leak_report, perceptual_hash,
                       summary_lines, train_copies)
 from .version import __version__
@@ -1064,6 +1064,12 @@ def format_summary(manifest: Mapping[str, Any], elapsed_s: Optional[float] = Non
     skipped = manifest['skipped']
     reasons = f' ({_reason_summary(skipped["by_reason"])})' if skipped['total'] else ''
     lines.append(f'skipped: {skipped["total"]}{reasons}')
+    for reason in sorted(skipped['by_reason'], key=lambda r: -skipped['by_reason'][r])[:6]:
+        # one example per reason, with what was found and what was expected (all of them in manifest.json)
+        example = next((i for i in manifest.get('skipped_items') or () if i['reason'] == reason), None)
+        if example is not None:
+            detail = f": {example['detail']}" if example.get('detail') else ''
+            lines.append(printable(f'  {reason}: e.g. {example["item"]}{detail}'[:300]))
     rate = f' in {elapsed_s:.1f} s ({manifest["exported"] / max(elapsed_s, 1e-9):,.0f} images/s)' if elapsed_s else ''
     lines.append(f'exported {manifest["exported"]} images ({manifest["options"]["mode"]} mode, '
                  f'{len(classes)} classes){rate} -> {manifest["output"]}')
