@@ -271,3 +271,27 @@ def test_odd_file_names_cannot_forge_lines_and_fifos_are_not_read(tmp_path):
     with open(out_csv, newline='', encoding='utf-8') as f:
         rows = list(csv.reader(f))
     assert len(rows) == 1 + 4 and any(r[0].endswith('caf\\udce9.png') for r in rows[1:])
+
+
+def test_inputs_come_once_and_the_annotate_folder_is_never_read_back(tmp_path):
+    """A file given directly and through its folder is predicted once; the --annotate folder inside a searched
+    folder is not searched (its copies would come back as inputs); the same name in two folders gets two copies,
+    each under its folder's name; --margin without --faces says it is unused; a folder of videos says so."""
+    for folder, color in (('a', (200, 10, 10)), ('b', (10, 200, 10))):
+        (tmp_path / folder).mkdir()
+        Image.new('RGB', (40, 40), color).save(tmp_path / folder / 'x.jpg')
+    out = tmp_path / 'a' / 'annotated'
+    args = ['--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '32']
+    for _ in range(2):  # the second run would read the first run's copies under a/annotated/ without the exclusion
+        proc = _cli(tmp_path / 'a', tmp_path / 'b', tmp_path / 'a' / 'x.jpg', *args, '--annotate', out, '--overwrite')
+        assert proc.returncode == 0, proc.stderr
+        assert '2 of 2 inputs predicted' in proc.stderr, proc.stderr
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob('*.jpg')) == ['a/x.jpg', 'b/x.jpg']
+    proc = _cli(tmp_path / 'a' / 'x.jpg', *args, '--margin', '0.5')
+    assert proc.returncode == 0 and '--margin sets the square crop around a detected face; it is unused without' \
+        ' --faces' in proc.stderr
+    videos = tmp_path / 'videos'
+    videos.mkdir()
+    (videos / 'clip.mp4').write_bytes(b'\0' * 16)
+    proc = _cli(videos, *args)
+    assert proc.returncode == 1 and '1 video file(s) there' in proc.stderr and 'with --faces' in proc.stderr

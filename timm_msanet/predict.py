@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional,
 
 from .errors import ToolError
 from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, NoFaceDetector, face_slot, framing_notice,
-                    framing_of, locate_faces, require_detector)
+                    framing_of, locate_faces, require_detector, resolve_detector)
 from .images import annotate_image, as_pil, make_transform  # noqa: F401  (annotate_image: API)
 from .loading import add_model_args, eval_mode, label_names_of, load_model, model_from_args, warn_if_untrained
 from .notes import temperature_of
@@ -258,19 +258,30 @@ def predict(
 
 # ---------------------------------------------------------------------------------------------- CLI
 
-def collect_files(paths: Iterable[str]) -> List[Tuple[Path, Path]]:
-    """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted)."""
+def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[Tuple[Path, Path]]:
+    """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted). A file
+    reached twice (given and inside a given folder) comes once; files under `exclude` (predict's own --annotate
+    folder, which would feed its output back in on the next run) are not searched."""
     from PIL import Image
 
     exts = {e.lower() for e in Image.registered_extensions()}
-    out = []
+    skip = exclude.resolve() if exclude is not None and exclude.is_dir() else None
+    out, seen = [], set()
+
+    def add(f: Path, root: Path) -> None:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append((f, root))
     for p in map(Path, paths):
         if p.is_dir():
             files = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in exts
-                           and not any(part.startswith('.') for part in f.relative_to(p).parts))
-            out.extend((f, p) for f in files)
+                           and not any(part.startswith('.') for part in f.relative_to(p).parts)
+                           and not (skip is not None and (skip == f.resolve().parent or skip in f.resolve().parents)))
+            for f in files:
+                add(f, p)
         else:
-            out.append((p, p.parent))  # a missing path is reported as that input's error
+            add(p, p.parent)  # a missing path is reported as that input's error
     return out
 
 
@@ -305,11 +316,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         f'(default {DEFAULT_SMOOTH_S:g}; 0: off)')
 
 
-def _annotated_path(file: Path, root: Path, outdir: Path, inputs: set, taken: set) -> Path:
+def _annotated_path(file: Path, root: Path, outdir: Path, inputs: set, taken: set, by_root: bool = False) -> Path:
+    """Where the annotated copy of `file` goes: its path under its input folder, mirrored under `outdir` (under the
+    folder's own name too when several folders are given, so a.jpg of two folders do not collide)."""
     try:
         rel = file.relative_to(root)
     except ValueError:
         rel = Path(file.name)
+    if by_root:
+        rel = Path(root.name or 'root') / rel
     ext = '.jpg' if file.suffix.lower() in ('.jpg', '.jpeg') else '.png'
     out = outdir / rel.with_suffix(ext)
     n = 0
@@ -462,10 +477,19 @@ def run(args: argparse.Namespace) -> int:
         if len(videos) != len(args.paths):
             raise VideoError('give either videos or images (and folders of images), not both in one run')
         return run_videos(args, videos)
-    files = collect_files(args.paths)
+    files = collect_files(args.paths, exclude=Path(args.annotate) if args.annotate else None)
     if not files:
+        found_videos = [f for p in map(Path, args.paths) if p.is_dir() for f in p.rglob('*') if is_video(f)]
+        hint = (f'; {len(found_videos)} video file(s) there (e.g. {found_videos[0]}): give videos by name, with '
+                f'--faces' if found_videos else '')
         raise NoInputError(f'no image files found in {", ".join(args.paths)} (searched folders recursively for '
-                           f'image file extensions)')
+                           f'image file extensions){hint}')
+    if args.margin != DEFAULT_MARGIN and (not args.faces or (not args.no_align and resolve_detector(args.detector)
+                                                             != 'haar')):
+        import warnings
+        warnings.warn('--margin sets the square crop around a detected face; it is unused '
+                      + ('without --faces' if not args.faces else 'when faces are aligned by their landmarks '
+                         '(add --no-align to crop the box with a margin)'), UserWarning, stacklevel=2)
     if args.faces:
         require_detector(args.detector)
     outdir = Path(args.annotate) if args.annotate else None
@@ -474,7 +498,8 @@ def run(args: argparse.Namespace) -> int:
     annotated: List[Path] = []
     if outdir is not None:  # every annotated copy's path, checked before any work
         taken: set = set()
-        annotated = [check_output(_annotated_path(file, root, outdir, input_paths, taken), input_paths,
+        by_root = len({root for _, root in files}) > 1
+        annotated = [check_output(_annotated_path(file, root, outdir, input_paths, taken, by_root), input_paths,
                                   args.overwrite, '--annotate output') for file, root in files]
     model = model_from_args(args)
     if args.faces:
@@ -482,7 +507,7 @@ def run(args: argparse.Namespace) -> int:
     names = label_names_of(model)
     results = []
     quiet_stdout = '-' in (args.json, args.csv)
-    progress = False if args.no_progress else len(files) >= PROGRESS_MIN_INPUTS
+    progress = False if args.no_progress or not sys.stderr.isatty() else len(files) >= PROGRESS_MIN_INPUTS
     predictions = iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size, device=args.device,
                                faces=args.faces, topk=args.topk, margin=args.margin, detector=args.detector,
                                align=not args.no_align, progress=progress)
