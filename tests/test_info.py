@@ -17,3 +17,5 @@ def test_info_json_counts_params_and_macs():
     assert ours['label_names'] == ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
     assert ours['pretrained_tags'] == ['msanet_r18.fer2013', 'msanet_r18.tv_in1k']  # fer2013: the default
     assert 0 < ours['gmacs'] < rows['resnet18']['gmacs'] and ours['num_features'] == 1536
+    # one input size for the whole GMACs column; each model's own default size beside it
+    assert rows['resnet18']['img_size'] == ours['img_size'] == 224 and ours['default_size'] == 64

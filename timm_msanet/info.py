@@ -1,7 +1,8 @@
 """List the registered MSA-Net models (and timm's resnet18 for reference) with parameter counts and GMACs.
 
-GMACs are counted with torch's FlopCounterMode on one image at the model's input size (a MAC is half a
-FLOP), in eval mode.
+GMACs are counted with torch's FlopCounterMode on one image (a MAC is half a FLOP), in eval mode, at one input
+size for every row (224 unless --img-size), so the column compares like with like; each model's own default
+input size (64 for the FER2013-trained default tag) is its own column.
 """
 import argparse
 import json
@@ -13,7 +14,11 @@ from .options import positive_int
 DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 
 
+COMMON_SIZE = 224
+
+
 def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] = None) -> List[Dict]:
+    """Params and GMACs at `img_size` (each model's own default input size when None)."""
     import torch
     import timm
     import timm_msanet  # noqa: F401  (registration when the autoload hook is turned off)
@@ -29,6 +34,7 @@ def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] =
         rows.append(dict(
             model=name,
             img_size=size,
+            default_size=model.pretrained_cfg['input_size'][-1],
             params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             gmacs=round(counter.get_total_flops() / 2e9, 2),
             num_features=model.num_features,
@@ -40,7 +46,8 @@ def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] =
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--models', nargs='+', default=list(DEFAULT_MODELS), help='model names')
-    parser.add_argument('--img-size', type=positive_int, default=None, help='input size (default: the model cfg)')
+    parser.add_argument('--img-size', type=positive_int, default=COMMON_SIZE,
+                        help=f'input size GMACs are counted at, the same for every model (default {COMMON_SIZE})')
     parser.add_argument('--json', action='store_true', help='print JSON instead of a table')
 
 
@@ -49,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'model':16s} {'size':>5s} {'params (M)':>10s} {'GMACs':>6s}  pretrained tags")
+    print(f"{'model':16s} {'params (M)':>10s} {'GMACs @' + str(args.img_size):>10s} {'default size':>12s}  "
+          f"pretrained tags")
     for r in rows:
         tags = r['pretrained_tags']
         shown = ', '.join(tags[:2]) + (f' (+{len(tags) - 2} more)' if len(tags) > 2 else '')
-        print(f"{r['model']:16s} {r['img_size']:5d} {r['params_m']:10.2f} {r['gmacs']:6.2f}  {shown}")
+        print(f"{r['model']:16s} {r['params_m']:10.2f} {r['gmacs']:10.2f} {r['default_size']:12d}  {shown}")
     return 0
