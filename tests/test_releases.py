@@ -208,3 +208,11 @@ def test_a_surprised_face_is_surprise():
     face = Image.fromarray(np.clip(data.lfw_subset()[29] * 255, 0, 255).astype(np.uint8), 'L').resize((96, 96), Image.BICUBIC)
     [result] = predict([face], load_model('msanet_r18'), topk=2)
     assert result['label'] == 'surprise', result['topk']
+
+
+def test_a_photo_classified_whole_gets_a_hint_to_use_faces(astronaut_jpg, tmp_path):
+    pytest.importorskip('cv2')
+    proc = _cli('predict', astronaut_jpg, env=_offline_env(tmp_path))
+    assert proc.returncode == 0 and 'classified whole' in proc.stderr and 'add --faces' in proc.stderr
+    proc = _cli('predict', astronaut_jpg, '--faces', env=_offline_env(tmp_path))
+    assert proc.returncode == 0 and 'classified whole' not in proc.stderr

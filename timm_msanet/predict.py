@@ -532,4 +532,28 @@ def run(args: argparse.Namespace) -> int:
     ok = sum(1 for r in results if r.get('label'))
     failed = len(results) - ok
     print(f'{ok} of {len(results)} inputs predicted' + (f', {failed} failed' if failed else ''), file=sys.stderr)
+    if not args.faces:
+        hint = _whole_photo_hint(files, results, model)
+        if hint:
+            print(hint, file=sys.stderr)
     return 0 if ok else 1
+
+
+def _whole_photo_hint(files, results, model) -> Optional[str]:
+    """A line when a photo much larger than the model's input, with a face in it, was classified whole (the
+    model then labels the whole picture, not the face). Checks the first such photo with the Haar cascade,
+    when OpenCV is installed; silent otherwise."""
+    side = int(tuple(model.pretrained_cfg.get('input_size') or (3, 224, 224))[-1])
+    big = next((f for (f, _), r in zip(files, results) if min(r.get('width') or 0, r.get('height') or 0) > 4 * side),
+               None)
+    if big is None:
+        return None
+    try:
+        from .faces import detect_faces
+        found = detect_faces(as_pil(big))
+    except (NoFaceDetector, OSError, ValueError):
+        return None
+    if not found:
+        return None
+    return (f'hint: {printable(big)} is a {len(found)}-face photo classified whole; the model expects one face '
+            f'filling the image: add --faces to classify each face')
