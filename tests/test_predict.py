@@ -202,6 +202,16 @@ def test_cli_faces_annotate(checkpoint, astronaut, tmp_path):
             assert img.format == 'JPEG' and img.size == (512, 512)
         if outdir == photos:
             assert astro['annotated'].endswith('astronaut_annotated.jpg')
+    # the CSV carries what the JSON has: faces numbered from 1, the detector, its score, alignment, landmarks
+    out_csv = tmp_path / 'faces.csv'
+    proc = _cli(photos / 'astronaut.jpg', '--faces', '--checkpoint', checkpoint, '--model', 'msanet_r18',
+                '--img-size', SIZE, '--csv', out_csv)
+    assert proc.returncode == 0, proc.stderr
+    row = next(csv.DictReader(out_csv.open()))
+    assert row['face'] == '1' and row['detector'] == astro['detector']
+    if astro['faces'][0].get('landmarks'):
+        assert float(row['right_eye_x']) == pytest.approx(astro['faces'][0]['landmarks']['right_eye'][0], abs=0.1)
+        assert row['detector_score'] and row['aligned_rotation']
 
 
 def test_cli_lines_do_not_run_into_the_progress_bar(checkpoint, image_dir):

@@ -350,17 +350,27 @@ def _line(r: Dict[str, Any], topk: Optional[int]) -> str:
 
 
 def _csv_rows(results: List[Dict[str, Any]], names: Sequence[str]):
-    header = ['input', 'face', 'x0', 'y0', 'x1', 'y1', 'label', 'score', *names, 'error']
+    """One row per face (faces numbered from 1, largest first, as video tracks are), with what the JSON has:
+    the detector, its score, whether the face was aligned (its rotation) and the five landmarks."""
+    marks = ('right_eye', 'left_eye', 'nose', 'mouth_right', 'mouth_left')
+    header = ['input', 'face', 'x0', 'y0', 'x1', 'y1', 'label', 'score', *names, 'detector', 'detector_score',
+              'aligned_rotation', *(f'{m}_{axis}' for m in marks for axis in 'xy'), 'error']
     yield header
     for r in results:
         slots = r.get('faces') or [None]
-        for i, f in enumerate(slots):
+        for i, f in enumerate(slots, 1):
             d = f if f is not None else r
             box = f['box'] if f is not None else ['', '', '', '']
             probs = d.get('probabilities') or {}
+            lms = (f or {}).get('landmarks') or {}
+            aligned = (f or {}).get('aligned')
             yield [printable(r['input']), '' if f is None else i, *box, d.get('label') or '',
                    '' if d.get('score') is None else f"{d['score']:.6f}",
-                   *[f'{probs[n]:.6f}' if n in probs else '' for n in names], printable(r.get('error') or '')]
+                   *[f'{probs[n]:.6f}' if n in probs else '' for n in names],
+                   r.get('detector') or '', '' if (f or {}).get('detector_score') is None else
+                   f"{f['detector_score']:.4f}", '' if not aligned else f"{aligned['rotation']:.2f}",
+                   *(f'{lms[m][k]:.1f}' if m in lms else '' for m in marks for k in (0, 1)),
+                   printable(r.get('error') or '')]
 
 
 def _check_tables(args: argparse.Namespace, inputs: Iterable[Path]) -> None:
