@@ -260,13 +260,23 @@ def predict(
 
 def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[Tuple[Path, Path]]:
     """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted). A file
-    reached twice (given and inside a given folder) comes once; files under `exclude` (predict's own --annotate
-    folder, which would feed its output back in on the next run) are not searched."""
+    reached twice (given and inside a given folder) comes once. `exclude` is predict's own --annotate folder,
+    whose copies would come back as inputs on the next run: inside a searched folder it is not searched, and
+    when it is the searched folder itself, its `*_annotated*` copies are left out."""
+    import re
     from PIL import Image
 
     exts = {e.lower() for e in Image.registered_extensions()}
     skip = exclude.resolve() if exclude is not None and exclude.is_dir() else None
     out, seen = [], set()
+
+    def ours(f: Path, root: Path) -> bool:
+        if skip is None:
+            return False
+        real = f.resolve()
+        if skip == root.resolve():
+            return real.parent == skip and re.search(r'_annotated\d*$', f.stem) is not None
+        return skip in real.parents
 
     def add(f: Path, root: Path) -> None:
         key = f.resolve()
@@ -276,8 +286,7 @@ def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[
     for p in map(Path, paths):
         if p.is_dir():
             files = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in exts
-                           and not any(part.startswith('.') for part in f.relative_to(p).parts)
-                           and not (skip is not None and (skip == f.resolve().parent or skip in f.resolve().parents)))
+                           and not any(part.startswith('.') for part in f.relative_to(p).parts) and not ours(f, p))
             for f in files:
                 add(f, p)
         else:
