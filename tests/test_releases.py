@@ -45,18 +45,40 @@ def astronaut_jpg(astronaut, tmp_path_factory) -> Path:
     return path
 
 
-def test_the_release_is_one_float16_safetensors_file_installed_with_the_package():
-    assert WEIGHTS.is_file() and WEIGHTS.parent == Path(timm_msanet.__file__).parent / 'weights'
-    assert [p.name for p in WEIGHTS.parent.iterdir()] == [WEIGHTS.name]  # one copy, nothing else
-    with safe_open(str(WEIGHTS), framework='pt') as f:
+PACKAGED = [e for e in PUBLISHED if e.get('file')]
+
+
+def test_every_release_is_one_float16_safetensors_file_installed_with_the_package():
+    files = [Path(weights_path(e)) for e in PACKAGED]
+    assert WEIGHTS in files and all(f.parent == Path(timm_msanet.__file__).parent / 'weights' for f in files)
+    assert sorted(p.name for p in WEIGHTS.parent.iterdir()) == sorted(f.name for f in files)  # one copy each
+
+
+@pytest.mark.parametrize('entry', PACKAGED, ids=lambda e: f"{e['arch']}.{e['tag']}")
+def test_a_packaged_file_carries_its_training_and_its_facts(entry):
+    with safe_open(weights_path(entry), framework='pt') as f:
         meta = f.metadata()
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}
     assert torch.float16 in dtypes and torch.float32 not in dtypes
     args = json.loads(meta['args'])
-    assert meta['arch'] == 'msanet_r18' and args['pretrained'] is False  # trained from scratch
-    assert args['img_size'] == RELEASE['input_size'][-1] and args['num_classes'] == 7
+    assert meta['arch'].split('.')[0] == entry['arch'] and args['pretrained'] is True  # the ImageNet start
+    assert args['img_size'] == entry['input_size'][-1] and args['num_classes'] == len(entry['label_names'])
     assert args['val_split'] == 'validation' and meta['checkpoint_weights'] == 'state_dict_ema'
-    assert all(isinstance(v, float) and 0.0 < v < 1.0 for v in RELEASE['metrics'].values())
+    assert all(isinstance(v, float) and 0.0 < v < 1.0 for v in entry['metrics'].values())
+    # the facts travel in the file: loaded by path it is preprocessed exactly as by name
+    assert meta['dataset'] == entry['dataset'] and round(float(meta['temperature']), 4) == entry['temperature']
+    notes = json.loads(meta['notes'])
+    assert GREY_INPUT_NOTE in notes and 'face framing: eye_y={eye_y:.3f} eye_dist={eye_dist:.3f}'.format(
+        **entry['face_framing']) in notes
+    by_path = load_model(checkpoint=weights_path(entry))
+    by_name = load_model(f"{entry['arch']}.{entry['tag']}")
+    for key in ('input_size', 'mean', 'std', 'crop_pct', 'crop_mode', 'label_names'):
+        assert tuple(by_path.pretrained_cfg[key]) == tuple(by_name.pretrained_cfg[key]) if isinstance(
+            by_name.pretrained_cfg[key], (list, tuple)) else by_path.pretrained_cfg[key] == by_name.pretrained_cfg[key]
+    assert temperature_of(by_path.pretrained_cfg) == temperature_of(by_name.pretrained_cfg) == entry['temperature']
+    assert framing_of(by_path.pretrained_cfg) == framing_of(by_name.pretrained_cfg) == entry['face_framing']
+    tau = json.loads(meta['prior_correction'])['tau']  # calibrate --balance, fitted on the validation split
+    assert 0 <= tau <= 2
 
 
 def test_default_pretrained_is_the_packaged_fer2013_model_offline(tmp_path, run_python):
@@ -152,7 +174,7 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
     out = tmp_path / 'release'
     proc = _cli('publish', WEIGHTS, '--repo-id', 'someorg/msanet-r18-fer2013', '--dataset', 'fer2013',
                 '--eval-json', RELEASE_DOCS / 'eval' / 'test' / 'metrics.json', '--dry-run', out,
-                '--face-framing', '{eye_y},{eye_dist}'.format(**RELEASE['face_framing']), env=_offline_env(tmp_path))
+                env=_offline_env(tmp_path))  # the face framing comes from the file
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         'README.md', 'config.json', 'confusion_matrix.png', 'eval.json', 'model.safetensors', 'reliability.png']
@@ -162,7 +184,8 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
     assert round(ev['mean_class_accuracy'], 4) == RELEASE['metrics']['mean_class_accuracy']
     card = (out / 'README.md').read_text()
     assert f"| accuracy | {ev['accuracy'] * 100:.2f} |" in card and 'byte-identical' in card
-    assert '| `img_size` | `64` |' in card and '| `pretrained` | `False` |' in card  # from scratch
+    assert '| `img_size` | `64` |' in card and '| `pretrained` | `True` |' in card  # the ImageNet start
+    assert 'measured with `dlib` on 907 training faces' in card
     cfg = json.loads((out / 'config.json').read_text())
     assert cfg['architecture'] == 'msanet_r18' and cfg['pretrained_cfg']['input_size'] == [3, 64, 64]
     assert GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes'] and cfg['label_names'] == list(FER7_LABELS)

@@ -40,8 +40,8 @@ Architecture as read here (every reading below is a constructor argument of `MSA
   state_dict keys are unchanged; a test checks outputs, gradients and BN statistics against the
   per-branch computation.
 
-Pretrained tags: `msanet_r18.fer2013` (the default) is a complete expression model trained from scratch on
-FER2013 at 64 px and installed with the package (see `releases.py`). `tv_in1k` loads timm's ImageNet
+Pretrained tags: `msanet_r18.fer2013` (the default) is a complete expression model trained on FER2013 at 64 px
+from the ImageNet pre-extractor and installed with the package (see `releases.py`). `tv_in1k` loads timm's ImageNet
 ResNet-18 (`timm/resnet18.tv_in1k`) into the pre-extractor and leaves branches and head at their fresh
 init: the paper's starting point for training.
 """
@@ -558,7 +558,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 
 
 # Only tags whose weights exist, listed as data in releases.py. `fer2013` (packaged with the wheel, 64 px,
-# trained from scratch on FER2013 by examples/release_fer2013.sh) is msanet_r18's default tag, so
+# trained on FER2013 by examples/release.sh) is msanet_r18's default tag, so
 # `pretrained=True` gives a real expression model offline. `tv_in1k`: timm's ImageNet ResNet-18 in the
 # pre-extractor, branches and head fresh (the paper's starting point, named explicitly by the recipes).
 default_cfgs = generate_default_cfgs({
