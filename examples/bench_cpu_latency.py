@@ -2,7 +2,7 @@
 
 One run reports, per model and backend: batch-1 latency (median ms per image) and batched throughput
 (images/s at `--batch`, default 32), each with its ratio to resnet18 on the same backend. The ONNX
-models are exported to a temporary folder with `timm_msanet.export_onnx.export_onnx` (dynamic batch) and run
+models are exported to a temporary folder with `timm_msanet.inference.export_onnx.export_onnx` (dynamic batch) and run
 with onnxruntime's CPU provider, `--threads` intra-op threads like torch.
 
 Rounds interleave every (model, backend, batch) measurement so machine noise hits all of them alike; the
@@ -53,7 +53,7 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory()
     if not args.no_onnx:
         import onnxruntime as ort
-        from timm_msanet.export_onnx import export_onnx
+        from timm_msanet.inference.export_onnx import export_onnx
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = args.threads

@@ -13,7 +13,7 @@ nor cares (runs use `--no-leak-check`: with every image one file, hashing would 
 copies; examples/bench_leak_check.py measures the leak check). Each export runs in a fresh child process
 so its peak memory is its own: the report
 gives peak RSS above the process's RSS before the export, plus the worker processes' peak RSS. The
-child imports `timm_msanet.export` without the package `__init__` (which imports torch for the
+child imports `timm_msanet.data.export` without the package `__init__` (which imports torch for the
 models and would add a few hundred MiB that have nothing to do with exporting). Link-mode runs also
 time a bare loop of the same system calls (stat + symlink) right before and after the export: on a
 shared machine the file system's speed varies by 10x, and that loop is the ceiling at the time. Flat memory means the 100k run
@@ -93,7 +93,7 @@ def _vm_kib(key: str) -> int:
 
 
 def _import_exporter():
-    """Import timm_msanet.export without running the package __init__, which imports torch for the models.
+    """Import timm_msanet.data.export without running the package __init__, which imports torch for the models.
 
     The exporter itself never touches torch; keeping it out makes the memory figures the exporter's own
     and keeps forked workers small.
@@ -104,7 +104,7 @@ def _import_exporter():
         package = types.ModuleType('timm_msanet')
         package.__path__ = [package_dir]
         sys.modules['timm_msanet'] = package
-    from timm_msanet.export import export_affectnet
+    from timm_msanet.data.export import export_affectnet
     return export_affectnet
 
 

@@ -100,7 +100,7 @@ SMALL = ('multi_face.jpg', 't1.jpg')
 
 
 def photos(cache: Path) -> None:
-    from timm_msanet.faces import DETECTORS, locate_faces
+    from timm_msanet.inference.faces import DETECTORS, locate_faces
     found = _registry_photos(cache)
     locate_faces(Image.new('RGB', (64, 64)), 'dlib')
     locate_faces(Image.new('RGB', (64, 64)), 'dlib-cnn')  # model loading outside the timings
@@ -138,9 +138,9 @@ def photos(cache: Path) -> None:
 def _real_tilts(named_photos, min_tilt: float = 8.0) -> None:
     """Faces tilted in the photos themselves: the packaged model's probabilities for the square crop and the
     aligned crop, each as L1 distance to the same crop method on the photo turned so that face is upright."""
-    from timm_msanet.faces import face_slot, framing_of, locate_faces
+    from timm_msanet.inference.faces import face_slot, framing_of, locate_faces
     from timm_msanet.loading import load_model
-    from timm_msanet.predict import predict
+    from timm_msanet.inference.predict import predict
     model = load_model('msanet_r18')
     framing = framing_of(model.pretrained_cfg)
 
@@ -178,7 +178,7 @@ def _astronaut() -> Image.Image:
 
 
 def detectors() -> None:
-    from timm_msanet.faces import locate_faces
+    from timm_msanet.inference.faces import locate_faces
     photo = _astronaut()
     tile = np.asarray(photo.resize((256, 256)))
     cases = [('upright, 512 px', photo)]
@@ -202,7 +202,7 @@ def detectors() -> None:
 
 def alignment() -> None:
     from timm_msanet.loading import load_model
-    from timm_msanet.predict import predict
+    from timm_msanet.inference.predict import predict
     model = load_model('msanet_r18')
     photo = _astronaut()
 
@@ -223,7 +223,7 @@ def alignment() -> None:
 
 
 def framing(root: str) -> None:
-    from timm_msanet.faces import measure_framing
+    from timm_msanet.inference.faces import measure_framing
     files = sorted(glob.glob(f'{root}/train/*/*'))
     m = measure_framing(files)  # what `publish --face-framing ROOT/train` records
     print(f"{m['faces']} of {m['images']} faces found; eye_y median {m['eye_y']:.3f}, "
@@ -250,7 +250,7 @@ def video(fps, detector: str) -> None:
         cmd += ['--fps', str(fps)] if fps else []
         proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
         print(proc.stderr.strip().splitlines()[-1])  # frames/s with decode, detect and model time
-        from timm_msanet.video import VideoReader
+        from timm_msanet.inference.video import VideoReader
         reader = VideoReader(path)
         frames = sum(1 for _ in reader)
         print(f'decode only: {frames / reader.info["decode_s"]:,.0f} frames/s')

@@ -15,7 +15,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from timm_msanet.leakage import _popcount, hamming, perceptual_hash
+from timm_msanet.data.leakage import _popcount, hamming, perceptual_hash
 
 
 def _jpeg(img, quality):

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image
 
 import timm
-from timm_msanet.images import annotate_image
-from timm_msanet.predict import predict
+from timm_msanet.utils.images import annotate_image
+from timm_msanet.inference.predict import predict
 
 # scikit-image's lfw_subset.npy: 100 LFW faces, then 100 non-faces; these are a spread of expressions
 LFW_FACES = (0, 2, 3, 19, 29, 36, 51, 95)

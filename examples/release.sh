@@ -68,7 +68,7 @@ REPO_ID=${REPO_ID:-timm-msanet/msanet-r18-$DATASET}
 [ -f "$RECIPE" ] || { echo "error: recipe $RECIPE not found" >&2; exit 2; }
 # the framing is measured on the training images with dlib
 if [[ $MODEL == msanet* && $FRAMING != *,* && -z $TRAIN_ONLY ]]; then
-    "${PYTHON:-python}" -c 'from timm_msanet.faces import require_detector; require_detector("dlib")' || {
+    "${PYTHON:-python}" -c 'from timm_msanet.inference.faces import require_detector; require_detector("dlib")' || {
         echo 'error: the release records its face framing, measured with dlib: pip install "timm-msanet[landmarks]"' >&2
         exit 2; }
 fi

@@ -2,7 +2,7 @@
 
 Trains each model with timm's own train.py (path given, from a checkout of the timm repository) on an
 ImageFolder tree (e.g. from `timm-msanet export rafdb`), scores each `model_best.pth.tar` (EMA weights
-when the recipe keeps them) with `timm_msanet.evaluate`, and writes `table3.md` and `table3.json`.
+when the recipe keeps them) with `timm_msanet.evaluation.evaluate`, and writes `table3.md` and `table3.json`.
 
     python examples/table3_study.py --timm-repo ~/pytorch-image-models --data-dir data/rafdb \
         --recipe examples/recipes/paper_rafdb.yaml --out runs/table3 --device cuda
@@ -47,7 +47,7 @@ def run_train(timm_repo: Path, data_dir: Path, model: str, out_dir: Path, recipe
 
 
 def evaluate_checkpoint(checkpoint: str, model: str, data_dir: Path, split: str, device: str) -> Dict:
-    from timm_msanet.evaluate import evaluate
+    from timm_msanet.evaluation.evaluate import evaluate
     from timm_msanet.loading import load_model
     net = load_model(model_name=model, checkpoint=checkpoint)
     return evaluate(net, str(data_dir), split=split, device=device, workers=2)

@@ -87,7 +87,7 @@ def framed_faces(astronaut):
     -10..10 degrees, aligned by dlib, saved at 96-... px), sorted paths. Skips without the landmarks extra."""
     pytest.importorskip('dlib')
     from PIL import Image
-    from timm_msanet.faces import aligned_face, locate_faces, require_detector
+    from timm_msanet.inference.faces import aligned_face, locate_faces, require_detector
     require_detector('dlib')
     photo = Image.fromarray(astronaut)
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 import timm_msanet  # noqa: F401
 from timm_msanet.notes import temperature_of
-from timm_msanet.images import make_transform
+from timm_msanet.utils.images import make_transform
 
 SIZE = 64
 ATOL = 1e-4  # float32, different batch sizes may take different kernels
@@ -72,7 +72,7 @@ def test_torch_logits_do_not_depend_on_the_batch(name, images):
 def test_onnx_logits_do_not_depend_on_the_batch(name, images, tmp_path):
     ort = pytest.importorskip('onnxruntime')
     pytest.importorskip('onnx')
-    from timm_msanet.export_onnx import export_onnx
+    from timm_msanet.inference.export_onnx import export_onnx
     model = _trained_like(name)
     model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(f'c{i}' for i in range(7)))
     path = export_onnx(model, tmp_path / f'{name}.onnx', img_size=SIZE)

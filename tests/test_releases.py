@@ -17,8 +17,8 @@ import timm_msanet
 from timm_msanet import FER7_LABELS
 from timm_msanet.notes import GREY_INPUT_NOTE, framing_of, temperature_of
 from timm_msanet.loading import CheckpointError, load_model
-from timm_msanet.images import make_transform
-from timm_msanet.predict import predict
+from timm_msanet.utils.images import make_transform
+from timm_msanet.inference.predict import predict
 from timm_msanet.releases import PUBLISHED, weights_path
 
 RELEASE = next(e for e in PUBLISHED if (e['arch'], e['tag']) == ('msanet_r18', 'fer2013'))
@@ -115,7 +115,7 @@ def test_colour_photos_are_shown_to_the_grey_model_as_grey():
     assert tuple(x.shape) == (3, 64, 64) and cfg['input_size'] == (3, 64, 64)
     grey = transform(img.convert('L').convert('RGB'))
     torch.testing.assert_close(x, grey)
-    from timm_msanet.export_onnx import onnx_metadata  # an ONNX deployment is told the same
+    from timm_msanet.inference.export_onnx import onnx_metadata  # an ONNX deployment is told the same
     assert json.loads(onnx_metadata(model)['data_config'])['grey_input'] is True
     # the ImageNet starting point is a colour model: no conversion
     tv = timm.create_model('msanet_r18.tv_in1k')
@@ -209,7 +209,7 @@ def test_the_hub_release_regenerates_from_the_packaged_weights(tmp_path):
 
 def test_eval_shows_colour_images_to_the_grey_model_as_grey(tmp_path):
     """`evaluate` on a colour ImageFolder gives the grey-trained release the same results as the grey copy."""
-    from timm_msanet.evaluate import evaluate
+    from timm_msanet.evaluation.evaluate import evaluate
     for tree, mode in (('colour', 'RGB'), ('grey', 'L')):
         for i, label in enumerate(FER7_LABELS[:3]):
             (tmp_path / tree / 'test' / label).mkdir(parents=True)

@@ -27,9 +27,9 @@ import time
 import warnings
 from typing import Callable, Dict, List, Optional, Sequence
 
-from .errors import ToolError
-from .options import device, non_negative_int, positive_int
-from .outputs import add_overwrite_argument, check_output, write_output
+from .utils.errors import ToolError
+from .utils.options import device, non_negative_int, positive_int
+from .utils.outputs import add_overwrite_argument, check_output, write_output
 
 DEFAULT_MODELS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as', 'resnet18', 'resnet50', 'res2net50_26w_4s')
 SPREAD_WARN = 10.0  # percent; quieter machines stay within a few percent between rounds

@@ -18,14 +18,14 @@ from .version import __version__
 # subcommand -> (module, one-line help)
 COMMANDS = {
     'info': ('timm_msanet.info', 'list the registered MSA-Net models with their params, GMACs and cfgs'),
-    'eval': ('timm_msanet.evaluate', 'FER evaluation: accuracy, mean class accuracy, per-class metrics, confusion matrix'),
-    'export': ('timm_msanet.export', 'export RAF-DB, AffectNet, FER2013 or FERPlus to an ImageFolder tree for timm'),
-    'verify': ('timm_msanet.verify', 'check a release\'s published accuracy on your copy of the dataset (same protocol? same numbers?)'),
-    'calibrate': ('timm_msanet.calibration', 'fit a temperature on the validation split so scores are calibrated; ECE/NLL/Brier before and after'),
-    'publish': ('timm_msanet.publish', 'publish a trained checkpoint to the Hugging Face Hub (or --dry-run to a folder)'),
-    'predict': ('timm_msanet.predict', 'predict expressions for images and folders, optionally per detected face'),
-    'explain': ('timm_msanet.explain', 'draw CBAM spatial attention maps and the class activation map of an image'),
-    'export-onnx': ('timm_msanet.export_onnx', 'export a model to ONNX with its labels and data config, check it with onnxruntime'),
+    'eval': ('timm_msanet.evaluation.evaluate', 'FER evaluation: accuracy, mean class accuracy, per-class metrics, confusion matrix'),
+    'export': ('timm_msanet.data.export', 'export RAF-DB, AffectNet, FER2013 or FERPlus to an ImageFolder tree for timm'),
+    'verify': ('timm_msanet.evaluation.verify', 'check a release\'s published accuracy on your copy of the dataset (same protocol? same numbers?)'),
+    'calibrate': ('timm_msanet.evaluation.calibration', 'fit a temperature on the validation split so scores are calibrated; ECE/NLL/Brier before and after'),
+    'publish': ('timm_msanet.hub.publish', 'publish a trained checkpoint to the Hugging Face Hub (or --dry-run to a folder)'),
+    'predict': ('timm_msanet.inference.predict_command', 'predict expressions for images and folders, optionally per detected face'),
+    'explain': ('timm_msanet.inference.explain', 'draw CBAM spatial attention maps and the class activation map of an image'),
+    'export-onnx': ('timm_msanet.inference.export_onnx', 'export a model to ONNX with its labels and data config, check it with onnxruntime'),
     'bench': ('timm_msanet.bench', 'training and inference throughput, TFLOP/s and peak memory next to timm CNNs'),
 }
 
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     try:
-        from .errors import ToolError
+        from .utils.errors import ToolError
         args = build_parser().parse_args(argv)
     except KeyboardInterrupt:  # Ctrl-C while torch and timm are still importing
         print('interrupted', file=sys.stderr)

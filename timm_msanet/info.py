@@ -9,7 +9,7 @@ import json
 from typing import Dict, List, Optional, Sequence
 
 from .loading import label_names_of
-from .options import positive_int
+from .utils.options import positive_int
 
 DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 

@@ -17,7 +17,7 @@ import math
 import re
 from typing import Any, Dict, Mapping, Optional
 
-from .errors import ToolError
+from .utils.errors import ToolError
 
 MIN_T, MAX_T = 0.05, 20.0
 CALIBRATION_NOTE = 'calibration: temperature='

@@ -1,0 +1,483 @@
+"""timm_msanet.loading: what a checkpoint or release config may decide, and how lying files are refused.
+
+A file holds weights and describes its architecture; it must never choose where the loader connects.
+Hostile files point at a real HTTP server on 127.0.0.1 that counts requests: every test asserts zero.
+Releases are real `save_for_hf` folders, checkpoints real `torch.save` files in train.py's layout.
+"""
+import argparse
+import http.server
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from PIL import Image
+from timm.models import save_for_hf
+
+import timm_msanet  # noqa: F401
+from timm_msanet.loading import CheckpointError, create_published, load_model
+
+
+ARCH = 'msanet_r18_ms'
+
+
+@pytest.fixture
+def beacon():
+    """An HTTP server on 127.0.0.1 that records every request it gets (and serves nothing)."""
+    hits = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(('127.0.0.1', 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', hits
+    server.shutdown()
+
+
+def _hostile_kwargs(url):
+    return {'pretrained': True, 'pretrained_cfg_overlay': {'hf_hub_id': '', 'url': f'{url}/w.pth?beacon=1'}}
+
+
+def _train_checkpoint(path: Path, model_kwargs=None, **args):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7)
+    ns = argparse.Namespace(model=ARCH, num_classes=7, img_size=64, model_kwargs=model_kwargs or {}, **args)
+    torch.save({'epoch': 1, 'arch': ARCH, 'state_dict': model.state_dict(), 'args': ns}, path)
+    return path
+
+
+def _release(folder: Path) -> Path:
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7, pretrained_cfg_overlay=dict(input_size=(3, 64, 64)))
+    save_for_hf(model, str(folder), safe_serialization=True, model_config={'label_names': list(model.pretrained_cfg['label_names'])})
+    return folder
+
+
+def _edit_config(folder: Path, edit) -> Path:
+    cfg_path = folder / 'config.json'
+    cfg = json.loads(cfg_path.read_text())
+    edit(cfg)
+    cfg_path.write_text(json.dumps(cfg))
+    return folder
+
+
+def _image_folder(root: Path) -> Path:
+    for i, label in enumerate(('anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise')):
+        (root / 'test' / label).mkdir(parents=True)
+        Image.new('RGB', (48, 48), (30 * i, 90, 120)).save(root / 'test' / label / 'a.png')
+    return root
+
+
+# ---------------------------------------------------------------------------- a file never steers the loader
+def test_checkpoint_model_kwargs_cannot_fetch_a_url_through_eval(beacon, tmp_path):
+    url, hits = beacon
+    ckpt = _train_checkpoint(tmp_path / 'evil.pth.tar', model_kwargs=_hostile_kwargs(url))
+    data = _image_folder(tmp_path / 'data')
+    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint', str(ckpt),
+                           '--data-dir', str(data), '--split', 'test', '--out', str(tmp_path / 'eval')],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf')))
+    assert proc.returncode == 2, proc.stderr
+    assert 'sets pretrained, pretrained_cfg_overlay among its model arguments' in proc.stderr
+    assert 'Traceback' not in proc.stderr and not (tmp_path / 'eval').exists()
+    assert hits == []
+
+
+@pytest.mark.parametrize('key', ['checkpoint_path', 'pretrained_cfg', 'hf_hub_id', 'url', 'file', 'cache_dir'])
+def test_every_weight_source_key_in_a_checkpoint_is_refused(beacon, tmp_path, key):
+    url, hits = beacon
+    value = {'url': f'{url}/x'} if key == 'pretrained_cfg' else f'{url}/x'
+    ckpt = _train_checkpoint(tmp_path / 'c.pth.tar', model_kwargs={key: value})
+    with pytest.raises(CheckpointError, match=f'sets {key} among its model arguments.*Refused'):
+        load_model(checkpoint=ckpt)
+    assert hits == []
+
+
+def test_checkpoint_architecture_args_are_checked_and_unknown_ones_ignored(tmp_path):
+    ok = _train_checkpoint(tmp_path / 'ok.pth.tar', model_kwargs={'hierarchy': 'pre', 'global_pool': 'avg',
+                                                                   'my_flag': 3})
+    with pytest.warns(UserWarning, match='not architecture arguments of msanet_r18_ms: my_flag.*Ignored'):
+        model = load_model(checkpoint=ok)
+    assert model.num_classes == 7 and model.pretrained_cfg['input_size'] == (3, 64, 64)
+    bad = _train_checkpoint(tmp_path / 'bad.pth.tar', model_kwargs={'scale': 10 ** 6})
+    with pytest.raises(CheckpointError, match=r'model argument scale=1000000 is not valid; expected an int from 1'):
+        load_model(checkpoint=bad)
+    huge = _train_checkpoint(tmp_path / 'huge.pth.tar', input_size=(3, 100000, 100000))
+    with pytest.raises(CheckpointError, match='not a sane input size'):
+        load_model(checkpoint=huge)
+    # allowed keys, in-range values, but a 1.4 G-parameter model: refused from the arguments, nothing allocated
+    greedy = _train_checkpoint(tmp_path / 'greedy.pth.tar', model_kwargs=dict(
+        branch_kernels=[15] * 8, branch_chs=[8192] * 8, branch_strides=[1] * 8, scale=1, bottle_ratio=8.0))
+    import resource
+    import time
+    rss, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter()
+    with pytest.raises(CheckpointError, match='M parameters, more than the 40 M allowed.*refused before building'):
+        load_model(checkpoint=greedy)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # KiB: not the 6 GB of building it
+    assert time.perf_counter() - started < 20
+    classes = _train_checkpoint(tmp_path / 'cls.pth.tar')
+    state = torch.load(classes, weights_only=False)
+    state['args'].num_classes = '7; rm -rf /'
+    torch.save(state, classes)
+    with pytest.raises(CheckpointError, match=r"args.num_classes '7; rm -rf /' is not valid"):
+        load_model(checkpoint=classes)
+
+
+def test_release_config_model_args_cannot_fetch_a_url(beacon, tmp_path):
+    url, hits = beacon
+    folder = _edit_config(_release(tmp_path / 'rel'), lambda c: c['model_args'].update(_hostile_kwargs(url)))
+    with pytest.raises(CheckpointError, match='config.json sets pretrained, pretrained_cfg_overlay'):
+        create_published(f'local-dir:{folder}')
+    folder2 = _edit_config(_release(tmp_path / 'rel2'), lambda c: c['pretrained_cfg'].update(url=f'{url}/w.pth'))
+    with pytest.raises(CheckpointError, match='pretrained_cfg sets url.*Refused'):
+        load_model(f'local-dir:{folder2}')
+    folder3 = _edit_config(_release(tmp_path / 'rel3'), lambda c: c['model_args'].update(act_layer='gelu'))
+    with pytest.raises(CheckpointError, match='act_layer.*Refused: remove them'):
+        load_model(f'local-dir:{folder3}')
+    assert hits == []
+
+
+# --------------------------------------------------------------------------------------- configs that lie
+LYING_CONFIGS = [
+    (lambda c: c.update(label_names=['happiness'] * 7), 'label_names must be unique.*happiness'),
+    (lambda c: c.update(label_names=['a', 'b']), '2 label_names for a 7-class model'),
+    (lambda c: c['pretrained_cfg'].update(label_names=['a', 'b']), '2 label_names for a 7-class model'),
+    (lambda c: c['pretrained_cfg'].update(input_size=[3, 100000, 100000]), 'not a sane input size.*16-2048 px'),
+    (lambda c: c['pretrained_cfg'].update(mean=[0.5, 0.5]), 'mean .* one finite number per input channel'),
+    (lambda c: c.pop('architecture'), 'has no "architecture": expected the timm model name'),
+    (lambda c: c.update(architecture='not_a_model'), "architecture 'not_a_model' is not a registered model"),
+    # fields that would make the transform or the alignment allocate without bound, or end in a traceback
+    (lambda c: c['pretrained_cfg'].update(crop_pct=0.002), r'crop_pct 0.002 is not valid; expected a number in \(0.5'),
+    (lambda c: c['pretrained_cfg'].update(crop_pct='abc'), "crop_pct 'abc' is not valid"),
+    (lambda c: c['pretrained_cfg'].update(interpolation='evil'), "interpolation 'evil' is not valid; expected one of"),
+    (lambda c: c['pretrained_cfg'].update(crop_mode='zoom'), "crop_mode 'zoom' is not valid"),
+    (lambda c: c['pretrained_cfg'].update(notes=5), 'notes must be a list of at most 32 strings'),
+    (lambda c: c['pretrained_cfg'].update(notes=['face framing: eye_y=0.400 eye_dist=0.0015']),
+     'eye height and eye distance are fractions of the crop side between 0.1 and 0.9'),
+    (lambda c: c['pretrained_cfg'].update(notes=['face framing: eye_y=0.400 eye_dist=0']), 'between 0.1 and 0.9'),
+    (lambda c: c['model_args'].update(branch_kernels=[15] * 8, branch_chs=[8192] * 8, branch_strides=[1] * 8,
+                                      scale=1, bottle_ratio=8.0), 'M parameters, more than the 40 M allowed'),
+]
+
+
+@pytest.mark.parametrize('edit, message', LYING_CONFIGS)
+def test_a_lying_release_config_is_refused_in_one_line(tmp_path, edit, message):
+    folder = _edit_config(_release(tmp_path / 'rel'), edit)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(f'local-dir:{folder}')
+    assert '\n' not in str(info.value)
+
+
+@pytest.mark.parametrize('edit, message', LYING_CONFIGS)
+def test_a_lying_config_beside_a_weights_file_is_refused_too(tmp_path, edit, message):
+    folder = _edit_config(_release(tmp_path / 'rel'), edit)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_model(checkpoint=folder / 'model.safetensors')
+    assert '\n' not in str(info.value)
+
+
+def test_a_weights_file_reads_the_config_beside_it(tmp_path):
+    names = ['a', 'b', 'c', 'd', 'e', 'f', 'g']
+    folder = _edit_config(_release(tmp_path / 'rel'), lambda c: c.update(label_names=names))
+    for source in (folder / 'model.safetensors', folder):  # the file, or the save_for_hf folder itself
+        model = load_model(checkpoint=source)
+        assert type(model).__name__ == 'MSANet' and model.pretrained_cfg['architecture'] == ARCH
+        assert model.pretrained_cfg['input_size'] == (3, 64, 64) and model.pretrained_cfg['pool_size'] == (2, 2)
+        assert list(model.pretrained_cfg['label_names']) == names
+        assert model.pretrained_cfg['config'] == str(folder / 'config.json')
+    # the caller still decides: an explicit resolution wins over the file's
+    model = load_model(checkpoint=folder / 'model.safetensors', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
+    assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
+    # another file name in the same folder is not paired with that config (it may describe something else)
+    (folder / 'other.safetensors').write_bytes((folder / 'model.safetensors').read_bytes())
+    model = load_model(model_name=ARCH, checkpoint=folder / 'other.safetensors')
+    assert model.pretrained_cfg['input_size'] != (3, 64, 64) and 'config' not in model.pretrained_cfg
+
+
+def test_a_config_that_does_not_fit_its_weights_or_a_folder_without_weights(tmp_path):
+    folder = _edit_config(_release(tmp_path / 'rel'), lambda c: c.update(architecture='msanet_r18_as'))
+    with pytest.raises(CheckpointError, match='architecture mismatch: the weights do not fit msanet_r18_as'):
+        load_model(checkpoint=folder / 'model.safetensors')
+    (tmp_path / 'empty').mkdir()
+    with pytest.raises(CheckpointError, match='is a folder without model.safetensors'):
+        load_model(checkpoint=tmp_path / 'empty')
+    folder = _release(tmp_path / 'rel2')
+    (folder / 'config.json').write_text('{"architecture": ')
+    with pytest.raises(CheckpointError, match=r'config.json \(the config beside model.safetensors\) is not valid JSON'):
+        load_model(checkpoint=folder / 'model.safetensors')
+
+
+def test_an_honest_release_still_loads(tmp_path):
+    model = load_model(f'local-dir:{_release(tmp_path / "rel")}')
+    assert model.pretrained_cfg['label_names'][3] == 'happiness'
+    assert model.pretrained_cfg['input_size'] == (3, 64, 64)
+
+
+def test_bad_json_is_named(tmp_path):
+    folder = _release(tmp_path / 'rel')
+    (folder / 'config.json').write_text('{"architecture": ')
+    with pytest.raises(CheckpointError, match='config.json is not valid JSON'):
+        load_model(f'local-dir:{folder}')
+
+
+# ------------------------------------------------------------------------------------------ offline, fast
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]  # closed again when the with block ends: connections are refused
+
+
+def test_unreachable_hub_fails_at_once_and_cached_files_still_load(tmp_path, make_offline_hub_cache, run_python):
+    """No HF_HUB_OFFLINE, a Hub endpoint that refuses connections: no retries (huggingface_hub would retry with
+    backoff for about half a minute), the offline error naming the repo, and a cached release loads."""
+    hf_home = tmp_path / 'hf'
+    rel = _release(tmp_path / 'rel')
+    make_offline_hub_cache(hf_home, 'testorg/cached', {n: rel / n for n in ('config.json', 'model.safetensors')})
+    env = {'HF_HOME': str(hf_home), 'HF_ENDPOINT': f'http://127.0.0.1:{_closed_port()}', 'HF_HUB_OFFLINE': ''}
+    proc = run_python("""
+        import huggingface_hub
+        from timm_msanet.loading import CheckpointError, create_published
+        model = create_published('hf-hub:testorg/cached')
+        print('cached', model.num_classes, model.pretrained_cfg['input_size'])
+        try:
+            create_published('hf-hub:testorg/missing')
+        except CheckpointError as e:
+            print('missing', e)
+        print('flag restored', huggingface_hub.constants.HF_HUB_OFFLINE)
+    """, env)
+    assert proc.returncode == 0, proc.stderr
+    assert 'cached 7 (3, 64, 64)' in proc.stdout
+    assert 'missing testorg/missing is not in the local Hugging Face cache' in proc.stdout
+    assert 'within 3 s' in proc.stdout and '`hf download testorg/missing`' in proc.stdout
+    assert 'flag restored False' in proc.stdout
+    assert 'Retrying' not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path, make_offline_hub_cache, run_python):
+    url, hits = beacon
+    rel = _edit_config(_release(tmp_path / 'rel'), lambda c: c['model_args'].update(_hostile_kwargs(url)))
+    hf_home = tmp_path / 'hf'
+    make_offline_hub_cache(hf_home, 'testorg/evil', {n: rel / n for n in ('config.json', 'model.safetensors')})
+    proc = run_python("""
+        from timm_msanet.loading import CheckpointError, load_model
+        try:
+            load_model(hf_hub='testorg/evil')
+        except CheckpointError as e:
+            print('refused', e)
+    """, {'HF_HOME': str(hf_home), 'HF_HUB_OFFLINE': '1'})
+    assert proc.returncode == 0, proc.stderr
+    assert 'refused testorg/evil/config.json sets pretrained, pretrained_cfg_overlay' in proc.stdout
+    assert hits == []
+
+
+def test_the_callers_kwargs_apply_to_a_checkpoint_or_are_refused(tmp_path):
+    from timm_msanet.utils.images import make_transform
+    ckpt = _train_checkpoint(tmp_path / 'c.pth.tar')
+    model = load_model(checkpoint=ckpt, pretrained_cfg_overlay=dict(input_size=(3, 96, 96)), drop_rate=0.25)
+    assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
+    assert make_transform(model)[1]['input_size'] == (3, 96, 96)
+    assert model.drop_rate == 0.25
+    assert load_model(checkpoint=ckpt).pretrained_cfg['input_size'] == (3, 64, 64)  # the checkpoint's own
+    with pytest.raises(ValueError, match='pretrained_cfg cannot apply with a checkpoint'):
+        load_model(checkpoint=ckpt, pretrained_cfg={'url': 'x'})
+    with pytest.raises(CheckpointError, match='architecture mismatch'):
+        load_model(checkpoint=ckpt, branch_kernels=(5,))
+
+
+def test_label_names_flag_for_a_class_count_without_canonical_names(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=3)
+    ckpt = tmp_path / 'three.pth.tar'
+    torch.save({'state_dict': model.state_dict(), 'arch': ARCH,
+                'args': argparse.Namespace(model=ARCH, num_classes=3, img_size=64)}, ckpt)
+    Image.new('RGB', (64, 64), (120, 90, 80)).save(tmp_path / 'face.png')
+    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', '--checkpoint', str(ckpt), str(tmp_path / 'face.png')]
+    env = dict(os.environ, HF_HUB_OFFLINE='1')
+    missing = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
+    assert missing.returncode == 2 and '--label-names a,b,c on the command line' in missing.stderr
+    ok = subprocess.run(base + ['--label-names', 'calm,joy,anger', '--json', '-'], capture_output=True, text=True,
+                        timeout=300, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert set(json.loads(ok.stdout)[0]['probabilities']) == {'calm', 'joy', 'anger'}
+    dup = subprocess.run(base + ['--label-names', 'a,a,b'], capture_output=True, text=True, timeout=300, env=env)
+    assert dup.returncode == 2 and 'label_names must be unique' in dup.stderr
+
+
+def test_only_hub_sources_are_probed():
+    from timm_msanet.loading import needs_hub
+    assert not needs_hub('msanet_r18') and not needs_hub('msanet_r18.fer2013')  # the packaged file
+    assert needs_hub('msanet_r18.tv_in1k') and needs_hub('hf-hub:org/repo')
+    assert not needs_hub('local-dir:/x') and not needs_hub('msanet_r18.tv_in1k', pretrained=False)
+
+
+def test_img_size_option_of_every_model_command(tmp_path):
+    from timm_msanet.loading import add_model_args, model_from_args
+    parser = argparse.ArgumentParser()
+    add_model_args(parser)
+    model = model_from_args(parser.parse_args(['--model', 'msanet_r18', '--no-pretrained', '--img-size', '96']))
+    assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
+    model = model_from_args(parser.parse_args(['--checkpoint', str(_release(tmp_path / 'rel')), '--img-size', '112']))
+    assert model.pretrained_cfg['input_size'] == (3, 112, 112)
+    with pytest.raises(CheckpointError, match='--img-size.*16-2048 px'):
+        model_from_args(parser.parse_args(['--model', 'msanet_r18', '--no-pretrained', '--img-size', '4']))
+
+
+def test_wrapper_prefixes_of_compiled_and_ddp_models_are_stripped(tmp_path):
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7).eval()
+    compiled = torch.compile(model)  # its state_dict keys start with `_orig_mod.` (no compilation happens here)
+    sd = compiled.state_dict()
+    assert all(k.startswith('_orig_mod.') for k in sd)
+    torch.save(sd, tmp_path / 'compiled.pth')
+    torch.save({'module.' + k: v for k, v in model.state_dict().items()}, tmp_path / 'ddp.pth')
+    x = torch.randn(1, 3, 64, 64)
+    for name in ('compiled.pth', 'ddp.pth'):
+        loaded = load_model(model_name=ARCH, checkpoint=tmp_path / name)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), model(x))
+
+
+def test_a_checkpoint_without_a_size_gets_the_data_config_of_the_tag_it_was_trained_from(tmp_path):
+    # train.py without --img-size takes the size from the model name's tag: msanet_r18.tv_in1k trains at 224,
+    # msanet_r18 (whose default tag is the 64 px FER2013 release) at 64
+    torch.manual_seed(0)
+    model = timm.create_model('msanet_r18', num_classes=7)
+    for name, size in (('msanet_r18.tv_in1k', 224), ('msanet_r18', 64)):
+        ns = argparse.Namespace(model=name, num_classes=7, img_size=None, input_size=None)
+        path = tmp_path / f'{name}.pth.tar'
+        torch.save({'epoch': 1, 'arch': 'msanet_r18', 'state_dict': model.state_dict(), 'args': ns}, path)
+        loaded = load_model(checkpoint=path)
+        assert loaded.pretrained_cfg['input_size'] == (3, size, size), name
+        assert 'notes' not in loaded.pretrained_cfg and 'file' not in loaded.pretrained_cfg  # not the release's
+
+
+# ------------------------------------------------------------------------------------- pickles never run
+def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / 'PWNED'
+
+    class Payload:
+        def __reduce__(self):
+            return os.system, (f'touch {marker}',)
+
+    evil = tmp_path / 'evil.pth.tar'
+    torch.save({'arch': ARCH, 'state_dict': {'conv1.weight': torch.zeros(1)}, 'args': Payload()}, evil)
+    with pytest.raises(CheckpointError, match='refused to load .*weights_only=True'):
+        load_model(checkpoint=evil, model_name=ARCH)
+    # every command reads checkpoints through the same loader: publish and eval refuse it the same way
+    for argv in (['publish', str(evil), '--repo-id', 'org/x', '--dataset', 'rafdb', '--dry-run', str(tmp_path / 'out')],
+                 ['eval', '--checkpoint', str(evil), '--data-dir', str(tmp_path)]):
+        proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *argv], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2 and 'refused to load' in proc.stderr and 'system' in proc.stderr, proc.stderr
+    assert not marker.exists() and not (tmp_path / 'out').exists()
+
+
+# --------------------------------------------------------------------------------------- files that would crash
+def test_args_stored_as_tensors_nan_weights_and_odd_label_names_are_one_line_errors(tmp_path):
+    for key, value in (('input_size', torch.tensor([3, 64, 64])), ('mean', torch.tensor([0.5, 0.5, 0.5]))):
+        path = _train_checkpoint(tmp_path / f'{key}.pth.tar', **{key: value})
+        with pytest.raises(CheckpointError, match=f'{key}.*is not') as info:
+            load_model(checkpoint=path)
+        assert '\n' not in str(info.value)
+    torch.manual_seed(0)
+    model = timm.create_model(ARCH, num_classes=7)
+    state = model.state_dict()
+    state['head.fc.weight'][0, 0] = float('nan')
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / 'nan.safetensors'),
+              metadata={'format': 'pt', 'arch': ARCH})
+    with pytest.raises(CheckpointError, match=r'1 weight tensor\(s\) hold NaN or infinite values \(e.g. head.fc'):
+        load_model(checkpoint=tmp_path / 'nan.safetensors')
+    for name in ('happy\nangry', 'a/b', '\x1b[31mred', 'x' * 65):
+        folder = _edit_config(_release(tmp_path / f'rel{len(name)}'), lambda c: c.update(
+            label_names=[name] + [f'c{i}' for i in range(6)]))
+        with pytest.raises(CheckpointError, match='is not a plain name') as info:
+            load_model(f'local-dir:{folder}')
+        assert '\n' not in str(info.value)
+
+
+def test_deeply_nested_json_is_an_error_not_a_recursion(tmp_path):
+    folder = _release(tmp_path / 'rel')
+    (folder / 'config.json').write_text('[' * 200_000)
+    with pytest.raises(CheckpointError, match='nested more than 64 levels'):
+        load_model(f'local-dir:{folder}')
+    with pytest.raises(CheckpointError, match='nested more than 64 levels'):
+        load_model(checkpoint=folder / 'model.safetensors')
+    from safetensors.torch import save_file
+    model = timm.create_model(ARCH, num_classes=7)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / 'deep.safetensors'),
+              metadata={'format': 'pt', 'arch': ARCH, 'args': '{"a": ' + '[' * 200_000 + ']' * 200_000 + '}'})
+    with pytest.raises(CheckpointError, match='metadata "args" is not JSON'):
+        load_model(checkpoint=tmp_path / 'deep.safetensors')
+
+
+# Fuzzing the two files a user is handed: config.json beside model.safetensors, and the safetensors metadata.
+# Whatever they hold, loading ends in a model or in one CheckpointError line, and never builds a model larger
+# than the bound (the process's peak memory stays far below the 1.4 G-parameter model a file could ask for).
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=12), children, max_size=6),
+    max_leaves=30)
+CFG_KEYS = ('input_size', 'crop_pct', 'interpolation', 'crop_mode', 'mean', 'std', 'notes', 'pool_size',
+            'num_classes', 'label_names', 'test_input_size', 'temperature')
+MODEL_KEYS = ('branch_kernels', 'branch_chs', 'branch_strides', 'scale', 'bottle_ratio', 'hierarchy', 'attn_layer',
+              'pre_chs', 'pre_depths', 'num_classes', 'in_chans', 'drop_rate')
+
+
+@pytest.fixture(scope='module')
+def fuzz_release(tmp_path_factory):
+    return _release(tmp_path_factory.mktemp('fuzz') / 'rel')
+
+
+def _load_or_one_line(**kwargs):
+    import resource
+    try:
+        load_model(**kwargs)
+    except CheckpointError as e:
+        assert '\n' not in str(e) and str(e)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 6_000_000  # KiB
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cfg=st.dictionaries(st.sampled_from(CFG_KEYS), JSON_VALUES, max_size=4),
+       model_args=st.dictionaries(st.sampled_from(MODEL_KEYS), JSON_VALUES | st.lists(st.integers(1, 9000), max_size=8),
+                                  max_size=4))
+def test_fuzzed_config_json_loads_or_fails_in_one_line(fuzz_release, cfg, model_args):
+    config = json.loads((fuzz_release / 'config.json').read_text())
+    config['pretrained_cfg'].update(cfg)
+    config['model_args'] = model_args
+    folder = fuzz_release.parent / 'edited'
+    folder.mkdir(exist_ok=True)
+    (folder / 'model.safetensors').write_bytes((fuzz_release / 'model.safetensors').read_bytes())
+    (folder / 'config.json').write_text(json.dumps(config, allow_nan=True))
+    _load_or_one_line(checkpoint=folder / 'model.safetensors')
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(args=st.dictionaries(st.sampled_from(('model', 'num_classes', 'img_size', 'input_size', 'mean', 'std',
+                                             'model_kwargs', 'in_chans')), JSON_VALUES, max_size=4),
+       arch=st.sampled_from([ARCH, 'msanet_r18', 'resnet18', '', 'x' * 300]), temperature=st.text(max_size=12))
+def test_fuzzed_safetensors_metadata_loads_or_fails_in_one_line(fuzz_release, args, arch, temperature):
+    from safetensors.torch import load_file, save_file
+    path = fuzz_release.parent / 'fuzzed.safetensors'
+    save_file(load_file(str(fuzz_release / 'model.safetensors')), str(path), metadata={
+        'format': 'pt', 'arch': arch, 'args': json.dumps(args, allow_nan=True), 'temperature': temperature})
+    _load_or_one_line(checkpoint=path)

@@ -1,0 +1,64 @@
+"""timm_msanet.utils.images: any input made 8-bit RGB, and the model's own eval transform (grey-trained models too)."""
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import timm_msanet  # noqa: F401
+from timm_msanet.utils.images import GreyInput, as_pil, load_image, make_transform, to_rgb
+
+
+def _photo(seed=0, size=(80, 64)):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+
+
+def test_every_mode_becomes_rgb(tmp_path):
+    rgb = Image.fromarray(_photo())
+    rgb.convert('CMYK').save(tmp_path / 'cmyk.jpg')
+    Image.fromarray(_photo()[..., 0].astype(np.uint16) * 257).save(tmp_path / 'gray16.png')
+    rgb.convert('P', palette=Image.ADAPTIVE).save(tmp_path / 'palette.gif')
+    rgb.convert('L').save(tmp_path / 'gray.png')
+    rgb.convert('1').save(tmp_path / 'bits.png')
+    for name, mode in [('cmyk.jpg', 'CMYK'), ('gray16.png', 'I;16'), ('palette.gif', 'P'), ('gray.png', 'L'),
+                       ('bits.png', '1')]:
+        with Image.open(tmp_path / name) as img:
+            assert img.mode == mode
+        out = load_image(tmp_path / name)
+        assert out.mode == 'RGB' and out.size == (80, 64), name
+    # 16-bit values are scaled to 8 bit, not clipped: a mid-grey 16-bit image stays mid-grey
+    assert np.asarray(to_rgb(Image.fromarray(np.full((4, 4), 32896, np.uint16))))[0, 0].tolist() == [128] * 3
+    # transparency is composited over white
+    assert np.asarray(to_rgb(Image.new('RGBA', (2, 2), (0, 0, 0, 0))))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_arrays_and_tensors_and_their_shape_errors():
+    arr = _photo(1)
+    assert np.array_equal(np.asarray(as_pil(arr)), arr)
+    assert np.array_equal(np.asarray(as_pil(torch.from_numpy(arr).permute(2, 0, 1))), arr)  # CHW uint8
+    assert np.array_equal(np.asarray(as_pil(arr.astype(np.float32) / 255)), arr)  # float in [0, 1]
+    assert as_pil(arr[..., 0]).mode == 'RGB'  # HW grey
+    with pytest.raises(ValueError, match=r'HWC \(3 or 4 channels\) or HW'):
+        as_pil(np.zeros((4, 4, 5), np.uint8))
+    with pytest.raises(ValueError, match='CHW image tensor with 1, 3 or 4 channels'):
+        as_pil(torch.zeros(2, 4, 4))
+
+
+def test_transform_is_the_models_data_config():
+    model = timm.create_model('msanet_r18', pretrained=False, pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
+    transform, cfg = make_transform(model)
+    assert cfg['input_size'] == (3, 96, 96) and cfg['crop_mode'] == 'squash'
+    assert transform(Image.fromarray(_photo(2, (300, 200)))).shape == (3, 96, 96)  # squash: the whole face
+    assert make_transform(model, img_size=64)[1]['input_size'] == (3, 64, 64)
+    # a grey-trained release (the packaged FER2013 model) sees colour photos as grey, three equal channels
+    grey_model = timm.create_model('msanet_r18', pretrained=False)
+    transform, _ = make_transform(grey_model)
+    assert isinstance(transform, GreyInput)
+    x = transform(Image.fromarray(_photo(3)))
+    assert torch.allclose((x[0] * 0.229 + 0.485), (x[1] * 0.224 + 0.456), atol=1e-5)
+    # one input channel: an 'L' image and the mean of the RGB mean/std
+    mono = timm.create_model('msanet_r18', pretrained=False, in_chans=1)
+    transform, cfg = make_transform(mono)
+    assert cfg['input_size'][0] == 1 and len(cfg['mean']) == 1
+    assert transform(Image.fromarray(_photo(4))).shape[0] == 1

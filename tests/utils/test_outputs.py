@@ -1,0 +1,216 @@
+"""timm_msanet.utils.outputs, and the commands that write through it: outputs never destroy user files.
+
+Each attack is the real command (a subprocess) on real files; the mechanism's own promises (atomic, no-clobber,
+permissions) are tested on the module."""
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import timm
+from PIL import Image
+
+import timm_msanet  # noqa: F401
+from timm_msanet.loading import write_weights
+from timm_msanet.utils.outputs import OutputError, atomic_path, check_output, replace_folder, write_output
+
+TINY = ['--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '32']
+
+
+def _cli(*args, timeout=300, preexec_fn=None):
+    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=preexec_fn)
+
+
+def _photo(path: Path, seed: int = 0, size=(64, 64)) -> bytes:
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(path)
+    return path.read_bytes()
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """A real checkpoint file (float32 safetensors with its architecture in the metadata)."""
+    torch.manual_seed(0)
+    model = timm.create_model('msanet_r18_ms', num_classes=7)
+    path = tmp_path_factory.mktemp('w') / 'W.safetensors'
+    write_weights(model.state_dict(), path, {'format': 'pt', 'arch': 'msanet_r18_ms', 'args': '{"img_size": 32}'},
+                  half=False)
+    return path
+
+
+# ------------------------------------------------------------------------------------------- the mechanism
+
+def test_write_is_atomic_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    old = tmp_path / 'results.json'
+    old.write_text('{"old": true}')
+    with pytest.raises(RuntimeError):
+        with atomic_path(old, overwrite=True) as tmp:
+            tmp.write_text('{"new": tr')  # half written, then the writer fails
+            raise RuntimeError('disk went away')
+    assert old.read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['results.json']
+    write_output(old, '{"new": true}', overwrite=True)
+    assert json.loads(old.read_text()) == {'new': True} and len(list(tmp_path.iterdir())) == 1
+
+
+def test_existing_files_links_folders_and_inputs_are_refused(tmp_path):
+    mine = tmp_path / 'mine.txt'
+    mine.write_text('user data')
+    with pytest.raises(OutputError, match='exists; pass --overwrite'):
+        write_output(mine, 'x')
+    target = tmp_path / 'target.txt'
+    target.write_text('keep')
+    link = tmp_path / 'link.txt'
+    link.symlink_to(target)
+    with pytest.raises(OutputError, match='symbolic link'):
+        write_output(link, 'x', overwrite=True)
+    with pytest.raises(OutputError, match='is a folder'):
+        write_output(tmp_path, 'x', overwrite=True)
+    with pytest.raises(OutputError, match='not a regular file'):
+        check_output('/dev/null', overwrite=True)
+    with pytest.raises(OutputError, match='is one of the inputs'):
+        write_output(mine, 'x', inputs=[str(tmp_path / '.' / 'mine.txt')], overwrite=True)
+    assert mine.read_text() == 'user data' and target.read_text() == 'keep'
+
+
+def test_no_clobber_a_file_created_while_writing_is_never_replaced(tmp_path):
+    out = tmp_path / 'out.csv'
+    with pytest.raises(OutputError, match='created by someone else'):
+        with atomic_path(out) as tmp:
+            tmp.write_text('ours')
+            out.write_text('theirs')  # another process got there first
+    assert out.read_text() == 'theirs' and len(list(tmp_path.iterdir())) == 1
+
+
+def test_outputs_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = write_output(tmp_path / 'a.json', '{}')
+        weights = write_weights({'w': torch.zeros(2)}, tmp_path / 'w.safetensors', {'format': 'pt'})
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644 and (weights.stat().st_mode & 0o777) == 0o644
+
+
+def test_replace_folder_never_removes_a_folder_it_did_not_write(tmp_path):
+    def staged():
+        d = tmp_path / f'.staging{len(list(tmp_path.iterdir()))}'
+        d.mkdir()
+        (d / 'config.json').write_text('{}')
+        return d
+    folder = tmp_path / 'release'
+    replace_folder(staged(), folder, overwrite=False, is_ours=lambda p: True)
+    with pytest.raises(OutputError, match='not empty; pass --overwrite'):
+        replace_folder(staged(), folder, overwrite=False, is_ours=lambda p: True)
+    (folder / 'notes.txt').write_text('mine')
+    with pytest.raises(OutputError, match='did not write'):
+        replace_folder(staged(), folder, overwrite=True, is_ours=lambda p: not (p / 'notes.txt').exists())
+    assert (folder / 'notes.txt').read_text() == 'mine'
+
+
+# ------------------------------------------------------------------------------------------- the commands
+
+def test_predict_never_writes_its_results_over_an_input(tmp_path):
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    victim = _photo(photos / 'victim.jpg')
+    other = _photo(photos / 'other.png', 1)
+    for args in (['--json', photos / 'victim.jpg'], ['--csv', photos / 'other.png'],
+                 ['--json', photos / 'victim.jpg', '--overwrite']):
+        proc = _cli('predict', photos / 'victim.jpg', photos, *TINY, *args)
+        assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr, proc.stderr
+        assert 'Traceback' not in proc.stderr
+    assert (photos / 'victim.jpg').read_bytes() == victim and (photos / 'other.png').read_bytes() == other
+
+
+def test_predict_video_never_writes_over_the_video(tmp_path):
+    cv2 = pytest.importorskip('cv2')
+    clip = tmp_path / 'clip.mp4'
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*'mp4v'), 5, (64, 64))
+    for i in range(5):
+        writer.write(np.full((64, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    before = clip.read_bytes()
+    proc = _cli('predict', clip, '--faces', '--detector', 'haar', *TINY, '--json', clip)
+    assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr and clip.read_bytes() == before
+
+
+def test_existing_outputs_need_overwrite_and_are_checked_before_the_work(tmp_path):
+    photo = tmp_path / 'face.png'
+    _photo(photo)
+    old = tmp_path / 'old.json'
+    old.write_text('[]')
+    proc = _cli('predict', photo, *TINY, '--json', old)
+    assert proc.returncode == 2 and 'exists; pass --overwrite' in proc.stderr and old.read_text() == '[]'
+    assert 'inputs predicted' not in proc.stderr  # refused before any image was read
+    proc = _cli('predict', photo, *TINY, '--json', old, '--overwrite')
+    assert proc.returncode == 0 and json.loads(old.read_text())[0]['input'] == str(photo)
+    # unwritable destinations: one line, before the work
+    for bad in (photo / 'x.json', tmp_path, '/dev/full'):  # under a file, a folder, a device
+        proc = _cli('predict', photo, *TINY, '--json', bad)
+        assert proc.returncode == 2 and proc.stderr.count('\n') == 1 and 'Traceback' not in proc.stderr, proc.stderr
+
+
+def test_annotate_never_overwrites_unrelated_files_or_writes_through_links(tmp_path):
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    _photo(photos / 'a.png')
+    out = tmp_path / 'annotated'
+    out.mkdir()
+    (out / 'a.png').write_bytes(b'an unrelated file of the user')
+    proc = _cli('predict', photos, *TINY, '--annotate', out)
+    assert proc.returncode == 2 and 'exists; pass --overwrite' in proc.stderr
+    assert (out / 'a.png').read_bytes() == b'an unrelated file of the user'
+    (out / 'a.png').unlink()
+    secret = tmp_path / 'secret.png'
+    secret.write_bytes(b'precious')
+    (out / 'a.png').symlink_to(secret)
+    proc = _cli('predict', photos, *TINY, '--annotate', out, '--overwrite')
+    assert proc.returncode == 2 and 'symbolic link' in proc.stderr and secret.read_bytes() == b'precious'
+    (out / 'a.png').unlink()
+    proc = _cli('predict', photos, *TINY, '--annotate', out)
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(out / 'a.png') as img:
+        img.verify()
+
+
+def test_a_failing_write_leaves_the_old_results(tmp_path):
+    """A write that fails half-way (the file size limit: EFBIG) keeps the previous file whole."""
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for i in range(40):
+        _photo(photos / f'{i:02d}_with_a_long_name_so_the_json_is_longer_than_the_limit.png', i, (16, 16))
+    old = tmp_path / 'results.json'
+    old.write_text('[{"previous": "results"}]')
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write() instead of a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    proc = _cli('predict', photos, *TINY, '--json', old, '--overwrite', preexec_fn=limit_file_size)
+    assert proc.returncode == 2 and 'cannot write --json' in proc.stderr, proc.stderr
+    assert old.read_text() == '[{"previous": "results"}]'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['photos', 'results.json']
+
+
+def test_weights_are_never_written_over_their_checkpoint(weights, tmp_path):
+    before = weights.read_bytes()
+    proc = _cli('publish', weights, '--weights-only', weights, '--overwrite')
+    assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr
+    proc = _cli('export-onnx', '--checkpoint', weights, '--output', weights, '--overwrite')
+    assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr
+    proc = _cli('calibrate', '--checkpoint', weights, '--data-dir', tmp_path, '--save', weights, '--overwrite')
+    assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr
+    assert weights.read_bytes() == before
+    copy = tmp_path / 'copy.safetensors'
+    assert _cli('publish', weights, '--weights-only', copy).returncode == 0
+    proc = _cli('publish', weights, '--weights-only', copy)
+    assert proc.returncode == 2 and 'exists; pass --overwrite' in proc.stderr
+    assert _cli('publish', weights, '--weights-only', copy, '--overwrite').returncode == 0
+    assert (copy.stat().st_mode & 0o044) == 0o044  # readable by others (umask 022), not mkstemp's 0600

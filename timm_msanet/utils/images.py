@@ -1,0 +1,249 @@
+"""Images as the models see them: decoding any input to 8-bit RGB, the model's own eval transform, and the
+results drawn back onto an image (`annotate_image`).
+
+Used by predict, video, explain, eval (grey input) and export-onnx (the data config in the ONNX metadata).
+
+* Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
+  eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
+  `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
+  the RGB mean/std. Models trained on grey faces (cfg note `releases.GREY_INPUT_NOTE`, e.g. the
+  packaged `msanet_r18.fer2013`) get the image converted to grey and back to 3 equal channels.
+* Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
+  1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
+  composited over white; 16-bit ('I;16*', and 'I' holding values above 255) scaled by 1/257, 32-bit
+  float taken as [0, 1] when its maximum is <= 1. numpy arrays: HWC or HW, uint8 as is, uint16 scaled,
+  float in [0, 1]. Tensors: CHW (or NCHW: each image an input) raw images, uint8 or float in [0, 1],
+  not already normalised: they go through the same transform.
+"""
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, Optional
+
+from ..notes import expects_grey_input
+
+if TYPE_CHECKING:  # annotations only: PIL is imported inside the functions
+    from PIL import Image
+
+
+def _scale_to_uint8(arr):
+    import numpy as np
+
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.nan_to_num(arr.astype(np.float32))
+        if arr.size and arr.max() <= 1.0:
+            arr = arr * 255.0
+        return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+    if arr.dtype == np.uint16 or (arr.size and arr.max() > 255):
+        return np.clip(np.rint(arr.astype(np.float64) / 257.0), 0, 255).astype(np.uint8)
+    return np.clip(arr, 0, 255).astype(np.uint8)
+
+
+def to_rgb(img):
+    """Return an 8-bit RGB copy of a PIL image of any mode (see the module docstring for the rules)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF: keep the pixels as stored
+        pass
+    mode = img.mode
+    if mode == 'RGB':
+        return img
+    if mode == 'P':
+        img = img.convert('RGBA' if 'transparency' in img.info else 'RGB')
+        mode = img.mode
+    if mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La'):
+        rgba = img.convert('RGBA')
+        background = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert('RGB')
+    if mode.startswith('I') or mode == 'F':
+        arr = np.asarray(img)
+        if arr.ndim == 3:  # e.g. I;16 with channels: take the first as gray
+            arr = arr[..., 0]
+        if mode.startswith('I;16'):
+            arr = arr.astype(np.uint16)
+        return Image.fromarray(_scale_to_uint8(arr), 'L').convert('RGB')
+    return img.convert('RGB')  # CMYK, YCbCr, LAB, HSV, L, 1, ...
+
+
+# No photo or face crop a user feeds comes near this; a bigger file is refused unread, so a file never decides
+# how much memory is read (PIL's decompression-bomb limit bounds the decoded pixels).
+MAX_IMAGE_BYTES = 64 * 2**20
+
+
+class ImageFileError(OSError):
+    """A path that is not readable as an image file: `reason` is 'missing_image', 'not_a_file' or 'too_large'."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def open_image_file(path, limit: int = MAX_IMAGE_BYTES) -> int:
+    """Open an image file for reading and return its descriptor, or raise ImageFileError: it must be a regular
+    file (a FIFO or device is never read: it could block or never end) of at most `limit` bytes. Opened
+    without blocking, then checked on the open file (so a swap after a check cannot slip through)."""
+    import os
+    import stat
+
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_NONBLOCK', 0))
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        raise ImageFileError('missing_image', f'{type(e).__name__}: {e}') from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageFileError('not_a_file', f'{path} is not a regular file (a folder, FIFO or device): not read')
+        if st.st_size > limit:
+            raise ImageFileError('too_large', f'{path} has {st.st_size:,} bytes, more than the {limit:,} an image '
+                                 f'may have here: not read')
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_image_file(path, limit: int = MAX_IMAGE_BYTES) -> bytes:
+    """The bytes of an image file, with the checks of `open_image_file` (and `limit` also held while reading)."""
+    import os
+
+    with os.fdopen(open_image_file(path, limit), 'rb') as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:  # grew after the check
+        raise ImageFileError('too_large', f'{path} has more than {limit:,} bytes: not read')
+    return data
+
+
+def load_image(path) -> 'Image.Image':
+    """Open and fully decode an image file as 8-bit RGB; raises on unreadable, truncated, oversized or
+    non-regular files (ImageFileError, PIL's errors)."""
+    import io
+    from PIL import Image
+
+    with Image.open(io.BytesIO(read_image_file(path))) as img:
+        img.load()
+        return to_rgb(img)
+
+
+def _array_to_pil(arr):
+    import numpy as np
+    from PIL import Image
+
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim == 2:
+        return Image.fromarray(_scale_to_uint8(arr), 'L').convert('RGB')
+    if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+        raise ValueError(f'expected an HWC (3 or 4 channels) or HW image array, got shape {arr.shape}')
+    arr = _scale_to_uint8(arr)
+    if arr.shape[-1] == 4:
+        return to_rgb(Image.fromarray(np.ascontiguousarray(arr), 'RGBA'))
+    return Image.fromarray(np.ascontiguousarray(arr), 'RGB')
+
+
+def _tensor_to_pil(t):
+    t = t.detach().cpu()
+    if t.ndim == 2:
+        t = t[None]
+    if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+        raise ValueError(f'expected a CHW image tensor with 1, 3 or 4 channels, got shape {tuple(t.shape)}')
+    return _array_to_pil(t.permute(1, 2, 0).numpy())
+
+
+def as_pil(x) -> 'Image.Image':
+    """Any supported single input (path, PIL image, numpy array, CHW tensor) as an 8-bit RGB PIL image."""
+    from PIL import Image
+
+    if isinstance(x, (str, Path)):
+        return load_image(x)
+    if isinstance(x, Image.Image):
+        return to_rgb(x)
+    if type(x).__module__.startswith('torch'):
+        return _tensor_to_pil(x)
+    return _array_to_pil(x)
+
+
+def make_transform(model, img_size: Optional[int] = None):
+    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); models
+    whose cfg carries `releases.GREY_INPUT_NOTE` get the image converted to grey (3 equal channels) first."""
+    from timm.data import create_transform, resolve_data_config
+
+    cfg = resolve_data_config({}, model=model)
+    chans = getattr(model, 'in_chans', cfg['input_size'][0])
+    if img_size:
+        cfg['input_size'] = (cfg['input_size'][0], img_size, img_size)
+    if chans == 1:
+        cfg['input_size'] = (1,) + tuple(cfg['input_size'][1:])
+        if len(cfg['mean']) == 3:
+            cfg['mean'] = (sum(cfg['mean']) / 3,)
+            cfg['std'] = (sum(cfg['std']) / 3,)
+    transform = create_transform(**cfg, is_training=False)
+    if chans == 1:
+        base = transform
+        transform = lambda img: base(img.convert('L'))  # noqa: E731
+    elif expects_grey_input(getattr(model, 'pretrained_cfg', None)):
+        transform = GreyInput(transform)
+    return transform, cfg
+
+
+class GreyInput:
+    """A transform for grey-trained models (FER2013): colour photos are shown to them as the grey image they
+    would have seen (3 equal channels). A class, not a lambda, so DataLoader workers can pickle it."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return self.transform(img.convert('L').convert('RGB'))
+
+    def __repr__(self) -> str:
+        return f'GreyInput({self.transform!r})'
+
+
+def font(size: int):
+    """PIL's default font at `size` px (a fixed-size bitmap font on Pillow < 10.1)."""
+    from PIL import ImageFont
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def annotate_image(img, result: Dict[str, Any]):
+    """A copy of `img` with face boxes (or the whole-image label) and their labels drawn on it."""
+    from PIL import ImageDraw
+
+    img = as_pil(img).copy()
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    line = max(2, round(max(w, h) / 300))
+    tag_font = font(max(12, round(max(w, h) / 40)))
+
+    def tag(x, y, text, color):
+        x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
+        pad = line
+        if y0 - (y1 - y0) - 2 * pad >= 0:  # above the box when there is room
+            y -= (y1 - y0) + 2 * pad
+            x0, y0, x1, y1 = draw.textbbox((x, y), text, font=tag_font)
+        draw.rectangle((x0 - pad, y0 - pad, x1 + pad, y1 + pad), fill=color)
+        draw.text((x, y), text, fill='white', font=tag_font)
+
+    if 'faces' in result:
+        for i, face in enumerate(result['faces']):
+            color = (230, 40, 40) if i == 0 else (40, 120, 230)
+            draw.rectangle(face['box'], outline=color, width=line)
+            for x, y in (face.get('landmarks') or {}).values():
+                r = line + 1
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 220, 60))
+            if face.get('label'):
+                tag(face['box'][0], face['box'][1], f"{face['label']} {face['score']:.2f}", color)
+        if not result['faces']:
+            tag(line, line, 'no face detected', (90, 90, 90))
+    elif result.get('label'):
+        tag(line, line, f"{result['label']} {result['score']:.2f}", (230, 40, 40))
+    return img
