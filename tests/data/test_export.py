@@ -734,6 +734,39 @@ def test_fer2013_folders_named_val_or_valid_are_the_validation_split(tmp_path, n
     with pytest.raises(parsers.DatasetLayoutError, match=f'has validation/ and {name}/: both name the validation'):
         export.export_fer2013(root, tmp_path / 'out2', workers=1)
 
+def test_fer2013_class_folders_that_are_links_are_read(tmp_path):
+    """A tree assembled with `ln -s` (train/happy -> elsewhere/happy): the linked class folders are part of SOURCE;
+    an image link inside them that leaves the linked folder is still not read."""
+    root, elsewhere = tmp_path / 'fer2013-linked', tmp_path / 'elsewhere'
+    for split in ('train', 'test'):
+        for k, folder in enumerate(FOLDER_NAMES.values()):
+            target = elsewhere / split / folder
+            _save(target / f'{split}_{k}.jpg', _image(_color(k), (48, 48)).convert('L'))
+            (root / split).mkdir(parents=True, exist_ok=True)
+            (root / split / folder).symlink_to(target, target_is_directory=True)
+    secret = _save(tmp_path / 'secret.jpg', _image(_color(9), (48, 48)))
+    (elsewhere / 'train' / 'happy' / 'leak.jpg').symlink_to(secret)
+    result = export.export_fer2013(root, tmp_path / 'out', workers=1, mode='copy')
+    for split in ('train', 'test'):
+        assert _listing(tmp_path / 'out' / split) == {c: [f'{split}_{k}.jpg'] for k, c in enumerate(FOLDER_NAMES)}
+    assert result.manifest['skipped']['by_reason'] == {'outside_source': 1}
+
+
+def test_a_class_no_entry_carries_is_named_in_the_summary(tmp_path):
+    """FER2013 has no contempt: with --classes 8 the folder is empty, and the summary says so and what timm needs."""
+    root = tmp_path / 'fer2013-folders'
+    for split in ('train', 'test'):
+        for k, folder in enumerate(FOLDER_NAMES.values()):
+            _save(root / split / folder / f'{split}_{k}.jpg', _image(_color(k), (48, 48)).convert('L'))
+    eight = export.export_fer2013(root, tmp_path / 'eight', classes=8, workers=1)
+    assert sorted(os.listdir(tmp_path / 'eight' / 'train')) == list(FER8_LABELS)
+    summary = export.format_summary(eight.manifest)
+    assert 'note: contempt has no image in any split (no fer2013 entry carries that label)' in summary
+    assert f"--class-map {tmp_path / 'eight' / 'class_map.txt'}" in summary
+    seven = export.export_fer2013(root, tmp_path / 'seven', classes=7, workers=1)
+    assert 'note:' not in export.format_summary(seven.manifest)
+
+
 FERPLUS_HEADER = 'Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF'
 VOTE_ORDER = ('neutral', 'happiness', 'surprise', 'sadness', 'anger', 'disgust', 'fear', 'contempt', 'unknown', 'NF')
 
@@ -825,6 +858,60 @@ def test_ferplus_finds_images_next_to_its_csv(tmp_path):
     with pytest.raises(export.DatasetLayoutError, match='FER2013Train'):
         (tmp_path / 'FERPlus' / 'fer2013.csv').unlink()
         export.export_ferplus(tmp_path / 'FERPlus', tmp_path / 'out2')
+
+
+def _ferplus_generator_tree(root: Path) -> Dict[str, Dict[str, List[str]]]:
+    """FERPlus as its own generator writes it: data/FER2013{Train,Valid,Test}/ with images and label.csv (no
+    header: name, face box, 10 votes), plus fer2013new.csv with the same votes; returns the expected listing."""
+    votes = {'train': [('happiness', _votes(happiness=9, neutral=1)), ('neutral', _votes(neutral=6, sadness=4)),
+                       ('contempt', _votes(contempt=5, neutral=3)), (None, _votes(anger=4, fear=4))],
+             'validation': [('surprise', _votes(surprise=7, fear=3)), ('fear', _votes(fear=6))],
+             'test': [('sadness', _votes(sadness=8)), ('anger', _votes(anger=5, disgust=4)), (None, _votes(NF=10))]}
+    folders = {'train': 'FER2013Train', 'validation': 'FER2013Valid', 'test': 'FER2013Test'}
+    csv_rows, expected, n = [FERPLUS_HEADER], {}, 0
+    for split, cases in votes.items():
+        lines = []
+        for label, v in cases:
+            name = f'fer{n:07d}.png'
+            _save(root / 'data' / folders[split] / name, _image(_color(n), (48, 48)).convert('L'), 'PNG')
+            lines.append(f'{name},"(0, 0, 48, 48)",' + ','.join(map(str, v)))
+            csv_rows.append(f'{ {"train": "Training", "validation": "PublicTest", "test": "PrivateTest"}[split]},'
+                            f'{name},' + ','.join(map(str, v)))
+            if label is not None:
+                expected.setdefault(split, {}).setdefault(label, []).append(name)
+            n += 1
+        (root / 'data' / folders[split] / 'label.csv').write_text('\n'.join(lines) + '\n')
+    (root / 'fer2013new.csv').write_text('\n'.join(csv_rows) + '\n')
+    return expected
+
+
+def test_ferplus_reads_its_generator_layout_data_folder_and_label_csv_votes(tmp_path):
+    """fer2013new.csv beside data/ finds the images in data/; data/ (or its parent) without fer2013new.csv takes
+    each split folder's label.csv votes: the same export either way."""
+    root = tmp_path / 'FERPlus'
+    expected = _ferplus_generator_tree(root)
+    names = list(FER8_LABELS)
+
+    def listing(out):
+        return {split: {c: v for c, v in _listing(out / split).items() if v} for split in expected}
+    from_csv = export.export_ferplus(root, tmp_path / 'csv', classes=8, workers=1)
+    assert from_csv.manifest['layout'] == 'ferplus-folders' and listing(tmp_path / 'csv') == expected
+    (root / 'fer2013new.csv').unlink()
+    for source in (root, root / 'data'):
+        out = tmp_path / f'labels-{source.name}'
+        result = export.export_ferplus(source, out, classes=8, workers=1)
+        assert result.manifest['layout'] == 'ferplus-label-csv' and listing(out) == expected
+        assert result.manifest['skipped']['by_reason'] == {'vote_tie': 1, 'vote_not_face': 1}
+        assert sorted(os.listdir(out / 'train')) == names
+    seven = export.export_ferplus(root, tmp_path / 'seven', classes=7, workers=1)
+    assert seven.manifest['skipped']['by_reason'] == {'vote_tie': 1, 'vote_not_face': 1, 'excluded_label': 1}
+    (root / 'data' / 'FER2013Train' / 'label.csv').write_text('fer0000000.png,"(0, 0, 48, 48)",1,2\n')
+    bad = export.export_ferplus(root, tmp_path / 'short', classes=8, workers=1)
+    assert bad.manifest['skipped']['by_reason']['malformed_entry'] == 1  # a short row is skipped, not a crash
+    for label_csv in (root / 'data').glob('*/label.csv'):
+        label_csv.unlink()
+    with pytest.raises(export.DatasetLayoutError, match='fer2013new.csv .the FERPlus votes., or split folders'):
+        export.export_ferplus(root, tmp_path / 'none')
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -166,6 +166,18 @@ def test_verify_the_packaged_tag_on_other_data_disagrees(data):
     assert 'num_images (3589 vs 21)' in proc.stdout and 'weights   the ones evaluated' in proc.stdout
 
 
+def test_verify_on_an_export_of_another_dataset_names_both(data, tmp_path):
+    """A FER2013 release checked against a FERPlus export: the same faces, other labels; said before any work."""
+    other = tmp_path / 'ferplus_export'
+    shutil.copytree(data, other)
+    (other / 'manifest.json').write_text(json.dumps({'dataset': 'ferplus', 'classes': 8}))
+    proc = _cli('verify', 'msanet_r18', '--data-dir', other)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert 'msanet_r18.fer2013 was evaluated on fer2013' in proc.stderr and 'an export of ferplus' in proc.stderr
+    (other / 'manifest.json').write_text(json.dumps({'dataset': 'fer2013'}))
+    assert 'evaluated on fer2013' not in _cli('verify', 'msanet_r18', '--data-dir', other).stderr
+
+
 def test_verify_a_hub_release_from_the_offline_cache(data, release, tmp_path, make_offline_hub_cache):
     hf_home = tmp_path / 'hf'
     make_offline_hub_cache(hf_home, REPO, {p.name: p for p in release.iterdir()})

@@ -16,7 +16,7 @@ from PIL import Image
 cv2 = pytest.importorskip('cv2')
 
 from timm_msanet.loading import load_model  # noqa: E402
-from timm_msanet.inference.video import FaceTracker, VideoError, VideoReader, analyze_video  # noqa: E402
+from timm_msanet.inference.video import FaceTracker, VideoError, VideoReader, analyze_video, max_gap_for  # noqa: E402
 
 FPS = 10
 FRAMES = 30
@@ -123,6 +123,16 @@ def test_tracker_numbers_faces_by_first_appearance_and_forgets_after_a_gap():
     assert tr.update([(101, 0, 111, 10)], 0.2) == [2]
     assert tr.update([(2, 0, 12, 10)], 1.05) == [1]  # 0.95 s after face 1 was last seen: still face 1
     assert tr.update([(2, 0, 12, 10)], 3.0) == [3]  # gone for longer than max_gap: a new face
+
+
+def test_sparse_sampling_keeps_a_face_its_id():
+    """At --fps 1 the kept frames are the first at or after each second (1.04 s apart at 25 fps): one face, one id."""
+    times = [0.0, 1.04, 2.08, 3.12, 4.16]
+    sparse = FaceTracker(max_gap_s=max_gap_for(1))
+    assert [sparse.update([(k, 0, 10 + k, 10)], t)[0] for k, t in enumerate(times)] == [1] * 5
+    fixed = FaceTracker(max_gap_s=1.0)  # what a fixed 1 s gap did: a new id at every sample
+    assert [fixed.update([(k, 0, 10 + k, 10)], t)[0] for k, t in enumerate(times)] == [1, 2, 3, 4, 5]
+    assert max_gap_for(None) == max_gap_for(25) == 1.0 and max_gap_for(0.5) == 5.0
 
 
 def test_truncated_video_keeps_what_was_read(astronaut, tmp_path):

@@ -8,7 +8,8 @@ from typing import Dict, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from ..labels import labels_for
-from .records import DatasetLayoutError, Entry, ExportPlan, Record, Skip, _parse_box_number, _parse_uint, _require_dir, _require_file, count_lines, flat_name, read_csv, safe_parts
+from .records import (DatasetLayoutError, Entry, ExportPlan, Record, Skip, _parse_box_number, _parse_uint,
+                      _require_dir, _require_file, count_lines, flat_name, read_csv, safe_parts)
 
 
 

@@ -157,6 +157,11 @@ def format_summary(manifest: Mapping[str, Any], elapsed_s: Optional[float] = Non
         lines.append(f'{c:<{width}}  ' + '  '.join(f'{n:>{w}}' for n, w in zip(counts, cols)))
     totals = (manifest['splits'][s]['total'] for s in splits)
     lines.append(f'{"total":<{width}}  ' + '  '.join(f'{n:>{w}}' for n, w in zip(totals, cols)))
+    empty = [c for c in classes if not any(manifest['splits'][s]['classes'][c] for s in splits)]
+    if empty:  # e.g. contempt with --classes 8 on FER2013 or RAF-DB, which have no contempt label
+        lines.append(f'note: {", ".join(empty)} has no image in any split (no {manifest.get("dataset", "source")} '
+                     f'entry carries that label); the empty folder keeps the {len(classes)}-class order, and timm '
+                     f'needs --class-map {os.path.join(manifest["output"], "class_map.txt")} to keep it too')
     balance = manifest.get('balance')
     if balance:
         lines.append(f'balance: oversampled {balance["split"]} to {balance["target_per_class"]} per class '

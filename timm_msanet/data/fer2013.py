@@ -2,13 +2,16 @@
 votes over the FER2013 faces: majority label, ties dropped) -> train/validation/test."""
 from __future__ import annotations
 
+import csv
 import os
 import re
 from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 
 from ..labels import labels_for
-from .records import CsvRows, DatasetLayoutError, Entry, ExportPlan, IMAGE_EXTENSIONS, Record, Skip, _field, _parse_uint, _rel, _require_dir, _require_file, count_lines, flat_name, read_csv, safe_parts
+from .records import (CsvRows, DatasetLayoutError, _open_text, Entry, ExportPlan, IMAGE_EXTENSIONS, Record, Skip,
+                      _field, _parse_uint, _rel, _require_dir, _require_file, count_lines, flat_name, read_csv,
+                      safe_parts)
 
 
 
@@ -74,11 +77,35 @@ def _walk_files(top: str) -> Iterator[str]:
             yield os.path.join(dirpath, name)
 
 
+def _split_files(top: str) -> Iterator[str]:
+    """Files of one split folder: its class folders are followed when they are links (a tree assembled with
+    `ln -s`), anything below them is walked without following links."""
+    for name in sorted(os.listdir(top)):
+        path = os.path.join(top, name)
+        if os.path.isdir(path):
+            yield from _walk_files(path)
+        elif os.path.isfile(path):
+            yield path
+
+
+def linked_class_folders(source: str, split_dirs: Sequence[str]) -> Tuple[str, ...]:
+    """The real folders that class-folder links in SOURCE's split folders point to: part of the dataset SOURCE
+    names, so the export reads inside them too (SOURCE confinement, docs/security.md)."""
+    out = []
+    for split_dir in split_dirs:
+        top = os.path.join(source, split_dir)
+        for name in sorted(os.listdir(top)):
+            path = os.path.join(top, name)
+            if os.path.islink(path) and os.path.isdir(path):
+                out.append(os.path.realpath(path))
+    return tuple(dict.fromkeys(out))
+
+
 def _fer2013_folder_entries(source: str, split_dirs: Sequence[str]) -> Iterator[Entry]:
     for split_dir in split_dirs:
         split = FER2013_FOLDER_SPLITS[split_dir]
         top = os.path.join(source, split_dir)
-        for path in _walk_files(top):
+        for path in _split_files(top):
             rel = _rel(path, source)
             parts = _rel(path, top).split(os.sep)
             if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
@@ -120,7 +147,8 @@ def plan_fer2013(source: str, classes: int = 7) -> ExportPlan:
         return ExportPlan(
             dataset='fer2013', layout='fer2013-folders', classes=names,
             splits=tuple(FER2013_FOLDER_SPLITS[d] for d in split_dirs),
-            evaluation_split='test', entries=_fer2013_folder_entries(source, split_dirs), inputs=(source,),
+            evaluation_split='test', entries=_fer2013_folder_entries(source, split_dirs),
+            inputs=(source,) + linked_class_folders(source, split_dirs),
             label_map=dict(FER2013_FOLDER_LABELS), split_map={f'{d}/': FER2013_FOLDER_SPLITS[d] for d in split_dirs},
             rules=('class folders angry, disgust, fear, happy, neutral, sad, surprise -> anger, disgust, fear, '
                    'happiness, neutral, sadness, surprise',
@@ -146,6 +174,11 @@ FERPLUS_RULE = ('FERPlus label = the column with strictly the most votes among a
                 '(no_votes), rows without an image name (no_image), and contempt winning with --classes 7 '
                 '(excluded_label)')
 _FER_NAME = re.compile(r'fer(\d+)\.png')
+# FERPlus's own generator (microsoft/FERPlus generate_training_data.py) writes the images to data/FER2013Train/ ...
+# and beside them each split's votes as label.csv: no header, image name, face box, then the 10 vote columns in
+# FERPLUS_VOTES order (the same counts as fer2013new.csv).
+FERPLUS_LABEL_FILE = 'label.csv'
+FERPLUS_DATA_DIR = 'data'
 
 
 def ferplus_majority(votes: Sequence[int]) -> Tuple[Optional[str], str]:
@@ -258,30 +291,86 @@ def _ferplus_entries(ferplus_csv: str, classes: Sequence[str], images: FerplusIm
             pixels.close()
 
 
+def _has_split_folders(folder: str) -> bool:
+    return any(os.path.isdir(os.path.join(folder, d)) for d in FERPLUS_IMAGE_DIRS.values())
+
+
+def _label_csv_folder(source: str) -> Optional[str]:
+    """The folder (SOURCE or SOURCE/data) whose FER2013Train/ ... hold label.csv vote files, else None."""
+    for folder in (source, os.path.join(source, FERPLUS_DATA_DIR)):
+        if any(os.path.isfile(os.path.join(folder, d, FERPLUS_LABEL_FILE)) for d in FERPLUS_IMAGE_DIRS.values()):
+            return folder
+    return None
+
+
+def _label_csv_entries(images_dir: str, classes: Sequence[str]) -> Iterator[Entry]:
+    """Each split folder's label.csv rows as fer2013new.csv rows of that Usage (see FERPLUS_LABEL_FILE)."""
+    columns = {'Usage': 0, 'Image name': 1, **{c: 2 + i for i, c in enumerate(FERPLUS_VOTES)}}
+    for usage, folder in FERPLUS_IMAGE_DIRS.items():
+        path = os.path.join(images_dir, folder, FERPLUS_LABEL_FILE)
+        if not os.path.isfile(path):
+            continue
+        f = _open_text(path)
+        rows = CsvRows(f, csv.reader(f))
+        try:
+            for row in rows:
+                fields = None
+                if row.fields is not None and len(row.fields) >= 2 + len(FERPLUS_VOTES):
+                    fields = [usage, row.fields[0]] + row.fields[2:2 + len(FERPLUS_VOTES)]
+                yield parse_ferplus_row(fields, columns, f'{folder}/{FERPLUS_LABEL_FILE}:{row.line}', classes,
+                                        images_dir)
+        finally:
+            rows.close()
+
+
+def _plan_ferplus_label_csv(images_dir: str, classes: int) -> ExportPlan:
+    names = labels_for(classes)
+    files = [os.path.join(images_dir, d, FERPLUS_LABEL_FILE) for d in FERPLUS_IMAGE_DIRS.values()]
+    return ExportPlan(
+        dataset='ferplus', layout='ferplus-label-csv', classes=names, splits=('train', 'validation', 'test'),
+        evaluation_split='test', entries=_label_csv_entries(images_dir, names), inputs=(images_dir,),
+        label_map={c: (c if c in names else None) for c in FERPLUS_VOTES}, split_map=dict(FER2013_USAGE),
+        rules=(FERPLUS_RULE, 'FER2013Train/ -> train, FER2013Valid/ -> validation, FER2013Test/ -> test',
+               'votes from each split folder\'s label.csv (image name, face box, the 10 vote columns)'),
+        count_hint=lambda: sum(count_lines(f) for f in files if os.path.isfile(f)))
+
+
 def plan_ferplus(source: str, classes: int = 7, fer2013_csv: Optional[str] = None,
                  images_dir: Optional[str] = None) -> ExportPlan:
-    """fer2013new.csv (SOURCE itself or SOURCE/fer2013new.csv) + images from fer2013.csv or FER2013Train/ folders.
+    """fer2013new.csv (SOURCE itself or SOURCE/fer2013new.csv) + images from fer2013.csv or FER2013Train/ folders;
+    or, where no fer2013new.csv is given, the label.csv vote file of each split folder (SOURCE or SOURCE/data:
+    FERPlus's own generator output).
 
     Without options the images are looked up next to fer2013new.csv: fer2013.csv first, else the
-    FER2013Train/ FER2013Valid/ FER2013Test/ folders.
+    FER2013Train/ FER2013Valid/ FER2013Test/ folders there or in data/ (where FERPlus's generator writes them).
     """
     what = 'not a FERPlus source'
     source = os.path.abspath(source)
     if fer2013_csv and images_dir:
         raise DatasetLayoutError('give either --fer2013-csv or --images-dir, not both')
     ferplus_csv = source if os.path.isfile(source) else os.path.join(source, FERPLUS_FILE)
+    if not os.path.isfile(ferplus_csv) and os.path.isdir(source) and not fer2013_csv:
+        folder = os.path.abspath(images_dir) if images_dir else _label_csv_folder(source)
+        if folder and _label_csv_folder(folder) == folder:
+            return _plan_ferplus_label_csv(folder, classes)
+        raise DatasetLayoutError(
+            f'{what}: expected file {ferplus_csv} (the FERPlus votes), or split folders with their votes: '
+            f'{os.path.join(source, FERPLUS_IMAGE_DIRS["Training"], FERPLUS_LABEL_FILE)} or '
+            f'{os.path.join(source, FERPLUS_DATA_DIR, FERPLUS_IMAGE_DIRS["Training"], FERPLUS_LABEL_FILE)}')
     _require_file(ferplus_csv, what)
     base = os.path.dirname(ferplus_csv)
     if not fer2013_csv and not images_dir:
         if os.path.isfile(os.path.join(base, 'fer2013.csv')):
             fer2013_csv = os.path.join(base, 'fer2013.csv')
-        elif any(os.path.isdir(os.path.join(base, d)) for d in FERPLUS_IMAGE_DIRS.values()):
+        elif _has_split_folders(base):
             images_dir = base
+        elif _has_split_folders(os.path.join(base, FERPLUS_DATA_DIR)):
+            images_dir = os.path.join(base, FERPLUS_DATA_DIR)
         else:
             raise DatasetLayoutError(
                 f'{what}: expected FER2013 images: {os.path.join(base, "fer2013.csv")} or folders '
-                f'{", ".join(os.path.join(base, d) for d in FERPLUS_IMAGE_DIRS.values())} '
-                f'(or name them with --fer2013-csv / --images-dir)')
+                f'{", ".join(os.path.join(base, d) for d in FERPLUS_IMAGE_DIRS.values())} (also looked in '
+                f'{os.path.join(base, FERPLUS_DATA_DIR)}; or name them with --fer2013-csv / --images-dir)')
     if fer2013_csv:
         fer2013_csv = os.path.abspath(fer2013_csv)
         _require_file(fer2013_csv, what)

@@ -6,7 +6,8 @@ from typing import Dict, Iterator, Optional
 
 
 from ..labels import labels_for
-from .records import DatasetLayoutError, Entry, ExportPlan, Record, Skip, _open_text, _parse_uint, _require_dir, _require_file, count_lines, safe_parts
+from .records import (DatasetLayoutError, Entry, ExportPlan, Record, Skip, _open_text, _parse_uint, _require_dir,
+                      _require_file, count_lines, safe_parts)
 
 
 

@@ -22,7 +22,8 @@ from ..utils import safe_json
 from ..utils.outputs import usual_permissions
 from .leakage import cross_split_pairs, leak_report, train_copies
 from ..version import __version__
-from .export_options import ExportOptions, ExportResult, MANIFEST_FORMAT, MAX_LISTED_PER_REASON, NothingExportedError, OutputError
+from .export_options import (ExportOptions, ExportResult, MANIFEST_FORMAT, MAX_LISTED_PER_REASON, NothingExportedError,
+                             OutputError)
 from .workers import WorkerConfig, _NoProgress, _Tally, _chunks, _executor, _is_within, _progress_bar, _run_pipeline
 
 

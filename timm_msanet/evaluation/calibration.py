@@ -31,7 +31,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError
 from .evaluate import collect_logits
-from ..loading import add_model_args, model_from_args, model_input_paths, read_checkpoint, training_record, write_weights
+from ..loading import (add_model_args, model_from_args, model_input_paths, read_checkpoint, training_record,
+                       write_weights)
 from ..notes import check_temperature, temperature_of
 from ..utils.options import device, non_negative_int, positive_int
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, check_output, write_output

@@ -65,7 +65,9 @@ def _claim_from_eval(ev: Any, where: str) -> Dict[str, Any]:
         # a split is a folder name inside your data dir, never a path a file can choose
         raise VerifyError(f'{where}: split {split!r} is not a split folder name (train, validation, test, ...)')
     tta = bool(ev.get('hflip_tta')) or (protocol or {}).get('tta') == 'hflip'
-    return dict(metrics=metrics, protocol=protocol, split=split, hflip_tta=tta, num_samples=ev.get('num_samples'))
+    dataset = ev.get('dataset') or (protocol or {}).get('dataset')
+    return dict(metrics=metrics, protocol=protocol, split=split, hflip_tta=tta, num_samples=ev.get('num_samples'),
+                dataset=dataset if isinstance(dataset, str) else None)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -100,6 +102,7 @@ def release_claim(release: str) -> Dict[str, Any]:
             protocol = dict(entry['protocol']) if entry.get('protocol') else {}
             tag = f"{arch}.{entry['tag']}"
             return dict(release=tag, kind='packaged', load=dict(model_name=tag), metrics=metrics,
+                        dataset=re.sub(r'^affectnet[78]$', 'affectnet', entry['dataset']),  # as export names it
                         protocol=protocol or None, split=protocol.get('split', 'test'),
                         hflip_tta=protocol.get('tta') == 'hflip', num_samples=protocol.get('num_images'))
     known = [f"{e['arch']}.{e['tag']}" for e in PUBLISHED]
@@ -150,6 +153,16 @@ def compare(claim: Mapping[str, Any], measured: Mapping[str, Any], tolerance_pp:
                 measured_protocol=measured['protocol'], num_samples=measured['num_samples'])
 
 
+def _exported_dataset(data_dir: str) -> Optional[str]:
+    """The dataset a `timm-msanet export` tree was made from (its manifest.json), or None for other trees."""
+    manifest = Path(data_dir) / 'manifest.json'
+    try:
+        dataset = safe_json.loads(manifest.read_text(encoding='utf-8')).get('dataset') if manifest.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None  # evaluate reads the tree itself and says what is wrong with it
+    return dataset if isinstance(dataset, str) else None
+
+
 def verify(release: str, data_dir: str, split: Optional[str] = None, tolerance_pp: float = DEFAULT_TOLERANCE_PP,
            require_same_protocol: bool = False, batch_size: int = 64, workers: int = 2, device: str = 'cpu',
            progress: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -160,6 +173,11 @@ def verify(release: str, data_dir: str, split: Optional[str] = None, tolerance_p
     model = load_model(**claim['load'])
     if claim['kind'] == 'hub':
         claim = dict(claim, **_hub_eval_json(claim['eval_json_repo']))
+    exported = _exported_dataset(data_dir)
+    if claim.get('dataset') and exported and exported != claim['dataset']:
+        raise VerifyError(f"{claim['release']} was evaluated on {claim['dataset']}, but {data_dir} is an export of "
+                          f"{exported} (its manifest.json): verify a release on its own dataset, e.g. "
+                          f"`timm-msanet export {claim['dataset']} SOURCE OUT`")
     if split is not None and claim.get('split') and split != claim['split']:
         raise VerifyError(f'{claim["release"]} was evaluated on split {claim["split"]!r}; --split {split} would '
                           f'compare different things (drop --split)')

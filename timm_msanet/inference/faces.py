@@ -223,7 +223,7 @@ def framing_notice(model, detector: str, align: bool = True) -> Optional[str]:
         return None
     return (f'note: this model records no face framing; faces are aligned as FER2013\'s training faces are framed '
             f'(eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist {DEFAULT_FRAMING["eye_dist"]}). `timm-msanet publish '
-            f'--face-framing TRAIN_DIR` records a model\'s own')
+            f'--face-framing TRAIN_DIR` records a model\'s own framing in its weights.')
 
 
 def aligned_face(img, landmarks: Mapping[str, Sequence[float]], framing: Mapping[str, float]):

@@ -19,7 +19,8 @@ Choices made here (where video FER tools differ):
 * Time: each frame's own timestamp (the container's presentation time), so variable-frame-rate videos
   (phone recordings) get true times; `--fps N` keeps the first frame at or after every 1/N s (default:
   every frame). A video whose timestamps are missing falls back to frame index / nominal rate, and says so.
-* Tracker: greedy matching of each frame's boxes to the faces seen in the last `max_gap` (1 s) by overlap
+* Tracker: greedy matching of each frame's boxes to the faces seen in the last `max_gap` (1 s, or 2.5 sample
+  intervals when `--fps` samples more sparsely: at `--fps 1` the kept frames are a little over 1 s apart) by overlap
   (intersection over union >= 0.3, best pairs first); an unmatched box starts a new face. Faces are
   numbered 1, 2, ... in order of first appearance, so "face 1" stays the person first seen.
 * Smoothing: `smoothed` is the mean of a face's probabilities over the trailing `smooth` seconds (default
@@ -48,6 +49,11 @@ VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 DEFAULT_SMOOTH_S = 1.0
 MATCH_IOU = 0.3
 MAX_GAP_S = 1.0
+
+
+def max_gap_for(fps: Optional[float]) -> float:
+    """How long a face may go unseen and keep its id: MAX_GAP_S, or 2.5 sample intervals when sampling is sparser."""
+    return max(MAX_GAP_S, 2.5 / fps) if fps else MAX_GAP_S
 
 
 class VideoError(ToolError):
@@ -212,7 +218,7 @@ def analyze_video(
     framing = framing_of(model.pretrained_cfg) if align else None
     dev = torch.device(device)
     model.to(dev)
-    tracker = FaceTracker()
+    tracker = FaceTracker(max_gap_s=max_gap_for(fps))
     rows: List[Dict[str, Any]] = []
     history: Dict[int, List[Tuple[float, List[float]]]] = {}
     frames: List[Tuple[int, float, Any, List[Dict[str, Any]]]] = []  # waiting for their crops' batch

@@ -10,7 +10,8 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 from ..utils import safe_json
 from ..notes import check_temperature
 from ..utils.outputs import atomic_path, printable
-from .checks import COMMON_MODEL_ARGS, CheckpointError, check_data_cfg, check_model_size, check_release_config, checked_model_args, checkpoint_cfg, msanet_archs
+from .checks import (COMMON_MODEL_ARGS, CheckpointError, check_data_cfg, check_model_size, check_release_config,
+                     checked_model_args, checkpoint_cfg, msanet_archs)
 
 
 DEFAULT_MODEL = 'msanet_r18'  # its default tag is the packaged FER2013 release (offline, no download)

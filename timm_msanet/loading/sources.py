@@ -12,7 +12,8 @@ from ..labels import labels_for
 from ..notes import set_temperature, temperature_of
 from ..releases import pool_size_for
 from .checks import CheckpointError, STEERING_KEYS, check_input_size, check_release_config, msanet_archs
-from .checkpoint import CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, _with_config, config_beside, model_from_checkpoint, read_checkpoint
+from .checkpoint import (CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, _with_config, config_beside, model_from_checkpoint,
+                         read_checkpoint)
 
 
 def _hf_cache_hint() -> str:
