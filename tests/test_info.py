@@ -15,7 +15,7 @@ def test_info_json_counts_params_and_macs():
     assert rows['resnet18']['params_m'] == 11.69 and rows['resnet18']['gmacs'] == 1.81  # timm's published figures
     ours = rows['msanet_r18']
     assert ours['label_names'] == ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
-    assert ours['pretrained_tags'] == ['msanet_r18.fer2013', 'msanet_r18.tv_in1k']  # fer2013: the default
+    assert ours['pretrained_tags'] == ['msanet_r18.fer2013', 'msanet_r18.ferplus', 'msanet_r18.tv_in1k']  # fer2013: default
     assert 0 < ours['gmacs'] < rows['resnet18']['gmacs'] and ours['num_features'] == 1536
     # one input size for the whole GMACs column; each model's own default size beside it
     assert rows['resnet18']['img_size'] == ours['img_size'] == 224 and ours['default_size'] == 64

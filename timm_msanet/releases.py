@@ -75,6 +75,16 @@ PUBLISHED: Sequence[Mapping[str, Any]] = (
              files_sha256='07c9f678979307bd1b198b2ce1f762a2195eab8668d4221c9e1c372890eb95d2',
              content_sha256='10af2b93a79f6847bf9c8b51ae2716a961b2b461a5bab0b4da4ab2a3f2b007ae',
              weights_sha256='5b213b284afef922ee7d9cf9a15d7d6ca57f78d89b1e83e36e3fe476cdf40e36', tta=None)),
+    # FERPlus, 8 classes by majority vote: calibrated without the class-prior correction (see its card)
+    dict(arch='msanet_r18', tag='ferplus', dataset='ferplus', file='weights/msanet_r18_ferplus.safetensors',
+         hf_hub_id=None, label_names=labels_for(8), input_size=(3, 64, 64), grey_input=True, temperature=0.7927,
+         face_framing=dict(eye_y=0.395, eye_dist=0.361),
+         metrics={'accuracy': 0.8258, 'mean_class_accuracy': 0.5877, 'ece': 0.0351},
+         protocol=dict(  # `timm-msanet eval` on `export ferplus ... --classes 8` of tessav/crowd-emotion: FER2013Test
+             sha256='255ac2f213a2e12299f03c2e4c9a0717ed9215ecb996046f59ed580a98d2612d', split='test', num_images=3376,
+             files_sha256='9348583205c54fc8c6a9dfbe3457ffc778919e8904ec834b52efe4434bb47077',
+             content_sha256='1c534e84cfe09f93aa1990f2375322c8802d5dde1a11630f90e0e80f8ac9f3d7',
+             weights_sha256='cbb1749e26edc6306743b42ec683994772c1bc5f2195d5f394a87fe9500d402f', tta=None)),
 )
 
 
