@@ -59,6 +59,12 @@ DATASETS: Dict[str, Dict[str, Any]] = {
         'FERPlus shares FER2013\'s images: about 8% of its test images are byte-identical to training images.')),
 }
 
+
+def export_name(dataset: str) -> str:
+    """The name `timm-msanet export` records in its manifest for a DATASETS key (affectnet7/8 -> affectnet)."""
+    return 'affectnet' if dataset in ('affectnet7', 'affectnet8') else dataset
+
+
 ARCHS = ('msanet_r18', 'msanet_r18_ms', 'msanet_r18_as')
 REQUIRED_KEYS = ('arch', 'tag', 'dataset', 'label_names', 'metrics')
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))

@@ -274,13 +274,14 @@ def test_dry_run_refuses_a_non_empty_folder(trained, tmp_path):
         publish(trained['ckpt'], REPO, 'rafdb', dry_run_dir=tmp_path)
 
 
-def test_releases_lists_the_packaged_release_and_an_entry_becomes_a_cfg():
+def test_releases_lists_the_packaged_releases_and_an_entry_becomes_a_cfg():
     from timm.models import generate_default_cfgs
     from timm_msanet.msanet import _cfg
-    assert [(e['arch'], e['tag']) for e in releases.PUBLISHED] == [('msanet_r18', 'fer2013')]
+    packaged = [(e['arch'], e['tag']) for e in releases.PUBLISHED]
+    assert packaged == [('msanet_r18', 'fer2013'), ('msanet_r18', 'ferplus')]
     assert all(not e.get('hf_hub_id') for e in releases.PUBLISHED)  # no invented hub ids
     assert releases.DATASETS is DATASETS  # one table of datasets, not two that can disagree
-    assert timm.list_pretrained('msanet_r18.*') == ['msanet_r18.fer2013', 'msanet_r18.tv_in1k']
+    assert timm.list_pretrained('msanet_r18.*') == ['msanet_r18.fer2013', 'msanet_r18.ferplus', 'msanet_r18.tv_in1k']
     entry = dict(arch='msanet_r18', tag='affectnet8', hf_hub_id='someorg/msanet-r18-affectnet8',
                  dataset='affectnet8', label_names=FER8_LABELS, metrics={'accuracy': 0.6})
     cfgs = releases.published_cfgs(_cfg, [entry])

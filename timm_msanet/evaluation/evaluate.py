@@ -28,7 +28,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..utils import safe_json
 from ..utils.errors import ToolError
@@ -154,6 +154,16 @@ def collect_logits(
                 samples=list(dataset.reader.samples), grey_input=expects_grey_input(model.pretrained_cfg))
 
 
+def exported_dataset(data_dir: Union[str, Path]) -> Optional[str]:
+    """The dataset a `timm-msanet export` tree was made from (its manifest.json), or None for other trees."""
+    manifest = Path(data_dir) / 'manifest.json'
+    try:
+        dataset = safe_json.loads(manifest.read_text(encoding='utf-8')).get('dataset') if manifest.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return None  # the tree itself is read by evaluate, which says what is wrong with it
+    return dataset if isinstance(dataset, str) else None
+
+
 def evaluate(
         model,
         data_dir: str,
@@ -200,12 +210,7 @@ def evaluate(
         data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=got['classes'],
         input_size=list(got['data_cfg']['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
     )
-    manifest = Path(data_dir) / 'manifest.json'
-    if manifest.is_file():
-        try:
-            metrics['dataset'] = safe_json.loads(manifest.read_text(encoding='utf-8')).get('dataset')
-        except (ValueError, AttributeError):
-            pass
+    metrics['dataset'] = exported_dataset(data_dir)
     metrics['protocol'] = evaluation_protocol(got, split=split, hflip_tta=hflip_tta, dataset=metrics.get('dataset'),
                                               model=model)
     return metrics

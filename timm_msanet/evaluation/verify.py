@@ -29,11 +29,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..utils import safe_json
 from ..utils.errors import ToolError
-from .evaluate import OUTPUT_FILES, evaluate, write_outputs
+from .evaluate import OUTPUT_FILES, evaluate, exported_dataset, write_outputs
 from ..loading import load_model
 from ..utils.options import device, non_negative_float, non_negative_int, positive_int
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, write_output
-from ..releases import PUBLISHED
+from ..releases import PUBLISHED, export_name
 
 __all__ = ['DEFAULT_TOLERANCE_PP', 'VerifyError', 'release_claim', 'compare', 'verify', 'format_report',
            'configure_parser', 'run']
@@ -102,7 +102,7 @@ def release_claim(release: str) -> Dict[str, Any]:
             protocol = dict(entry['protocol']) if entry.get('protocol') else {}
             tag = f"{arch}.{entry['tag']}"
             return dict(release=tag, kind='packaged', load=dict(model_name=tag), metrics=metrics,
-                        dataset=re.sub(r'^affectnet[78]$', 'affectnet', entry['dataset']),  # as export names it
+                        dataset=export_name(entry['dataset']),
                         protocol=protocol or None, split=protocol.get('split', 'test'),
                         hflip_tta=protocol.get('tta') == 'hflip', num_samples=protocol.get('num_images'))
     known = [f"{e['arch']}.{e['tag']}" for e in PUBLISHED]
@@ -153,16 +153,6 @@ def compare(claim: Mapping[str, Any], measured: Mapping[str, Any], tolerance_pp:
                 measured_protocol=measured['protocol'], num_samples=measured['num_samples'])
 
 
-def _exported_dataset(data_dir: str) -> Optional[str]:
-    """The dataset a `timm-msanet export` tree was made from (its manifest.json), or None for other trees."""
-    manifest = Path(data_dir) / 'manifest.json'
-    try:
-        dataset = safe_json.loads(manifest.read_text(encoding='utf-8')).get('dataset') if manifest.is_file() else None
-    except (OSError, ValueError, AttributeError):
-        return None  # evaluate reads the tree itself and says what is wrong with it
-    return dataset if isinstance(dataset, str) else None
-
-
 def verify(release: str, data_dir: str, split: Optional[str] = None, tolerance_pp: float = DEFAULT_TOLERANCE_PP,
            require_same_protocol: bool = False, batch_size: int = 64, workers: int = 2, device: str = 'cpu',
            progress: bool = False) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -173,7 +163,7 @@ def verify(release: str, data_dir: str, split: Optional[str] = None, tolerance_p
     model = load_model(**claim['load'])
     if claim['kind'] == 'hub':
         claim = dict(claim, **_hub_eval_json(claim['eval_json_repo']))
-    exported = _exported_dataset(data_dir)
+    exported = exported_dataset(data_dir)
     if claim.get('dataset') and exported and exported != claim['dataset']:
         raise VerifyError(f"{claim['release']} was evaluated on {claim['dataset']}, but {data_dir} is an export of "
                           f"{exported} (its manifest.json): verify a release on its own dataset, e.g. "

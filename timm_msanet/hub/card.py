@@ -9,7 +9,7 @@ from ..utils import safe_json
 from ..evaluation.evaluate import weights_sha256
 from ..loading import RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg
 from ..notes import DEFAULT_FRAMING, temperature_of
-from ..releases import DATASETS
+from ..releases import DATASETS, export_name
 from ..version import __version__
 
 
@@ -104,7 +104,7 @@ def check_eval_describes(ev: Mapping[str, Any], model, dataset: str, where: str)
     """The eval JSON must be of these weights and this dataset: its protocol's weights hash is the published
     model's, and its dataset (from the export's manifest) the one the card will name."""
     measured_on = ev.get('dataset') or (ev.get('protocol') or {}).get('dataset')
-    if isinstance(measured_on, str) and measured_on and measured_on != dataset.rstrip('78'):
+    if isinstance(measured_on, str) and measured_on and measured_on != export_name(dataset):
         raise PublishError(f'--eval-json {where} was measured on {measured_on}, but --dataset is {dataset}: the card '
                            f'would give {measured_on} figures as {DATASETS[dataset]["title"]} ones (and its licence)')
     recorded = (ev.get('protocol') or {}).get('weights_sha256')
