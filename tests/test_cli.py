@@ -86,3 +86,43 @@ def test_label_names_for_a_model_with_its_own_names_warn_what_they_rename(tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert 'renames the outputs of a model that has its own names: anger -> a, disgust -> b' in proc.stderr
     assert proc.stdout.split(': ')[1].split()[0] in 'abcdefg'
+
+
+def _fer2013_folders(root):
+    from PIL import Image
+    for split in ('train', 'test'):
+        for i, label in enumerate(('angry', 'disgust', 'fear', 'happy', 'neutral', 'sad', 'surprise')):
+            (root / split / label).mkdir(parents=True)
+            Image.new('L', (48, 48), 30 * i + (split == 'test') * 7).save(root / split / label / f'{split}{i}.png')
+    return root
+
+
+def test_called_from_python_the_callers_signal_handlers_come_back(tmp_path):
+    """An export in place sets SIGINT/SIGTERM to ignored (a command-line process about to exit 0 must not turn
+    into 'interrupted'); `main(argv)` called from Python gives the caller its own handlers back."""
+    import signal
+    import warnings
+    from timm_msanet.cli import main
+    src = _fer2013_folders(tmp_path / 'src')
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    showwarning = warnings.showwarning
+    assert main(['export', 'fer2013', str(src), str(tmp_path / 'out'), '--quiet', '--workers', '1']) == 0
+    assert (tmp_path / 'out' / 'manifest.json').is_file()
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+    assert warnings.showwarning is showwarning
+    assert main(['export', 'fer2013', str(src), str(tmp_path / 'out'), '--quiet']) == 2  # exists: an error
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
+
+
+def test_an_api_export_does_not_leave_the_next_cli_export_deferring_ctrl_c(tmp_path):
+    """The Python API marks its finished run as committed; the CLI's interrupt handling starts from a clean state,
+    so Ctrl-C during a later export in the same process unwinds instead of being deferred."""
+    import os
+    import signal
+    from timm_msanet.data.export import _interrupts_unwind_once, export_fer2013
+    export_fer2013(str(_fer2013_folders(tmp_path / 'src')), str(tmp_path / 'out'))
+    with pytest.raises(KeyboardInterrupt):
+        with _interrupts_unwind_once():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs between bytecodes of the main thread
+                pass

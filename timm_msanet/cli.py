@@ -54,6 +54,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         print(f'timm-msanet {args.command}: warning: {message}', file=sys.stderr)
 
+    # Called from Python, the caller's process goes on: the signal handlers a command leaves behind (export ignores
+    # SIGINT/SIGTERM once its tree is in place or its cleanup has begun, as a process about to exit should) and
+    # the warning hook are put back, or that process would ignore Ctrl-C and SIGTERM from then on.
+    saved = _signal_handlers() if argv is not None else {}
+    saved_showwarning = warnings.showwarning
     warnings.showwarning = one_line_warning  # e.g. "labels are meaningless" for an untrained head
     try:
         return int(args._run(args) or 0)
@@ -65,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_IGN)
         print('interrupted', file=sys.stderr)
-        if argv is not None:  # called from Python: the caller's process goes on
+        if argv is not None:
             return 130
         # the command line: the command's own handlers have cleaned up (partial outputs removed, workers
         # stopped); skip the interpreter's exit hooks, which join helper threads and processes that an
@@ -73,6 +78,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)
+    finally:
+        if argv is not None:
+            warnings.showwarning = saved_showwarning
+            for sig, handler in saved.items():
+                signal.signal(sig, handler)
+
+
+def _signal_handlers() -> dict:
+    """SIGINT's and SIGTERM's handlers, when this is the main thread (the only one that may set them)."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
 
 if __name__ == '__main__':

@@ -258,6 +258,8 @@ def _interrupts_unwind_once() -> Iterator[None]:
     finished tree is being put in place (`_COMMIT`), signals are deferred and then ignored: the run is
     complete, and exiting "interrupted" with a new OUTPUT in place would tell the user the opposite."""
     fired = False
+    # an earlier export in this process (the Python API) leaves the commit state of its finished run
+    _COMMIT.active, _COMMIT.deferred = False, None
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal fired
