@@ -430,7 +430,7 @@ def test_deeply_nested_json_is_an_error_not_a_recursion(tmp_path):
 # Fuzzing the two files a user is handed: config.json beside model.safetensors, and the safetensors metadata.
 # Whatever they hold, loading ends in a model or in one CheckpointError line, and never builds a model larger
 # than the bound (the process's peak memory stays far below the 1.4 G-parameter model a file could ask for).
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+from hypothesis import HealthCheck, example, given, settings, strategies as st  # noqa: E402
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-10 ** 12, 10 ** 12) | st.floats(allow_nan=True) | st.text(max_size=20),
@@ -460,6 +460,7 @@ def _load_or_one_line(**kwargs):
 @given(cfg=st.dictionaries(st.sampled_from(CFG_KEYS), JSON_VALUES, max_size=4),
        model_args=st.dictionaries(st.sampled_from(MODEL_KEYS), JSON_VALUES | st.lists(st.integers(1, 9000), max_size=8),
                                   max_size=4))
+@example(cfg={}, model_args={'branch_chs': [1]})  # each value within bounds, together no model (found by the fuzzer)
 def test_fuzzed_config_json_loads_or_fails_in_one_line(fuzz_release, cfg, model_args):
     config = json.loads((fuzz_release / 'config.json').read_text())
     config['pretrained_cfg'].update(cfg)
@@ -469,6 +470,16 @@ def test_fuzzed_config_json_loads_or_fails_in_one_line(fuzz_release, cfg, model_
     (folder / 'model.safetensors').write_bytes((fuzz_release / 'model.safetensors').read_bytes())
     (folder / 'config.json').write_text(json.dumps(config, allow_nan=True))
     _load_or_one_line(checkpoint=folder / 'model.safetensors')
+
+
+def test_model_args_that_do_not_fit_together_are_a_one_line_error(fuzz_release, tmp_path):
+    config = json.loads((fuzz_release / 'config.json').read_text())
+    config['model_args'] = {'branch_chs': [1]}  # one branch's channels for a model with two strides
+    (tmp_path / 'model.safetensors').write_bytes((fuzz_release / 'model.safetensors').read_bytes())
+    (tmp_path / 'config.json').write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"config\.json: its model arguments \{'branch_chs': \(1,\)\} do not "
+                                              r"build msanet_r18_ms: .* must have the same length"):
+        load_model(checkpoint=tmp_path / 'model.safetensors')
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -144,8 +144,11 @@ def check_model_size(arch: str, model_kwargs: Mapping[str, Any], where: str) -> 
     CheckpointError above MAX_PARAMS."""
     import timm
     import torch
-    with torch.device('meta'):
-        model = timm.create_model(arch, pretrained=False, **model_kwargs)
+    try:
+        with torch.device('meta'):
+            model = timm.create_model(arch, pretrained=False, **model_kwargs)
+    except (ValueError, TypeError) as e:  # values each within bounds that do not fit together (one branch, two strides)
+        raise CheckpointError(f'{where}: its model arguments {dict(model_kwargs)} do not build {arch}: {e}') from None
     count = sum(p.numel() for p in model.parameters())
     if count > MAX_PARAMS:
         raise CheckpointError(f'{where}: its model arguments {dict(model_kwargs)} make {arch} a model of '
