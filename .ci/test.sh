@@ -18,7 +18,10 @@ echo "== installing the package with its test extras into $VENV (a minute or two
 "$VENV/bin/python" -m pip install --disable-pip-version-check ".[test]" pytest-timeout
 
 echo "== package tests"
-"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider
+# two workers (pytest-xdist), one test file per worker at a time so module fixtures are built once: most of the
+# suite's time is CLI subprocesses importing torch and timm, which leaves a core idle in a serial run.
+# PYTEST_WORKERS=0 runs it serially.
+"$VENV/bin/python" -m pytest tests -q -p no:cacheprovider -n "${PYTEST_WORKERS:-2}" --dist loadfile
 
 echo "== timm's own model test battery on the msanet models"
 "$VENV/bin/python" .ci/timm_battery.py
