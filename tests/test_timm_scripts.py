@@ -78,16 +78,26 @@ def _example(name, *args, cwd):
 
 def test_table3_study_writes_the_comparison(face_data, tmp_path):
     out = tmp_path / 'table3'
-    _example('table3_study.py', '--timm-repo', TIMM_REPO, '--data-dir', face_data, '--out', out, '--eval-split',
-             'validation', '--', '--train-split', 'train', '--val-split', 'validation', '--num-classes', 7,
-             '--img-size', 64, '-b', 8, '--epochs', 1, '-j', 0, cwd=tmp_path)
+    argv = ['--timm-repo', TIMM_REPO, '--data-dir', face_data, '--out', out, '--eval-split', 'validation',
+            '--seeds', 0, 1, '--variants', 'msanet_r18:hierarchy=post', '--', '--train-split', 'train',
+            '--val-split', 'validation', '--num-classes', 7, '--img-size', 64, '-b', 8, '--epochs', 1, '-j', 0]
+    first = _example('table3_study.py', *argv, cwd=tmp_path)
     rows = json.loads((out / 'table3.json').read_text())
-    assert [r['model'] for r in rows] == ['resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18']
+    models = ['resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18']
+    assert [(r['model'], r['seed']) for r in rows] == [(m, 0) for m in models] + [('msanet_r18', 0)] + \
+        [(m, 1) for m in models]
+    assert [r['variant'] for r in rows].count('hierarchy=post') == 1
     for r in rows:
         assert 0 <= r['accuracy'] <= 1 and 0 <= r['mean_class_accuracy'] <= 1
         assert sum(c['support'] for c in r['per_class'].values()) == 7 * 3
+        assert r['train_images_per_s'] > 0 and r['params_m'] > 0 and r['img_size'] == 64
+    assert {r['params_m'] for r in rows if r['model'] == 'resnet18'} == {11.18}  # 7-class head, not 1000
     table = (out / 'table3.md').read_text()
-    assert '| msanet_r18 | MSA-Net |' in table and '86.32' in table
+    assert '| msanet_r18 | MSA-Net |' in table and '| msanet_r18 (hierarchy=post) | MSA-Net |' in table
+    assert 'seed 0 / 1' in table and '86.32' in table
+    again = _example('table3_study.py', *argv, cwd=tmp_path)  # finished runs are not repeated
+    assert again.count('done before') == 9 and 'done before' not in first
+    assert json.loads((out / 'table3.json').read_text()) == rows
 
 
 def test_train_smoke_records_runs(tmp_path):

@@ -17,16 +17,20 @@ DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 COMMON_SIZE = 224
 
 
-def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] = None) -> List[Dict]:
-    """Params and GMACs at `img_size` (each model's own default input size when None)."""
+def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] = None,
+                num_classes: Optional[int] = None, **model_kwargs) -> List[Dict]:
+    """Params and GMACs at `img_size` (each model's own default input size when None), with each model's own
+    head or a `num_classes` one, built with `model_kwargs` (e.g. hierarchy='post')."""
     import torch
     import timm
     import timm_msanet  # noqa: F401  (registration when the autoload hook is turned off)
     from torch.utils.flop_counter import FlopCounterMode
 
+    if num_classes is not None:
+        model_kwargs['num_classes'] = num_classes
     rows = []
     for name in names:
-        model = timm.create_model(name).eval()
+        model = timm.create_model(name, **model_kwargs).eval()
         size = img_size or model.pretrained_cfg['input_size'][-1]
         x = torch.zeros(1, model.pretrained_cfg['input_size'][0], size, size)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
