@@ -85,7 +85,7 @@ def run_train(timm_repo: Path, data_dir: Path, arch: str, kwargs: Dict[str, str]
     header = summary[0].split(',')
     epochs = [dict(zip(header, line.split(','))) for line in summary[1:]]
     return dict(command=cmd, seconds=round(seconds, 1), checkpoint=str(run_dir / 'model_best.pth.tar'),
-                epochs=epochs, train_images_per_s=train_images_per_s(log_path.read_text(encoding='utf-8')))
+                epochs=epochs, last_epoch=epochs[-1] if epochs else {}, train_images_per_s=train_images_per_s(log_path.read_text(encoding='utf-8')))
 
 
 def evaluate_checkpoint(checkpoint: str, arch: str, kwargs: Dict[str, str], data_dir: Path, split: str,

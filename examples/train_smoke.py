@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     record = dict(torch=torch.__version__, timm=timm.__version__, python=platform.python_version(), device=device,
                   gpu=torch.cuda.get_device_name(0) if cuda else None, img_size=img_size, runs=[])
     for model in args.models:
-        run = run_train(args.timm_repo, data, model, args.out, None, device, extra)
+        run = run_train(args.timm_repo, data, model, {}, None, args.out, None, device, extra)
         record['runs'].append(dict(model=model, **run))
         print(f"{model}: {run['seconds']} s, last epoch {run['last_epoch']}", flush=True)
     (args.out / 'smoke.json').write_text(json.dumps(record, indent=2))
