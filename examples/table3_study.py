@@ -83,7 +83,7 @@ def run_train(timm_repo: Path, data_dir: Path, arch: str, kwargs: Dict[str, str]
         raise RuntimeError(f'train.py failed for {name} (see {log_path}):\n{tail}')
     summary = (run_dir / 'summary.csv').read_text().strip().splitlines()
     header = summary[0].split(',')
-    epochs = [dict(zip(header, line.split(','))) for line in summary[1:]]
+    epochs = [dict(zip(header, line.split(','))) for line in summary[1:] if line != summary[0]]  # resumed: header again
     return dict(command=cmd, seconds=round(seconds, 1), checkpoint=str(run_dir / 'model_best.pth.tar'),
                 epochs=epochs, last_epoch=epochs[-1] if epochs else {}, train_images_per_s=train_images_per_s(log_path.read_text(encoding='utf-8')))
 
