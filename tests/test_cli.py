@@ -121,8 +121,13 @@ def test_an_api_export_does_not_leave_the_next_cli_export_deferring_ctrl_c(tmp_p
     import signal
     from timm_msanet.data.export import _interrupts_unwind_once, export_fer2013
     export_fer2013(str(_fer2013_folders(tmp_path / 'src')), str(tmp_path / 'out'))
-    with pytest.raises(KeyboardInterrupt):
-        with _interrupts_unwind_once():
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(100):  # the handler runs between bytecodes of the main thread
-                pass
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _interrupts_unwind_once():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(100):  # the handler runs between bytecodes of the main thread
+                    pass
+    finally:  # an unwound (or, were this broken, a deferred) export leaves the signals ignored: not in pytest
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
