@@ -1,12 +1,19 @@
-"""Shared test helpers, as pytest fixtures: an offline Hugging Face cache, a fresh interpreter, a real photo."""
+"""Shared test helpers, as pytest fixtures: an offline Hugging Face cache, a fresh interpreter, a real photo, and
+`run_cli`, which runs a `timm-msanet` command in a process of its own."""
+import atexit
 import hashlib
+import json
 import os
+import select
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
+import threading
 from pathlib import Path
-from typing import Dict, Union
+from typing import Dict, Optional, Sequence, Union
 
 import pytest
 
@@ -59,6 +66,67 @@ def _run_python(code: str, env_overrides: Dict[str, str], timeout: int = 300) ->
     env.update(env_overrides)
     return subprocess.run([sys.executable, '-c', textwrap.dedent(code)], capture_output=True, text=True,
                           env=env, timeout=timeout)
+
+
+# Variables the interpreter or its native libraries read when they start (a forked child would ignore them).
+_STARTUP_VARS = ('PYTHON', 'OMP_', 'MKL_', 'KMP_', 'LD_', 'MALLOC_', 'TORCH_CPP_', 'ATEN_')
+_ZYGOTE = {'lock': threading.Lock()}
+
+
+def _zygote() -> subprocess.Popen:
+    proc = _ZYGOTE.get('proc')
+    if proc is None or proc.poll() is not None:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name('cli_zygote.py'))],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+        _ZYGOTE.update(proc=proc, env=dict(os.environ))
+    return proc
+
+
+@atexit.register
+def _stop_zygote():
+    proc = _ZYGOTE.get('proc')
+    if proc is not None and proc.poll() is None:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+
+
+def _startup_env(env: Dict[str, str]) -> Dict[str, str]:
+    return {k: v for k, v in env.items() if k.startswith(_STARTUP_VARS)}
+
+
+def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[Union[str, Path]] = None,
+            timeout: float = 300, errors: Optional[str] = None) -> subprocess.CompletedProcess:
+    """`timm-msanet ARGV` in a process of its own, as `subprocess.run([python, '-m', 'timm_msanet.cli', ...],
+    capture_output=True, text=True)` would run it: its exit status, stdout and stderr, killed (with its
+    children) and `subprocess.TimeoutExpired` raised after `timeout` s. The process is forked from one that has
+    imported torch and torchvision (tests/cli_zygote.py), which saves the interpreter start; an `env` that
+    differs in what an interpreter reads at start-up gets a fresh interpreter instead."""
+    argv = [str(a) for a in argv]
+    env = dict(os.environ if env is None else env)
+    cwd = str(cwd or os.getcwd())
+    with _ZYGOTE['lock']:
+        proc = _zygote()
+        if _startup_env(env) != _startup_env(_ZYGOTE['env']):
+            return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *argv], capture_output=True, text=True,
+                                  errors=errors, env=env, cwd=cwd, timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix='run_cli_') as streams:
+            out, err = os.path.join(streams, 'stdout'), os.path.join(streams, 'stderr')
+            proc.stdin.write(json.dumps({'argv': argv, 'env': env, 'cwd': cwd, 'stdout': out, 'stderr': err}) + '\n')
+            pid = json.loads(proc.stdout.readline())['pid']
+            ready, _, _ = select.select([proc.stdout], [], [], timeout)
+            if not ready:
+                os.killpg(pid, signal.SIGKILL)
+                proc.stdout.readline()
+                raise subprocess.TimeoutExpired([sys.executable, '-m', 'timm_msanet.cli', *argv], timeout)
+            status = json.loads(proc.stdout.readline())['status']
+            return subprocess.CompletedProcess([sys.executable, '-m', 'timm_msanet.cli', *argv], status,
+                                               _read_text(out, errors), _read_text(err, errors))
+
+
+def _read_text(path: str, errors: Optional[str]) -> str:
+    # as text=True decodes a pipe: the locale's encoding, universal newlines
+    with open(path, errors=errors, newline=None) as f:
+        return f.read()
 
 
 @pytest.fixture

@@ -1,17 +1,16 @@
 """`timm-msanet bench`: rows with the documented fields, measured by a real subprocess of the CLI."""
 import json
-import subprocess
-import sys
 
 from timm_msanet.bench import SPREAD_WARN, noisy_rows, ratio_table, spread_pct
+
+from conftest import run_cli
 
 
 def test_bench_cpu_rows(tmp_path):
     out = tmp_path / 'bench.json'
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'bench', '--models', 'msanet_r18', 'resnet18',
-                           '--device', 'cpu', '--mode', 'train', 'infer', '--batch-size', '2', '--img-size', '64',
-                           '--steps', '2', '--repeats', '3', '--warmup', '1', '--json', str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = run_cli(['bench', '--models', 'msanet_r18', 'resnet18', '--device', 'cpu', '--mode', 'train', 'infer',
+                    '--batch-size', '2', '--img-size', '64', '--steps', '2', '--repeats', '3', '--warmup', '1',
+                    '--json', out], timeout=600, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())
     assert [(r['model'], r['mode']) for r in rows] == [

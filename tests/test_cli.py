@@ -1,8 +1,8 @@
 """`timm-msanet`: every subcommand that takes a model reports a bad model source in one line, exit 2."""
-import subprocess
-import sys
 
 import pytest
+
+from conftest import run_cli
 
 
 @pytest.mark.parametrize('argv', [
@@ -16,8 +16,7 @@ def test_missing_weights_are_a_clean_error(tmp_path, argv):
     img = tmp_path / 'face.png'
     Image.new('RGB', (32, 32), (128, 100, 90)).save(img)
     args = [a.format(img=img, tmp=tmp_path) for a in argv] + ['--checkpoint', str(tmp_path / 'missing.pth.tar')]
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(args, timeout=300)
     assert proc.returncode == 2, proc.stderr
     assert 'missing.pth.tar does not exist' in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'm.onnx').exists()
@@ -26,8 +25,7 @@ def test_missing_weights_are_a_clean_error(tmp_path, argv):
 def test_no_model_source_means_the_packaged_model(tmp_path):
     # without --model/--checkpoint/--hf-hub the installed FER2013 model is used; here eval then stops, in one
     # line, at the missing split folder (it got past loading the model)
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--data-dir', str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_cli(['eval', '--data-dir', str(tmp_path)], timeout=300)
     assert proc.returncode == 2 and f'split folder {tmp_path}/test not found' in proc.stderr, proc.stderr
     assert 'Traceback' not in proc.stderr and '--model NAME' not in proc.stderr
 
@@ -68,8 +66,7 @@ def test_one_error_path_one_line_with_the_commands_prefix(tmp_path, argv, status
     Image.new('RGB', (32, 32), (128, 100, 90)).save(img)
     (tmp_path / 'empty').mkdir()
     args = [a.format(img=img, tmp=tmp_path) for a in argv]
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = run_cli(args, timeout=300)
     assert proc.returncode == status, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if 'error:' in line]
     assert len(errors) == 1 and errors[0].startswith(f'timm-msanet {argv[0]}: error: ') and message in errors[0], \
@@ -81,8 +78,7 @@ def test_label_names_for_a_model_with_its_own_names_warn_what_they_rename(tmp_pa
     from PIL import Image
     img = tmp_path / 'face.png'
     Image.new('RGB', (32, 32), (128, 100, 90)).save(img)
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(img), '--label-names',
-                           'a,b,c,d,e,f,g'], capture_output=True, text=True, timeout=300)
+    proc = run_cli(['predict', img, '--label-names', 'a,b,c,d,e,f,g'], timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert 'renames the outputs of a model that has its own names: anger -> a, disgust -> b' in proc.stderr
     assert proc.stdout.split(': ')[1].split()[0] in 'abcdefg'

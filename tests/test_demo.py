@@ -8,6 +8,8 @@ from PIL import Image
 
 from timm_msanet import FER7_LABELS
 
+from conftest import run_cli
+
 DEMO = Path(__file__).resolve().parent.parent / 'examples' / 'demo.py'
 
 
@@ -53,10 +55,8 @@ def test_demo_weights_reproduce_their_score_through_eval(tmp_path):
     summary = json.loads((tmp_path / 'summary.json').read_text())
     config = json.loads((tmp_path / 'config.json').read_text())
     assert config['pretrained_cfg']['input_size'] == [3, 80, 80] and config['pretrained_cfg']['notes'] == []
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint',
-                           str(tmp_path / 'model.safetensors'), '--data-dir', str(tmp_path / 'data'),
-                           '--split', 'validation', '--out', str(tmp_path / 'eval'), '--workers', '0'],
-                          capture_output=True, text=True, timeout=600)
+    proc = run_cli(['eval', '--checkpoint', tmp_path / 'model.safetensors', '--data-dir', tmp_path / 'data',
+                    '--split', 'validation', '--out', tmp_path / 'eval', '--workers', '0'], timeout=600)
     assert proc.returncode == 0, proc.stderr
     metrics = json.loads((tmp_path / 'eval' / 'metrics.json').read_text())
     assert metrics['input_size'] == [3, 80, 80]

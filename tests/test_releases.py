@@ -1,9 +1,6 @@
 """The packaged `msanet_r18.fer2013` release (releases.py): the default `pretrained=True`, offline, on real photos."""
 import json
 import os
-import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
@@ -21,6 +18,8 @@ from timm_msanet.utils.images import make_transform
 from timm_msanet.inference.predict import predict
 from timm_msanet.releases import PUBLISHED, weights_path
 
+from conftest import run_cli
+
 RELEASE = next(e for e in PUBLISHED if (e['arch'], e['tag']) == ('msanet_r18', 'fer2013'))
 WEIGHTS = Path(weights_path(RELEASE))
 
@@ -31,10 +30,7 @@ def _offline_env(tmp_path):
 
 
 def _cli(*argv, env):
-    exe = shutil.which('timm-msanet')
-    cmd = [exe] if exe else [sys.executable, '-m', 'timm_msanet.cli']
-    return subprocess.run(cmd + [str(a) for a in argv], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, **env))
+    return run_cli(argv, timeout=300, env=dict(os.environ, **env))
 
 
 @pytest.fixture(scope='module')

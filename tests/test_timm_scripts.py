@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from conftest import write_folded_resnet18
+from conftest import run_cli, write_folded_resnet18
 
 TIMM_REPO = os.environ.get('TIMM_REPO')
 pytestmark = pytest.mark.skipif(
@@ -110,8 +110,7 @@ def test_train_smoke_records_runs(tmp_path):
 
 
 def _cli(*args, cwd):
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=900)
+    proc = run_cli(args, cwd=cwd, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ from timm_msanet.notes import set_temperature, temperature_of
 from timm_msanet.evaluation.scores import calibrated_probs, calibration_metrics, fit_temperature
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.inference.predict import predict
+
+from conftest import run_cli
 
 CLASSES = ('anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise')
 OFFLINE = dict(HF_HUB_OFFLINE='1')
@@ -89,8 +90,7 @@ def test_a_lying_temperature_is_refused():
 
 
 def _cli(*argv: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *argv], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ, **OFFLINE))
+    return run_cli(argv, timeout=timeout, env=dict(os.environ, **OFFLINE))
 
 
 @pytest.fixture(scope='module')

@@ -1,8 +1,6 @@
 """FER evaluation: metrics against hand-computed values, label alignment by name, checkpoints, errors."""
 import argparse
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +13,8 @@ from timm.data import create_transform, resolve_data_config
 from timm_msanet import FER7_LABELS
 from timm_msanet.evaluation.evaluate import EvalError, align_labels, evaluate, metrics_from_confusion
 from timm_msanet.loading import CheckpointError, load_model
+
+from conftest import run_cli
 
 
 class BrightnessModel(nn.Module):
@@ -184,9 +184,8 @@ def test_checkpoint_errors(trained_checkpoint, tmp_path):
 def test_cli_eval_writes_metrics_csv_and_png(trained_checkpoint, tmp_path):
     path, model, ema, data = trained_checkpoint
     out = tmp_path / 'eval'
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint', str(path), '--data-dir',
-                           str(data), '--split', 'test', '--out', str(out), '--workers', '0', '--tta-hflip'],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_cli(['eval', '--checkpoint', path, '--data-dir', data, '--split', 'test', '--out', out, '--workers', '0',
+                    '--tta-hflip'], timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert 'mean class accuracy' in proc.stdout
     metrics = json.loads((out / 'metrics.json').read_text())
@@ -202,6 +201,5 @@ def test_cli_eval_writes_metrics_csv_and_png(trained_checkpoint, tmp_path):
 
 
 def test_cli_eval_bad_input_exit_code(tmp_path):
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint', str(tmp_path / 'x.pth'),
-                           '--data-dir', str(tmp_path)], capture_output=True, text=True, timeout=300)
+    proc = run_cli(['eval', '--checkpoint', tmp_path / 'x.pth', '--data-dir', tmp_path], timeout=300)
     assert proc.returncode == 2 and 'does not exist' in proc.stderr and 'Traceback' not in proc.stderr

@@ -6,8 +6,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +16,13 @@ from timm_msanet.evaluation.evaluate import evaluate, format_table
 from timm_msanet.loading import load_model
 from timm_msanet.releases import PUBLISHED, weights_path
 
+from conftest import run_cli
+
 REPO = 'test-org/msanet-verify'
 
 
 def _cli(*argv, env=None, timeout=600):
-    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, argv)], capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})), timeout=timeout)
+    return run_cli(argv, env=dict(os.environ, **(env or {})), timeout=timeout)
 
 
 @pytest.fixture(scope='module')

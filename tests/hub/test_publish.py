@@ -3,8 +3,6 @@ the real CLI in a subprocess, an offline Hugging Face cache; nothing reaches the
 import argparse
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +15,8 @@ from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published, load_model
 from timm_msanet.hub.publish import DATASETS, PublishError, publish
 
+from conftest import run_cli
+
 ARCH = 'msanet_r18_ms'
 SIZE = 64
 REPO = 'testorg/msanet-r18-ms-rafdb'
@@ -25,8 +25,7 @@ OFFLINE = dict(HF_HUB_OFFLINE='1')
 
 def _cli(*argv, env=None):
     full_env = dict(os.environ, **OFFLINE, **(env or {}))
-    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'publish', *map(str, argv)],
-                          capture_output=True, text=True, env=full_env, timeout=180)
+    return run_cli(['publish', *argv], env=full_env, timeout=180)
 
 
 def _logits(model, x):

@@ -1,6 +1,4 @@
 """timm-msanet explain: CBAM spatial attention maps per branch and an exact CAM, drawn with PIL."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,8 @@ from PIL import Image
 import timm_msanet  # noqa: F401
 from timm_msanet.inference.explain import PANEL, explain, render
 from timm_msanet.utils.images import make_transform
+
+from conftest import run_cli
 
 SIZE = 96
 
@@ -65,16 +65,14 @@ def test_model_without_attention_shows_cam_only(face):
 
 def test_cli_explain(face, tmp_path):
     out = tmp_path / 'out' / 'explained.png'
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'explain', str(face), '--model', 'msanet_r18_as',
-                           '--no-pretrained', '--img-size', str(SIZE), '--out', str(out)],
-                          capture_output=True, text=True, timeout=240)
+    proc = run_cli(['explain', face, '--model', 'msanet_r18_as', '--no-pretrained', '--img-size', SIZE, '--out', out],
+                   timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'attention maps: branch 0 (3x3)' in proc.stdout
     with Image.open(out) as img:
         assert img.format == 'PNG' and img.width > 3 * PANEL
     # refuses to overwrite its input
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'explain', str(out), '--model', 'msanet_r18_as',
-                           '--no-pretrained', '--out', str(out)], capture_output=True, text=True, timeout=240)
+    proc = run_cli(['explain', out, '--model', 'msanet_r18_as', '--no-pretrained', '--out', out], timeout=240)
     assert proc.returncode == 2 and 'is one of the inputs' in proc.stderr
 
 
@@ -94,20 +92,18 @@ def test_cli_explain_faces_on_a_photo(astronaut, tmp_path):
     blank = tmp_path / 'blank.png'
     Image.new('RGB', (200, 160), (120, 130, 140)).save(blank)
     out = tmp_path / 'faces.png'
-    base = [sys.executable, '-m', 'timm_msanet.cli', 'explain', '--model', 'msanet_r18_as', '--no-pretrained',
+    base = ['explain', '--model', 'msanet_r18_as', '--no-pretrained',
             '--img-size', str(SIZE), '--faces']
-    proc = subprocess.run(base + [str(photo), '--out', str(out)], capture_output=True, text=True, timeout=240)
+    proc = run_cli(base + [str(photo), '--out', str(out)], timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     face_lines = [ln for ln in proc.stdout.splitlines() if ' face 0 [' in ln or ' face 1 [' in ln]
     assert len(face_lines) >= 1 and f'wrote {out}: {len(face_lines)} row(s)' in proc.stdout
     with Image.open(out) as img:
-        whole = subprocess.run(base[:-1] + [str(photo), '--out', str(tmp_path / 'whole.png')], capture_output=True,
-                               text=True, timeout=240)
+        whole = run_cli(base[:-1] + [str(photo), '--out', str(tmp_path / 'whole.png')], timeout=240)
         assert whole.returncode == 0, whole.stderr[-3000:]
         with Image.open(tmp_path / 'whole.png') as one_row:
             assert img.height == len(face_lines) * one_row.height and img.width == one_row.width
-    proc = subprocess.run(base + [str(blank), '--out', str(tmp_path / 'none.png')], capture_output=True, text=True,
-                          timeout=240)
+    proc = run_cli(base + [str(blank), '--out', str(tmp_path / 'none.png')], timeout=240)
     assert proc.returncode == 1 and 'no face detected' in proc.stderr and not (tmp_path / 'none.png').exists()
 
 
@@ -117,14 +113,13 @@ def test_cli_explain_faces_aligns_with_a_landmark_detector(astronaut, tmp_path):
     pytest.importorskip('dlib')
     tilted = tmp_path / 'tilted.png'
     Image.fromarray(astronaut).rotate(25, resample=Image.Resampling.BICUBIC).save(tilted)
-    base = [sys.executable, '-m', 'timm_msanet.cli', 'explain', str(tilted), '--faces', '--detector', 'dlib']
-    proc = subprocess.run(base + ['--out', str(tmp_path / 'aligned.png')], capture_output=True, text=True, timeout=240)
+    base = ['explain', str(tilted), '--faces', '--detector', 'dlib']
+    proc = run_cli(base + ['--out', str(tmp_path / 'aligned.png')], timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (line,) = [ln for ln in proc.stdout.splitlines() if ' face 0 [' in ln]
     rotation = float(line.split('aligned (rotated ')[1].split(' degrees')[0])
     assert -30 < rotation < -18, line  # the 25 degree tilt undone, less the photo's own 3.5 degrees
-    square = subprocess.run(base + ['--no-align', '--out', str(tmp_path / 'square.png')], capture_output=True,
-                            text=True, timeout=240)
+    square = run_cli(base + ['--no-align', '--out', str(tmp_path / 'square.png')], timeout=240)
     assert square.returncode == 0 and 'aligned' not in square.stdout, square.stderr[-3000:]
     from timm_msanet.inference.explain import explain_faces
     from timm_msanet.loading import load_model

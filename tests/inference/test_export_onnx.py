@@ -15,6 +15,8 @@ from timm_msanet.inference.export_onnx import check_onnx, export_onnx, read_meta
 from timm_msanet.loading import load_model
 from timm_msanet.utils.images import load_image, make_transform
 
+from conftest import run_cli
+
 ort = pytest.importorskip('onnxruntime')
 SIZE = 96
 
@@ -86,9 +88,8 @@ def test_torch_export_dynamic_batch(model, real_batch):
 
 def test_cli_export_onnx_check(tmp_path):
     out = tmp_path / 'sub' / 'ms.onnx'
-    proc = subprocess.run(
-        [sys.executable, '-m', 'timm_msanet.cli', 'export-onnx', '--model', 'msanet_r18_ms', '--no-pretrained',
-         '--img-size', '64', '--output', str(out), '--check'], capture_output=True, text=True, timeout=300)
+    proc = run_cli(['export-onnx', '--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '64', '--output', out,
+                    '--check'], timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert 'onnxruntime check: max abs logit diff' in proc.stdout and '(ok,' in proc.stdout
     meta = read_metadata(out)

@@ -4,6 +4,8 @@ from PIL import Image
 
 from timm_msanet.inference.faces import detect_faces, face_crop_box, require_detector
 
+from conftest import run_cli
+
 
 def test_face_crop_box_stays_inside():
     assert face_crop_box((0, 0, 10, 10), (100, 100), 0.2) == (0, 0, 14, 14)
@@ -96,12 +98,9 @@ def test_aligned_crops_bring_tilted_faces_back_to_the_upright_prediction(astrona
 def test_predict_cli_reports_landmarks_and_draws_them(astronaut, tmp_path):
     _dlib()
     import json
-    import subprocess
-    import sys
     Image.fromarray(astronaut).save(tmp_path / 'a.png')
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces',
-                           '--detector', 'dlib', '--json', str(tmp_path / 'r.json'), '--annotate', str(tmp_path / 'o')],
-                          capture_output=True, text=True, timeout=300)
+    proc = run_cli(['predict', tmp_path / 'a.png', '--faces', '--detector', 'dlib', '--json', tmp_path / 'r.json',
+                    '--annotate', tmp_path / 'o'], timeout=300)
     assert proc.returncode == 0, proc.stderr
     (res,) = json.loads((tmp_path / 'r.json').read_text())
     face = res['faces'][0]
@@ -173,21 +172,16 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     """Aligning for a model whose cfg records no framing (a local checkpoint, an unpublished architecture) uses
     FER2013's and says so on stderr; the packaged release records its own and says nothing."""
     _dlib()
-    import subprocess
-    import sys
     from timm_msanet.inference.faces import framing_notice
     from timm_msanet.notes import DEFAULT_FRAMING, FramingError, recorded_framing
     Image.fromarray(astronaut).save(tmp_path / 'a.png')
-    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', str(tmp_path / 'a.png'), '--faces',
-            '--detector', 'dlib']
-    bare = subprocess.run(base + ['--model', 'msanet_r18_ms', '--no-pretrained'], capture_output=True, text=True,
-                          timeout=300)
+    base = ['predict', str(tmp_path / 'a.png'), '--faces', '--detector', 'dlib']
+    bare = run_cli(base + ['--model', 'msanet_r18_ms', '--no-pretrained'], timeout=300)
     assert bare.returncode == 0, bare.stderr
     assert 'records no face framing' in bare.stderr and f"eye_y {DEFAULT_FRAMING['eye_y']}" in bare.stderr
-    packaged = subprocess.run(base, capture_output=True, text=True, timeout=300)
+    packaged = run_cli(base, timeout=300)
     assert packaged.returncode == 0 and 'face framing' not in packaged.stderr, packaged.stderr
-    square = subprocess.run(base + ['--model', 'msanet_r18_ms', '--no-pretrained', '--no-align'], capture_output=True,
-                            text=True, timeout=300)
+    square = run_cli(base + ['--model', 'msanet_r18_ms', '--no-pretrained', '--no-align'], timeout=300)
     assert square.returncode == 0 and 'face framing' not in square.stderr, square.stderr
     # a malformed or out-of-bounds note is an error, never silently another framing (configs are refused at load)
     for note in ('face framing: eye_y=0.41 eye_dist=x', 'face framing: eye_y=0.41 eye_dist=0.0015', 'face framing:'):

@@ -16,6 +16,8 @@ from timm_msanet.loading import load_model
 from timm_msanet.utils.images import annotate_image
 from timm_msanet.inference.predict import predict
 
+from conftest import run_cli
+
 LABELS = ['anger', 'disgust', 'fear', 'happiness', 'neutral', 'sadness', 'surprise']
 SIZE = 96
 
@@ -142,8 +144,7 @@ def test_faces_on_a_real_photo(model, astronaut):
 
 
 def _cli(*args, timeout=240):
-    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cli(['predict', *map(str, args)], timeout=timeout)
 
 
 def test_cli_folder_json_csv_bad_files(checkpoint, image_dir, tmp_path):
@@ -252,8 +253,7 @@ def test_cli_without_a_model_uses_the_packaged_one(image_dir, tmp_path):
     # the README's first command names no model: the installed FER2013 release answers, offline
     import os
     env = dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'no-hf'))
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(image_dir / 'rgb.jpg'), '--json',
-                           '-'], capture_output=True, text=True, timeout=240, env=env)
+    proc = run_cli(['predict', image_dir / 'rgb.jpg', '--json', '-'], timeout=240, env=env)
     assert proc.returncode == 0, proc.stderr
     (result,) = json.loads(proc.stdout)
     assert result['label'] in LABELS and 'meaningless' not in proc.stderr
@@ -270,9 +270,8 @@ def test_odd_file_names_cannot_forge_lines_and_fifos_are_not_read(tmp_path):
         Image.fromarray(_photo(i)).save(os.path.join(os.fsencode(photos), os.fsencode(name)), format='PNG')
     os.mkfifo(photos / 'pipe.jpg')
     out_csv = tmp_path / 'r.csv'
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(photos), str(photos / 'pipe.jpg'),
-                           '--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '32', '--csv', str(out_csv)],
-                          capture_output=True, text=True, timeout=120, errors='backslashreplace')
+    proc = run_cli(['predict', photos, photos / 'pipe.jpg', '--model', 'msanet_r18_ms', '--no-pretrained',
+                    '--img-size', '32', '--csv', out_csv], timeout=120, errors='backslashreplace')
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 4 and '\x1b' not in proc.stdout  # 3 photos and the FIFO given (a folder scan skips it)

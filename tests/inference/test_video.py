@@ -4,9 +4,6 @@ written as CSV/JSON, a timeline PNG and an annotated video; and the bad inputs a
 truncated, no face, images mixed with videos)."""
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +15,15 @@ cv2 = pytest.importorskip('cv2')
 from timm_msanet.loading import load_model  # noqa: E402
 from timm_msanet.inference.video import FaceTracker, VideoError, VideoReader, analyze_video, max_gap_for  # noqa: E402
 
+from conftest import run_cli
+
 FPS = 10
 FRAMES = 30
 W, H = 480, 260
 
 
 def _cli(*argv, timeout=600):
-    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'predict', *map(str, argv)], capture_output=True,
-                          text=True, timeout=timeout, env=dict(os.environ))
+    return run_cli(['predict', *argv], timeout=timeout)
 
 
 def _frames(astronaut, n=FRAMES):

@@ -9,8 +9,6 @@ import http.server
 import json
 import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -22,6 +20,8 @@ from timm.models import save_for_hf
 
 import timm_msanet  # noqa: F401
 from timm_msanet.loading import CheckpointError, create_published, load_model
+
+from conftest import run_cli
 
 
 ARCH = 'msanet_r18_ms'
@@ -89,10 +89,8 @@ def test_checkpoint_model_kwargs_cannot_fetch_a_url_through_eval(beacon, tmp_pat
     url, hits = beacon
     ckpt = _train_checkpoint(tmp_path / 'evil.pth.tar', model_kwargs=_hostile_kwargs(url))
     data = _image_folder(tmp_path / 'data')
-    proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', 'eval', '--checkpoint', str(ckpt),
-                           '--data-dir', str(data), '--split', 'test', '--out', str(tmp_path / 'eval')],
-                          capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf')))
+    proc = run_cli(['eval', '--checkpoint', ckpt, '--data-dir', data, '--split', 'test', '--out', tmp_path / 'eval'],
+                   timeout=300, env=dict(os.environ, HF_HUB_OFFLINE='1', HF_HOME=str(tmp_path / 'hf')))
     assert proc.returncode == 2, proc.stderr
     assert 'sets pretrained, pretrained_cfg_overlay among its model arguments' in proc.stderr
     assert 'Traceback' not in proc.stderr and not (tmp_path / 'eval').exists()
@@ -307,15 +305,14 @@ def test_label_names_flag_for_a_class_count_without_canonical_names(tmp_path):
     torch.save({'state_dict': model.state_dict(), 'arch': ARCH,
                 'args': argparse.Namespace(model=ARCH, num_classes=3, img_size=64)}, ckpt)
     Image.new('RGB', (64, 64), (120, 90, 80)).save(tmp_path / 'face.png')
-    base = [sys.executable, '-m', 'timm_msanet.cli', 'predict', '--checkpoint', str(ckpt), str(tmp_path / 'face.png')]
+    base = ['predict', '--checkpoint', str(ckpt), str(tmp_path / 'face.png')]
     env = dict(os.environ, HF_HUB_OFFLINE='1')
-    missing = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
+    missing = run_cli(base, timeout=300, env=env)
     assert missing.returncode == 2 and '--label-names a,b,c on the command line' in missing.stderr
-    ok = subprocess.run(base + ['--label-names', 'calm,joy,anger', '--json', '-'], capture_output=True, text=True,
-                        timeout=300, env=env)
+    ok = run_cli(base + ['--label-names', 'calm,joy,anger', '--json', '-'], timeout=300, env=env)
     assert ok.returncode == 0, ok.stderr
     assert set(json.loads(ok.stdout)[0]['probabilities']) == {'calm', 'joy', 'anger'}
-    dup = subprocess.run(base + ['--label-names', 'a,a,b'], capture_output=True, text=True, timeout=300, env=env)
+    dup = run_cli(base + ['--label-names', 'a,a,b'], timeout=300, env=env)
     assert dup.returncode == 2 and 'label_names must be unique' in dup.stderr
 
 
@@ -382,8 +379,7 @@ def test_pickled_code_in_a_checkpoint_is_refused_and_never_runs(tmp_path):
     # every command reads checkpoints through the same loader: publish and eval refuse it the same way
     for argv in (['publish', str(evil), '--repo-id', 'org/x', '--dataset', 'rafdb', '--dry-run', str(tmp_path / 'out')],
                  ['eval', '--checkpoint', str(evil), '--data-dir', str(tmp_path)]):
-        proc = subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *argv], capture_output=True, text=True,
-                              timeout=300)
+        proc = run_cli(argv, timeout=300)
         assert proc.returncode == 2 and 'refused to load' in proc.stderr and 'system' in proc.stderr, proc.stderr
     assert not marker.exists() and not (tmp_path / 'out').exists()
 

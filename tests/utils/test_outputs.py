@@ -20,12 +20,16 @@ import timm_msanet  # noqa: F401
 from timm_msanet.loading import write_weights
 from timm_msanet.utils.outputs import OutputError, atomic_path, check_output, replace_folder, write_output
 
+from conftest import run_cli
+
 TINY = ['--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '32']
 
 
 def _cli(*args, timeout=300, preexec_fn=None):
-    return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=preexec_fn)
+    if preexec_fn is not None:  # a limit set in the new process before it starts: a fresh interpreter
+        return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, args)], capture_output=True,
+                              text=True, timeout=timeout, preexec_fn=preexec_fn)
+    return run_cli(args, timeout=timeout)
 
 
 def _photo(path: Path, seed: int = 0, size=(64, 64)) -> bytes:

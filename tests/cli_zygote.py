@@ -1,0 +1,90 @@
+"""A process that has imported torch and torchvision once and forks one child per `timm-msanet` command.
+
+Every CLI test runs the command in a real process of its own (its own pid, stdout, stderr, exit status, cwd and
+environment), as `python -m timm_msanet.cli ARGS` would; what the fork saves is the interpreter start and the
+import of torch and torchvision (about 5 s of each command's 6-7 s on the 2-core VM). Nothing of timm,
+huggingface_hub or timm_msanet is imported here: they read the environment (HF_HOME, HF_HUB_OFFLINE, ...) when
+imported, so each child imports them under its own environment, as a fresh interpreter does. Commands whose
+environment changes what the interpreter itself reads at start-up (PYTHON*, OMP_*, MKL_*, LD_*) are not sent
+here: `conftest.run_cli` starts a fresh interpreter for them.
+
+Protocol, one JSON object a line on stdin: {"argv", "env", "cwd", "stdout", "stderr"} (the last two: files the
+child writes its streams to); the reply is {"pid": N} when the child starts, then {"status": S} when it ends
+(S as subprocess's returncode: negative for a signal).
+"""
+import json
+import os
+import sys
+
+import torch  # noqa: F401  (the point of this process)
+import torchvision.ops  # noqa: F401  (pulls in torch._dynamo through timm.layers' fx helpers in every child)
+
+
+def _child(request) -> None:
+    import atexit
+    import runpy
+    import signal
+    import threading
+    import traceback
+    os.setsid()  # a timeout kills the command's whole group, loader workers included
+    null = os.open(os.devnull, os.O_RDONLY)
+    out = os.open(request['stdout'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    err = os.open(request['stderr'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    for fd, target in ((null, 0), (out, 1), (err, 2)):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.environ.clear()
+    os.environ.update(request['env'])
+    os.chdir(request['cwd'])
+    sys.path[0] = os.getcwd()  # as `python -m` puts the working directory first
+    sys.argv = ['-m', *request['argv']]
+    code = 0
+    try:
+        runpy._run_module_as_main('timm_msanet.cli')  # what `python -m` calls
+    except SystemExit as exc:
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except KeyboardInterrupt:
+        traceback.print_exc()
+        code = -signal.SIGINT
+    except BaseException:  # noqa: B902  (as the interpreter does: traceback, status 1)
+        traceback.print_exc()
+        code = 1
+    threading._shutdown()  # the interpreter's own order at exit: threads, then atexit hooks, then the streams
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    if code < 0:
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    os._exit(code & 0xFF)
+
+
+def main() -> None:
+    channel = sys.stdout
+    for line in sys.stdin:
+        request = json.loads(line)
+        channel.flush()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _child(request)
+            finally:
+                os._exit(70)
+        channel.write(json.dumps({'pid': pid}) + '\n')
+        channel.flush()
+        _, status = os.waitpid(pid, 0)
+        channel.write(json.dumps({'status': os.waitstatus_to_exitcode(status)}) + '\n')
+        channel.flush()
+
+
+if __name__ == '__main__':
+    main()
