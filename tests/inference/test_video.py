@@ -104,13 +104,15 @@ def test_fps_sampling_json_and_batching(two_faces, tmp_path, model):
     assert res['detector'] == resolve_detector()  # dlib with the landmarks extra, else the Haar cascade
     if res['detector'] == 'dlib':
         assert all('aligned' in r and len(r['landmarks']) == 5 for r in res['rows'])
-    one = analyze_video(two_faces, model, batch_size=1)
-    many = analyze_video(two_faces, model, batch_size=7)  # crops of several frames in one batch
+    # at 5 fps (every other frame: 15 frames, 30 crops) a batch of 7 still holds crops of several frames
+    one = analyze_video(two_faces, model, fps=5, batch_size=1)
+    seen = []
+    many = analyze_video(two_faces, model, fps=5, batch_size=7,
+                         on_frame=lambda i, t, img, rows: seen.append((i, t, img.size, len(rows))))
     assert [(r['frame'], r['face']) for r in one['rows']] == [(r['frame'], r['face']) for r in many['rows']]
+    assert len(many['rows']) == 30
     for a, b in zip(one['rows'], many['rows']):
         np.testing.assert_allclose(list(a['probabilities'].values()), list(b['probabilities'].values()), atol=1e-5)
-    seen = []
-    analyze_video(two_faces, model, fps=5, on_frame=lambda i, t, img, rows: seen.append((i, t, img.size, len(rows))))
     assert [s[0] for s in seen] == list(range(0, FRAMES, 2)) and all(s[2] == (W, H) and s[3] == 2 for s in seen)
 
 
