@@ -12,6 +12,7 @@ import sys
 import tempfile
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
@@ -78,7 +79,7 @@ def _zygote() -> subprocess.Popen:
     if proc is None or proc.poll() is not None:
         proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name('cli_zygote.py'))],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        _ZYGOTE.update(proc=proc, env=dict(os.environ))
+        _ZYGOTE.update(proc=proc, env=dict(os.environ), buf=bytearray())
     return proc
 
 
@@ -95,32 +96,55 @@ def _startup_env(env: Dict[str, str]) -> Dict[str, str]:
 
 
 def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[Union[str, Path]] = None,
-            timeout: float = 300, errors: Optional[str] = None) -> subprocess.CompletedProcess:
+            timeout: float = 300, errors: Optional[str] = None, preexec_fn=None) -> subprocess.CompletedProcess:
     """`timm-msanet ARGV` in a process of its own, as `subprocess.run([python, '-m', 'timm_msanet.cli', ...],
     capture_output=True, text=True)` would run it: its exit status, stdout and stderr, killed (with its
     children) and `subprocess.TimeoutExpired` raised after `timeout` s. The process is forked from one that has
-    imported torch and torchvision (tests/cli_zygote.py), which saves the interpreter start; an `env` that
-    differs in what an interpreter reads at start-up gets a fresh interpreter instead."""
-    argv = [str(a) for a in argv]
+    imported torch and torchvision (tests/cli_zygote.py), which saves the interpreter start. A fresh interpreter
+    runs it instead when `env` differs in what an interpreter reads at start-up, or with a `preexec_fn` (a
+    limit set before the new process starts)."""
+    cmd = [sys.executable, '-m', 'timm_msanet.cli', *map(str, argv)]
     env = dict(os.environ if env is None else env)
     cwd = str(cwd or os.getcwd())
     with _ZYGOTE['lock']:
         proc = _zygote()
-        if _startup_env(env) != _startup_env(_ZYGOTE['env']):
-            return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *argv], capture_output=True, text=True,
-                                  errors=errors, env=env, cwd=cwd, timeout=timeout)
+        if preexec_fn is not None or _startup_env(env) != _startup_env(_ZYGOTE['env']):
+            return subprocess.run(cmd, capture_output=True, text=True, errors=errors, env=env, cwd=cwd,
+                                  timeout=timeout, preexec_fn=preexec_fn)
         with tempfile.TemporaryDirectory(prefix='run_cli_') as streams:
             out, err = os.path.join(streams, 'stdout'), os.path.join(streams, 'stderr')
-            proc.stdin.write(json.dumps({'argv': argv, 'env': env, 'cwd': cwd, 'stdout': out, 'stderr': err}) + '\n')
-            pid = json.loads(proc.stdout.readline())['pid']
-            ready, _, _ = select.select([proc.stdout], [], [], timeout)
-            if not ready:
-                os.killpg(pid, signal.SIGKILL)
-                proc.stdout.readline()
-                raise subprocess.TimeoutExpired([sys.executable, '-m', 'timm_msanet.cli', *argv], timeout)
-            status = json.loads(proc.stdout.readline())['status']
-            return subprocess.CompletedProcess([sys.executable, '-m', 'timm_msanet.cli', *argv], status,
-                                               _read_text(out, errors), _read_text(err, errors))
+            proc.stdin.write(json.dumps({'argv': cmd[3:], 'env': env, 'cwd': cwd, 'stdout': out, 'stderr': err}) + '\n')
+            proc.stdin.flush()
+            pid = _reply(proc, None)['pid']
+            try:
+                status = _reply(proc, timeout)['status']
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:  # it ended (or had not yet made its group) as the time ran out
+                    os.kill(pid, signal.SIGKILL)
+                _reply(proc, None)
+                raise subprocess.TimeoutExpired(cmd, timeout) from None
+            return subprocess.CompletedProcess(cmd, status, _read_text(out, errors), _read_text(err, errors))
+
+
+def _reply(proc: subprocess.Popen, timeout: Optional[float]) -> dict:
+    """The zygote's next reply line. Read from the pipe's file descriptor with our own buffer: a buffered
+    readline could take both replies at once and leave select() waiting on an empty pipe."""
+    buf = _ZYGOTE.setdefault('buf', bytearray())
+    fd = proc.stdout.fileno()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while b'\n' not in buf:
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not select.select([fd], [], [], left)[0]:
+            raise subprocess.TimeoutExpired('cli_zygote', timeout)
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise RuntimeError('tests/cli_zygote.py ended without replying; its stderr is in the test output')
+        buf += chunk
+    line, _, rest = bytes(buf).partition(b'\n')
+    buf[:] = rest
+    return json.loads(line)
 
 
 def _read_text(path: str, errors: Optional[str]) -> str:

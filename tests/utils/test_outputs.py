@@ -6,8 +6,6 @@ import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +24,7 @@ TINY = ['--model', 'msanet_r18_ms', '--no-pretrained', '--img-size', '32']
 
 
 def _cli(*args, timeout=300, preexec_fn=None):
-    if preexec_fn is not None:  # a limit set in the new process before it starts: a fresh interpreter
-        return subprocess.run([sys.executable, '-m', 'timm_msanet.cli', *map(str, args)], capture_output=True,
-                              text=True, timeout=timeout, preexec_fn=preexec_fn)
-    return run_cli(args, timeout=timeout)
+    return run_cli(args, timeout=timeout, preexec_fn=preexec_fn)
 
 
 def _photo(path: Path, seed: int = 0, size=(64, 64)) -> bytes:
