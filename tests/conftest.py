@@ -21,7 +21,7 @@ import pytest
 # pytest-xdist workers share the cores, and torch's OpenMP pool starts one thread per core in each: two workers on
 # two cores ran four threads that spin waiting on each other. Split the cores between the
 # workers instead; set before anything imports torch, so every CLI command a test runs inherits it. Measured on
-# the 2-core x86 VM, -n 2, tests/test_bench.py tests/inference tests/evaluation: 299 s -> 139 s (docs/testing.md).
+# the 2-core x86 VM, whole suite with -n 2: 560 s -> 311 s (docs/testing.md).
 if os.environ.get('PYTEST_XDIST_WORKER') and 'OMP_NUM_THREADS' not in os.environ:
     os.environ['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1)
                                             // int(os.environ.get('PYTEST_XDIST_WORKER_COUNT') or 1)))
@@ -139,7 +139,7 @@ def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[
 def _reply(proc: subprocess.Popen, timeout: Optional[float]) -> dict:
     """The zygote's next reply line. Read from the pipe's file descriptor with our own buffer: a buffered
     readline could take both replies at once and leave select() waiting on an empty pipe."""
-    buf = _ZYGOTE.setdefault('buf', bytearray())
+    buf = _ZYGOTE['buf']
     fd = proc.stdout.fileno()
     deadline = None if timeout is None else time.monotonic() + timeout
     while b'\n' not in buf:
