@@ -2,11 +2,19 @@
 
 Every CLI test runs the command in a real process of its own (its own pid, stdout, stderr, exit status, cwd and
 environment), as `python -m timm_msanet.cli ARGS` would; what the fork saves is the interpreter start and the
-import of torch and torchvision (about 5 s of each command's 6-7 s on the 2-core VM). Nothing of timm,
-huggingface_hub or timm_msanet is imported here: they read the environment (HF_HOME, HF_HUB_OFFLINE, ...) when
-imported, so each child imports them under its own environment, as a fresh interpreter does. Commands whose
-environment changes what the interpreter itself reads at start-up (PYTHON*, OMP_*, MKL_*, LD_*) are not sent
-here: `conftest.run_cli` starts a fresh interpreter for them.
+import of torch and torchvision (about 5 s of each command's 6-7 s on the 2-core VM).
+
+Two kinds run side by side (`conftest.run_cli` picks one per command):
+- cold (no argument): nothing of timm, huggingface_hub or timm_msanet is imported. They read the environment
+  (HF_HOME, HF_HUB_OFFLINE, ...) when imported, so each child imports them under its own environment, as a fresh
+  interpreter does.
+- warm (`--warm`): also imports timm and every timm_msanet module (1-2 s more a command on the 2-core VM), with
+  the working directory first on sys.path as `python -m` puts it. Its children are only commands whose
+  environment and working directory are exactly the ones this process started with, so every import it made
+  is the one a fresh interpreter would make. It imports no optional extra (OpenCV, dlib, ONNX): those stay
+  the command's own, as in a fresh interpreter.
+Commands whose environment changes what the interpreter itself reads at start-up (PYTHON*, OMP_*, MKL_*, LD_*)
+go to neither: `conftest.run_cli` starts a fresh interpreter for them.
 
 Protocol, one JSON object a line on stdin: {"argv", "env", "cwd", "stdout", "stderr"} (the last two: files the
 child writes its streams to); the reply is {"pid": N} when the child starts, then {"status": S} when it ends
@@ -68,7 +76,20 @@ def _child(request) -> None:
     os._exit(code & 0xFF)
 
 
+def _import_the_package() -> None:
+    import importlib
+    import pkgutil
+    sys.path[0] = os.getcwd()  # as `python -m` from here would have it, before anything is imported from it
+    import timm  # noqa: F401  (registers the models through the installed hook, as in a fresh interpreter)
+    import timm_msanet
+    for info in pkgutil.walk_packages(timm_msanet.__path__, 'timm_msanet.'):
+        if info.name != 'timm_msanet.cli':  # `python -m` runs it as __main__; imported here, runpy would warn
+            importlib.import_module(info.name)
+
+
 def main() -> None:
+    if sys.argv[1:] == ['--warm']:
+        _import_the_package()
     channel = sys.stdout
     for line in sys.stdin:
         request = json.loads(line)

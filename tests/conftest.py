@@ -79,28 +79,54 @@ def _run_python(code: str, env_overrides: Dict[str, str], timeout: int = 300) ->
 
 # Variables the interpreter or its native libraries read when they start (a forked child would ignore them).
 _STARTUP_VARS = ('PYTHON', 'OMP_', 'MKL_', 'KMP_', 'LD_', 'MALLOC_', 'TORCH_CPP_', 'ATEN_')
-_ZYGOTE = {'lock': threading.Lock()}
+_ZYGOTES = {'lock': threading.Lock()}
+# what the zygotes start with: the test process's own, before any test changes them
+_ZYGOTE_ENV, _ZYGOTE_CWD = dict(os.environ), os.getcwd()
 
 
-def _zygote() -> subprocess.Popen:
-    proc = _ZYGOTE.get('proc')
-    if proc is None or proc.poll() is not None:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name('cli_zygote.py'))],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-        _ZYGOTE.update(proc=proc, env=dict(os.environ), buf=bytearray())
-    return proc
+def _zygote(kind: str) -> dict:
+    """The running zygote of `kind` ('cold' or 'warm', see tests/cli_zygote.py), started on first use."""
+    z = _ZYGOTES.get(kind)
+    if z is None or z['proc'].poll() is not None:
+        argv = [sys.executable, str(Path(__file__).with_name('cli_zygote.py'))] + (['--warm'] if kind == 'warm' else [])
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                                env=_ZYGOTE_ENV, cwd=_ZYGOTE_CWD)
+        z = _ZYGOTES[kind] = dict(proc=proc, buf=bytearray())
+    return z
 
 
 @atexit.register
-def _stop_zygote():
-    proc = _ZYGOTE.get('proc')
-    if proc is not None and proc.poll() is None:
-        proc.stdin.close()
-        proc.wait(timeout=30)
+def _stop_zygotes():
+    for kind in ('cold', 'warm'):
+        z = _ZYGOTES.get(kind)
+        if z is not None and z['proc'].poll() is None:
+            z['proc'].stdin.close()
+            z['proc'].wait(timeout=30)
 
 
 def _startup_env(env: Dict[str, str]) -> Dict[str, str]:
     return {k: v for k, v in env.items() if k.startswith(_STARTUP_VARS)}
+
+
+# Set in the test process while it runs, and read by no import: the running test's name (pytest), the default
+# cache folder torch's compiler writes into os.environ when a test compiles (a child computes the same), and
+# FFmpeg's log level, which reading a video sets as a default (timm_msanet/inference/video.py) and OpenCV reads
+# when it opens one.
+_SET_BY_THE_RUN = ('PYTEST_CURRENT_TEST', 'TORCHINDUCTOR_CACHE_DIR', 'OPENCV_FFMPEG_LOGLEVEL')
+
+
+def _as_started(env: Dict[str, str]) -> Dict[str, str]:
+    """`env` less what the test process's own imports changed in it. Importing OpenCV prepends its wheel's
+    library folder to LD_LIBRARY_PATH in os.environ (for the processes it starts); without this, every command
+    after the first test that imports cv2 would be taken for one with another start-up environment."""
+    env = {k: v for k, v in env.items() if k not in _SET_BY_THE_RUN}
+    if 'LD_LIBRARY_PATH' in env:
+        kept = [p for p in env['LD_LIBRARY_PATH'].split(os.pathsep) if '/cv2/' not in p]
+        if any(kept) or 'LD_LIBRARY_PATH' in _ZYGOTE_ENV:
+            env['LD_LIBRARY_PATH'] = os.pathsep.join(kept)
+        else:
+            del env['LD_LIBRARY_PATH']
+    return env
 
 
 def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[Union[str, Path]] = None,
@@ -108,39 +134,41 @@ def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[
     """`timm-msanet ARGV` in a process of its own, as `subprocess.run([python, '-m', 'timm_msanet.cli', ...],
     capture_output=True, text=True)` would run it: its exit status, stdout and stderr, killed (with its
     children) and `subprocess.TimeoutExpired` raised after `timeout` s. The process is forked from one that has
-    imported torch and torchvision (tests/cli_zygote.py), which saves the interpreter start. A fresh interpreter
+    imported torch and torchvision (tests/cli_zygote.py), which saves the interpreter start; one that has also
+    imported timm and the package when `env` and `cwd` are the test process's own. A fresh interpreter
     runs it instead when `env` differs in what an interpreter reads at start-up, or with a `preexec_fn` (a
     limit set before the new process starts)."""
     cmd = [sys.executable, '-m', 'timm_msanet.cli', *map(str, argv)]
     env = dict(os.environ if env is None else env)
     cwd = str(cwd or os.getcwd())
-    with _ZYGOTE['lock']:
-        proc = _zygote()
-        if preexec_fn is not None or _startup_env(env) != _startup_env(_ZYGOTE['env']):
+    with _ZYGOTES['lock']:
+        if preexec_fn is not None or _startup_env(_as_started(env)) != _startup_env(_as_started(_ZYGOTE_ENV)):
             return subprocess.run(cmd, capture_output=True, text=True, errors=errors, env=env, cwd=cwd,
                                   timeout=timeout, preexec_fn=preexec_fn)
+        z = _zygote('warm' if _as_started(env) == _as_started(_ZYGOTE_ENV) and cwd == _ZYGOTE_CWD else 'cold')
+        proc = z['proc']
         with tempfile.TemporaryDirectory(prefix='run_cli_') as streams:
             out, err = os.path.join(streams, 'stdout'), os.path.join(streams, 'stderr')
             proc.stdin.write(json.dumps({'argv': cmd[3:], 'env': env, 'cwd': cwd, 'stdout': out, 'stderr': err}) + '\n')
             proc.stdin.flush()
-            pid = _reply(proc, None)['pid']
+            pid = _reply(z, None)['pid']
             try:
-                status = _reply(proc, timeout)['status']
+                status = _reply(z, timeout)['status']
             except subprocess.TimeoutExpired:
                 try:
                     os.killpg(pid, signal.SIGKILL)
                 except ProcessLookupError:  # it ended (or had not yet made its group) as the time ran out
                     os.kill(pid, signal.SIGKILL)
-                _reply(proc, None)
+                _reply(z, None)
                 raise subprocess.TimeoutExpired(cmd, timeout) from None
             return subprocess.CompletedProcess(cmd, status, _read_text(out, errors), _read_text(err, errors))
 
 
-def _reply(proc: subprocess.Popen, timeout: Optional[float]) -> dict:
+def _reply(zygote: dict, timeout: Optional[float]) -> dict:
     """The zygote's next reply line. Read from the pipe's file descriptor with our own buffer: a buffered
     readline could take both replies at once and leave select() waiting on an empty pipe."""
-    buf = _ZYGOTE['buf']
-    fd = proc.stdout.fileno()
+    buf = zygote['buf']
+    fd = zygote['proc'].stdout.fileno()
     deadline = None if timeout is None else time.monotonic() + timeout
     while b'\n' not in buf:
         left = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -193,10 +221,16 @@ def framed_faces(astronaut):
 
     def make(folder, framing, n):
         folder.mkdir(parents=True, exist_ok=True)
+        # at most 9 turns, each located once (0.2 s a detection on the full photo); with the 8 saved sizes
+        # below, every file still differs from every other up to 72 faces
+        turns = min(n, 9)
+        crops = {}
         for i in range(n):
-            turned = photo.rotate(-10 + 20 * i / max(1, n - 1), resample=Image.Resampling.BICUBIC)
-            crop, _ = aligned_face(turned, locate_faces(turned, 'dlib')[0].landmarks, framing)
+            k = i % turns
+            if k not in crops:
+                turned = photo.rotate(-10 + 20 * k / max(1, turns - 1), resample=Image.Resampling.BICUBIC)
+                crops[k] = aligned_face(turned, locate_faces(turned, 'dlib')[0].landmarks, framing)[0]
             side = 96 + 8 * (i % 8)
-            crop.resize((side, side), Image.Resampling.BICUBIC).save(folder / f'{i:03d}.png')
+            crops[k].resize((side, side), Image.Resampling.BICUBIC).save(folder / f'{i:03d}.png')
         return sorted(folder.iterdir())
     return make

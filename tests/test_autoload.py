@@ -56,23 +56,26 @@ def test_no_torch_or_timm_at_interpreter_start():
     assert out == '[]'
 
 
-@pytest.mark.parametrize('value', ['0', 'false', 'off'])
-def test_environment_variable_turns_it_off(value):
+def test_environment_variable_turns_it_off():
     out = _run("""
         import sys, timm
         print('timm_msanet' in sys.modules, timm.is_model('msanet_r18'))
         import timm_msanet
         print(timm.is_model('msanet_r18'))
-    """, TIMM_MSANET_AUTOLOAD=value)
+    """, TIMM_MSANET_AUTOLOAD='0')
     assert out.splitlines() == ['False False', 'True']
 
 
-def test_importing_the_package_first_is_fine():
-    out = _run("""
-        import timm_msanet, timm
-        print(timm.is_model('msanet_r18'), timm_msanet.MultiScaleBlock.__name__)
-    """)
-    assert out == 'True MultiScaleBlock'
+@pytest.mark.parametrize('value, on', [('0', False), ('false', False), (' OFF ', False), ('no', False),
+                                       ('1', True), ('true', True), ('', True), (None, True)])
+def test_which_values_turn_it_off(monkeypatch, value, on):
+    # one function reads the spellings; the fresh interpreter above shows that its answer is obeyed
+    from timm_msanet import _autoload
+    if value is None:
+        monkeypatch.delenv(_autoload.ENV_VAR, raising=False)
+    else:
+        monkeypatch.setenv(_autoload.ENV_VAR, value)
+    assert _autoload.enabled() is on
 
 
 @pytest.mark.parametrize('autoload', ['1', '0'])
@@ -84,9 +87,9 @@ def test_importing_the_package_first_defers_torch_until_timm(autoload):
         import timm_msanet
         print(sorted(m for m in ('torch', 'timm', 'timm_msanet.msanet') if m in sys.modules))
         import timm
-        print(timm.is_model('msanet_r18'), timm.is_model('msanet_r18_as'))
+        print(timm.is_model('msanet_r18'), timm.is_model('msanet_r18_as'), timm_msanet.MultiScaleBlock.__name__)
     """, TIMM_MSANET_AUTOLOAD=autoload)
-    assert out.splitlines() == ['[]', 'True True']
+    assert out.splitlines() == ['[]', 'True True MultiScaleBlock']
 
 
 @pytest.mark.parametrize('argv', [['--help'], ['--version'], ['predict', '--help'], ['eval', '--help'],
