@@ -76,20 +76,43 @@ def _child(request) -> None:
     os._exit(code & 0xFF)
 
 
-def _import_the_package() -> None:
+def _import_the_package() -> bool:
+    """Import timm and the package; False when the imports printed anything (a warning, a native library's
+    line): a fresh interpreter would print it into each command's stderr, and a fork would not."""
     import importlib
     import pkgutil
+    import tempfile
+    import warnings
     sys.path[0] = os.getcwd()  # as `python -m` from here would have it, before anything is imported from it
-    import timm  # noqa: F401  (registers the models through the installed hook, as in a fresh interpreter)
-    import timm_msanet
-    for info in pkgutil.walk_packages(timm_msanet.__path__, 'timm_msanet.'):
-        if info.name != 'timm_msanet.cli':  # `python -m` runs it as __main__; imported here, runpy would warn
-            importlib.import_module(info.name)
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as printed:
+        os.dup2(printed.fileno(), 2)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('default')  # shown once each here, as a fresh interpreter would show them
+                import timm  # noqa: F401  (registers the models through the installed hook, as in a fresh interpreter)
+                import timm_msanet
+                for info in pkgutil.walk_packages(timm_msanet.__path__, 'timm_msanet.'):
+                    if info.name != 'timm_msanet.cli':  # `python -m` runs it as __main__; imported here, runpy warns
+                        importlib.import_module(info.name)
+            sys.stderr.flush()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        printed.seek(0)
+        text = printed.read().decode(errors='replace')
+    if text:
+        print(f'cli_zygote --warm: importing timm and timm_msanet printed this, so commands are not forked from '
+              f'an interpreter that has imported them:\n{text}', file=sys.stderr)
+    return not text
 
 
 def main() -> None:
     if sys.argv[1:] == ['--warm']:
-        _import_the_package()
+        if not _import_the_package():
+            sys.exit(3)
+        sys.stdout.write(json.dumps({'ready': True}) + '\n')
+        sys.stdout.flush()
     channel = sys.stdout
     for line in sys.stdin:
         request = json.loads(line)

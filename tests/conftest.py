@@ -85,13 +85,22 @@ _ZYGOTE_ENV, _ZYGOTE_CWD = dict(os.environ), os.getcwd()
 
 
 def _zygote(kind: str) -> dict:
-    """The running zygote of `kind` ('cold' or 'warm', see tests/cli_zygote.py), started on first use."""
+    """The running zygote of `kind` ('cold' or 'warm', see tests/cli_zygote.py), started on first use. A warm one
+    that cannot start clean (its imports printed something) leaves its place to the cold one for the session."""
+    if kind == 'warm' and _ZYGOTES.get('no_warm'):
+        kind = 'cold'
     z = _ZYGOTES.get(kind)
     if z is None or z['proc'].poll() is not None:
         argv = [sys.executable, str(Path(__file__).with_name('cli_zygote.py'))] + (['--warm'] if kind == 'warm' else [])
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
                                 env=_ZYGOTE_ENV, cwd=_ZYGOTE_CWD)
         z = _ZYGOTES[kind] = dict(proc=proc, buf=bytearray())
+        if kind == 'warm':
+            try:
+                _reply(z, 300)  # {"ready": true} once the imports are done
+            except RuntimeError:
+                _ZYGOTES['no_warm'] = True
+                return _zygote('cold')
     return z
 
 
