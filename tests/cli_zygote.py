@@ -8,7 +8,7 @@ Two kinds run side by side (`conftest.run_cli` picks one per command):
 - cold (no argument): nothing of timm, huggingface_hub or timm_msanet is imported. They read the environment
   (HF_HOME, HF_HUB_OFFLINE, ...) when imported, so each child imports them under its own environment, as a fresh
   interpreter does.
-- warm (`--warm`): also imports timm and every timm_msanet module (1-2 s more a command on the 2-core VM), with
+- warm (`--warm`): also imports timm and every timm_msanet module (1-2 s of each command's own on the 2-core VM), with
   the working directory first on sys.path as `python -m` puts it. Its children are only commands whose
   environment and working directory are exactly the ones this process started with, so every import it made
   is the one a fresh interpreter would make. It imports no optional extra (OpenCV, dlib, ONNX): those stay

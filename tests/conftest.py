@@ -129,13 +129,13 @@ def _as_started(env: Dict[str, str]) -> Dict[str, str]:
     library folder to LD_LIBRARY_PATH in os.environ (for the processes it starts); without this, every command
     after the first test that imports cv2 would be taken for one with another start-up environment."""
     env = {k: v for k, v in env.items() if k not in _SET_BY_THE_RUN}
-    if 'LD_LIBRARY_PATH' in env:
-        kept = [p for p in env['LD_LIBRARY_PATH'].split(os.pathsep) if '/cv2/' not in p]
-        if any(kept) or 'LD_LIBRARY_PATH' in _ZYGOTE_ENV:
-            env['LD_LIBRARY_PATH'] = os.pathsep.join(kept)
-        else:
-            del env['LD_LIBRARY_PATH']
+    kept = [p for p in env.pop('LD_LIBRARY_PATH', '').split(os.pathsep) if p and '/cv2/' not in p]
+    if kept:
+        env['LD_LIBRARY_PATH'] = os.pathsep.join(kept)
     return env
+
+
+_ZYGOTE_STARTED = _as_started(_ZYGOTE_ENV)
 
 
 def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[Union[str, Path]] = None,
@@ -151,10 +151,11 @@ def run_cli(argv: Sequence, env: Optional[Dict[str, str]] = None, cwd: Optional[
     env = dict(os.environ if env is None else env)
     cwd = str(cwd or os.getcwd())
     with _ZYGOTES['lock']:
-        if preexec_fn is not None or _startup_env(_as_started(env)) != _startup_env(_as_started(_ZYGOTE_ENV)):
+        started = _as_started(env)
+        if preexec_fn is not None or _startup_env(started) != _startup_env(_ZYGOTE_STARTED):
             return subprocess.run(cmd, capture_output=True, text=True, errors=errors, env=env, cwd=cwd,
                                   timeout=timeout, preexec_fn=preexec_fn)
-        z = _zygote('warm' if _as_started(env) == _as_started(_ZYGOTE_ENV) and cwd == _ZYGOTE_CWD else 'cold')
+        z = _zygote('warm' if started == _ZYGOTE_STARTED and cwd == _ZYGOTE_CWD else 'cold')
         proc = z['proc']
         with tempfile.TemporaryDirectory(prefix='run_cli_') as streams:
             out, err = os.path.join(streams, 'stdout'), os.path.join(streams, 'stderr')
