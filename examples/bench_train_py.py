@@ -31,7 +31,7 @@ RATE = re.compile(r'Time:\s*[\d.]+s,\s*([\d.]+)/s')
 def run_once(args, overrides, log_dir: Path) -> list:
     import yaml
     recipe = yaml.safe_load(args.recipe.read_text())
-    recipe.update(overrides, channels_last=True, log_interval=20, epochs=1)
+    recipe.update(overrides, channels_last=True, log_interval=args.log_interval, epochs=1)
     setting = log_dir / 'recipe.yaml'
     setting.write_text(yaml.safe_dump(recipe))
     cmd = [sys.executable, str(args.timm_repo / 'train.py'), str(args.data_dir), '--config', str(setting),
@@ -62,6 +62,8 @@ def main() -> int:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--seconds', type=float, default=75)
     parser.add_argument('--rounds', type=int, default=2)
+    parser.add_argument('--log-interval', type=int, default=20,
+                        help='batches between train.py\'s rate lines (fewer where bf16 is emulated and slow)')
     args = parser.parse_args()
     found = {name: [] for name in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -70,6 +72,8 @@ def main() -> int:
                 found[name] += run_once(args, overrides, Path(tmp))
                 print(f'{name}: {statistics.median(found[name]):.0f} images/s so far', file=sys.stderr)
     base = statistics.median(found[next(iter(SETTINGS))])
+    from timm_msanet.utils.precision import native_bf16
+    print(f'bf16 autocast on {args.device}: {"native" if native_bf16(args.device) else "emulated"}')
     print(f'| setting ({args.model}, {args.recipe.name}) | train images/s (median) | vs first |')
     print('|---|---|---|')
     for name, rates in found.items():

@@ -10,6 +10,7 @@
 #   examples/release.sh DATASET SOURCE WORKDIR [--in1k-weights DIR] [--timm-repo DIR] [--device cuda]
 #                       [--model ARCH] [--recipe YAML] [--repo-id ORG/NAME]
 #                       [--face-framing TRAIN_DIR|EYE_Y,EYE_DIST] [--balance] [--train-only]
+#                       [--precision auto|recipe|fp32|bf16]
 #                       [-- extra train.py arguments]
 # The ResNet-18 row, same recipe, start, seed and schedule: the same command with --model resnet18.
 #
@@ -26,9 +27,14 @@
 # finished training run (WORKDIR/train/ARCH/.complete) is not repeated. --train-only stops after training (the
 # long step); the same command without it later does the rest. --balance: calibrate also fits the class-prior
 # correction on validation (`timm-msanet calibrate --balance`) and folds it into the released weights.
+# --precision (default auto): the recipes train with bf16 autocast, 1.3x fp32 on a CPU with native bf16 (AVX-512
+#   BF16/AMX) but about 10x slower than fp32 where it is emulated (AVX2 only; docs/speed.md). auto keeps the
+#   recipe where bf16 is native (and on a bf16-capable GPU) and trains in fp32 where it is not; fp32/bf16 force
+#   one, recipe keeps the recipe as written. A changed precision trains from a copy of the recipe in WORKDIR
+#   (recipe_NAME_fp32.yaml), named in commands.txt; a resumed run keeps the precision it started with.
 # On CUDA, unchanged but for flags:  --device cuda -- --workers 8 (the recipes already use bf16 autocast).
 set -euo pipefail
-usage() { sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 3 ] || usage
 DATASET=$1 SRC=$2 WORK=$3
 shift 3
@@ -41,6 +47,7 @@ REPO_ID=
 FRAMING=
 TRAIN_ONLY=
 BALANCE=()
+PRECISION=auto
 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -53,6 +60,7 @@ while [ $# -gt 0 ]; do
         --face-framing) FRAMING=$2; shift 2 ;;
         --train-only) TRAIN_ONLY=1; shift ;;
         --balance) BALANCE=(--balance); shift ;;
+        --precision) PRECISION=$2; shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) echo "unknown option $1" >&2; usage ;;
     esac
@@ -66,6 +74,9 @@ esac
 RECIPE=${RECIPE:-$HERE/recipes/${DATASET}_in1k.yaml}
 REPO_ID=${REPO_ID:-timm-msanet/msanet-r18-$DATASET}
 [ -f "$RECIPE" ] || { echo "error: recipe $RECIPE not found" >&2; exit 2; }
+case $PRECISION in auto|recipe|fp32|bf16) ;;
+    *) echo "error: --precision must be auto, recipe, fp32 or bf16, got '$PRECISION'" >&2; exit 2 ;;
+esac
 # the framing is measured on the training images with dlib
 if [[ $MODEL == msanet* && $FRAMING != *,* && -z $TRAIN_ONLY ]]; then
     "${PYTHON:-python}" -c 'from timm_msanet.inference.faces import require_detector; require_detector("dlib")' || {
@@ -90,6 +101,25 @@ run() {  # record, then run, one command
   "$PY" -c 'import torch, timm, timm_msanet, platform; print("# torch", torch.__version__, "timm", timm.__version__, "timm-msanet", timm_msanet.__version__, "python", platform.python_version(), "cpu threads", torch.get_num_threads(), "cuda", torch.cuda.get_device_name() if torch.cuda.is_available() else None)'
 } >> "$LOG"
 
+# 0. precision: the recipe's, unless bf16 would be emulated here (auto) or another is asked for. Training writes
+#    the choice next to its run, so a resumed run trains on as it started, even on another machine.
+PRECISION_FILE=$WORK/train/$MODEL.precision
+if [ -f "$PRECISION_FILE" ]; then
+    STARTED=$(cat "$PRECISION_FILE")
+    [ "$PRECISION" = auto ] || [ "$PRECISION" = "$STARTED" ] || {
+        echo "error: $WORK/train/$MODEL started with --precision $STARTED; resuming it with $PRECISION would mix the two (a new WORKDIR starts afresh)" >&2
+        exit 2; }
+    PRECISION=$STARTED
+elif [ "$PRECISION" = auto ] && [ -e "$WORK/train/$MODEL/last.pth.tar" ]; then
+    PRECISION=recipe  # a run started before the choice was recorded trained with the recipe as written
+fi
+ASKED=$PRECISION
+read -r PRECISION TRAIN_RECIPE < <("$PY" -m timm_msanet.utils.precision --recipe "$RECIPE" --precision "$PRECISION" \
+    --device "$DEVICE" --out-dir "$WORK" || echo failed)
+[ "$PRECISION" != failed ] || exit 2
+[ "$ASKED" != auto ] || [ "$PRECISION" = recipe ] ||
+    echo "note: bf16 is emulated on this $DEVICE (no AVX-512 BF16/AMX): training in fp32 (--precision recipe keeps bf16)" >&2
+
 # 1. the dataset -> canonical ImageFolder tree (train/ validation/ test/)
 DATA=$WORK/data
 FRAMING=${FRAMING:-$DATA/train}
@@ -112,7 +142,10 @@ TRAIN_MODEL=$MODEL.tv_in1k
 if [ ! -f "$RUN/.complete" ]; then
     RESUME=()
     [ -f "$RUN/last.pth.tar" ] && RESUME=(--resume "$RUN/last.pth.tar")
-    run "$PY" "$TIMM_REPO/train.py" "$DATA" --config "$RECIPE" --model "$TRAIN_MODEL" "${START[@]}" \
+    mkdir -p "$WORK/train"
+    echo "$PRECISION" > "$PRECISION_FILE"
+    [ "$PRECISION" = recipe ] || echo "# precision $PRECISION: $(basename "$RECIPE") but for amp, as $TRAIN_RECIPE" >> "$LOG"
+    run "$PY" "$TIMM_REPO/train.py" "$DATA" --config "$TRAIN_RECIPE" --model "$TRAIN_MODEL" "${START[@]}" \
         --output "$WORK/train" --experiment "$MODEL" --device "$DEVICE" "${RESUME[@]}" "${EXTRA[@]}"
     touch "$RUN/.complete"
 fi

@@ -67,3 +67,14 @@ def test_recipe_is_valid_yaml_for_train_py(recipe):
     if repo and Path(repo, 'train.py').is_file():
         unknown = set(cfg) - _train_py_dests(Path(repo, 'train.py'))
         assert not unknown, f'{recipe}: not train.py arguments: {unknown}'
+
+
+def test_release_script_refuses_an_unknown_precision(tmp_path):
+    """examples/release.sh checks --precision before it reads or writes anything."""
+    import subprocess
+    script = RECIPES.parent / 'release.sh'
+    proc = subprocess.run(['bash', str(script), 'fer2013', str(tmp_path / 'src'), str(tmp_path / 'work'),
+                           '--precision', 'fp16'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--precision must be auto, recipe, fp32 or bf16, got 'fp16'" in proc.stderr
+    assert list(tmp_path.iterdir()) == []

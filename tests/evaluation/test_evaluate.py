@@ -200,6 +200,16 @@ def test_cli_eval_writes_metrics_csv_and_png(trained_checkpoint, tmp_path):
             assert im.format == 'PNG'
 
 
+def test_cli_eval_amp_warns_where_bf16_is_emulated(trained_checkpoint):
+    from timm_msanet.utils.precision import native_bf16
+    path, model, ema, data = trained_checkpoint
+    proc = run_cli(['eval', '--checkpoint', path, '--data-dir', data, '--split', 'test', '--workers', '0', '--amp'],
+                   timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert 'mean class accuracy' in proc.stdout
+    assert ('bf16 is emulated on this CPU' in proc.stderr) == (not native_bf16('cpu'))
+
+
 def test_cli_eval_bad_input_exit_code(tmp_path):
     proc = run_cli(['eval', '--checkpoint', tmp_path / 'x.pth', '--data-dir', tmp_path], timeout=300)
     assert proc.returncode == 2 and 'does not exist' in proc.stderr and 'Traceback' not in proc.stderr

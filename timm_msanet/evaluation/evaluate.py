@@ -425,7 +425,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batch-size', type=positive_int, default=64)
     parser.add_argument('--workers', type=non_negative_int, default=2)
     parser.add_argument('--device', type=device, default='cpu')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU, fp16 on CUDA)')
+    parser.add_argument('--amp', action='store_true', help='mixed precision (bf16 on CPU, fp16 on CUDA); slower than fp32 on a CPU without native bf16')
     parser.add_argument('--tta-hflip', action='store_true', help='average probabilities with the mirrored image')
     add_overwrite_argument(parser, 'the --out files')
 
@@ -435,6 +435,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out:  # before the work
         check_folder_outputs(args.out, OUTPUT_FILES, inputs, args.overwrite)
     model = model_from_args(args)
+    if args.amp and args.device.startswith('cpu'):
+        from ..utils.precision import native_bf16
+        if not native_bf16('cpu'):  # a warning, not a refusal: the figures are the same, only slower
+            print('warning: bf16 is emulated on this CPU (no AVX-512 BF16/AMX): --amp is slower here than without it',
+                  file=sys.stderr)
     metrics = evaluate(model, args.data_dir, split=args.split, batch_size=args.batch_size, workers=args.workers,
                        device=args.device, amp=args.amp, hflip_tta=args.tta_hflip, progress=sys.stderr.isatty())
     print(format_table(metrics))
