@@ -18,6 +18,8 @@ multi-scale hierarchy: hierarchy=pre, the default, and hierarchy=post), trained 
 Resumable: a finished run (RUN/.complete with its scores in RUN/result.json) is not repeated, an unfinished one
 resumes from its last.pth.tar. The images/s are train.py's own logged rates, run after run on one machine: a
 ratio between rows is only as good as the machine was quiet; `timm-msanet bench` measures them side by side.
+`--precision` (default auto): where the recipe's bf16 autocast would be emulated (a CPU without AVX-512 BF16/AMX,
+0.11x of fp32, docs/speed.md) every run trains in fp32 from OUT/recipe_NAME_fp32.yaml; each row records it.
 
 The paper's own numbers (RAF-DB accuracy, %) are printed beside ours for reference: Baseline 82.59,
 MS 84.33, AS 85.36, MSA-Net 86.32.
@@ -31,6 +33,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
+
+from timm_msanet.utils.precision import PRECISIONS, PrecisionError, recipe_for_precision
 
 MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 PAPER_RAFDB = {'resnet18': 82.59, 'msanet_r18_ms': 84.33, 'msanet_r18_as': 85.36, 'msanet_r18': 86.32}
@@ -149,14 +153,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--seeds', nargs='+', type=int, default=None, help="default: the recipe's seed, one run")
     parser.add_argument('--eval-split', default='test')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--precision', default='auto', choices=PRECISIONS,
+                        help="with --recipe: auto (default) trains in fp32 where the recipe's bf16 would be emulated")
     args = parser.parse_args(argv)
     if not (args.timm_repo / 'train.py').is_file():
         parser.error(f'{args.timm_repo}/train.py not found: --timm-repo must be a checkout of the timm repository')
     args.out.mkdir(parents=True, exist_ok=True)
     recipe = {}
+    precision, train_recipe = 'recipe', args.recipe
     if args.recipe:
+        try:  # reads the recipe: a file that is not one is refused here, before any training
+            precision, train_recipe = recipe_for_precision(args.recipe, args.precision, args.device, args.out)
+        except PrecisionError as e:
+            parser.error(str(e))
+        if precision != 'recipe':
+            print(f'== training in {precision} from {train_recipe} (the recipe but for amp)', flush=True)
         import yaml
-        recipe = yaml.safe_load(args.recipe.read_text()) or {}
+        recipe = yaml.safe_load(args.recipe.read_text())
     img_size = int(extra[extra.index('--img-size') + 1]) if '--img-size' in extra else recipe.get('img_size')
     num_classes = int(extra[extra.index('--num-classes') + 1]) if '--num-classes' in extra else recipe.get('num_classes')
 
@@ -174,13 +187,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows.append(json.loads(done.read_text()))
             continue
         print(f'== {name}', flush=True)
-        run = run_train(args.timm_repo, args.data_dir, arch, kwargs, seed, args.out, args.recipe, args.device, extra)
+        run = run_train(args.timm_repo, args.data_dir, arch, kwargs, seed, args.out, train_recipe, args.device, extra)
         metrics = evaluate_checkpoint(run['checkpoint'], arch, kwargs, args.data_dir, args.eval_split, args.device)
         row = dict(model=arch, variant=','.join(f'{k}={v}' for k, v in kwargs.items()), seed=seed,
                    accuracy=metrics['accuracy'], mean_class_accuracy=metrics['mean_class_accuracy'],
                    per_class=metrics['per_class'], train_seconds=run['seconds'],
                    train_images_per_s=run['train_images_per_s'], train_command=run['command'],
-                   epochs=run['epochs'], checkpoint=run['checkpoint'], **costs(arch, kwargs, img_size, num_classes))
+                   epochs=run['epochs'], checkpoint=run['checkpoint'], precision=precision, **costs(arch, kwargs, img_size, num_classes))
         done.write_text(json.dumps(row, indent=2))
         (run_dir / '.complete').touch()
         rows.append(row)

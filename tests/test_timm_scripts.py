@@ -91,6 +91,7 @@ def test_table3_study_writes_the_comparison(face_data, tmp_path):
         assert 0 <= r['accuracy'] <= 1 and 0 <= r['mean_class_accuracy'] <= 1
         assert sum(c['support'] for c in r['per_class'].values()) == 7 * 3
         assert r['train_images_per_s'] > 0 and r['params_m'] > 0 and r['img_size'] == 64
+        assert r['precision'] == 'recipe'  # no --recipe: train.py's own defaults and the flags after --
     assert {r['params_m'] for r in rows if r['model'] == 'resnet18'} == {11.18}  # 7-class head, not 1000
     table = (out / 'table3.md').read_text()
     assert '| msanet_r18 | MSA-Net |' in table and '| msanet_r18 (hierarchy=post) | MSA-Net |' in table
@@ -98,6 +99,17 @@ def test_table3_study_writes_the_comparison(face_data, tmp_path):
     again = _example('table3_study.py', *argv, cwd=tmp_path)  # finished runs are not repeated
     assert again.count('done before') == 9 and 'done before' not in first
     assert json.loads((out / 'table3.json').read_text()) == rows
+
+
+def test_table3_study_refuses_a_recipe_that_is_not_one(tmp_path):
+    listed = tmp_path / 'listed.yaml'
+    listed.write_text('- epochs\n- 3\n')
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent.parent / 'examples' / 'table3_study.py'),
+                           '--timm-repo', TIMM_REPO, '--data-dir', str(tmp_path), '--out', str(tmp_path / 'out'),
+                           '--recipe', str(listed), '--precision', 'fp32'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and 'expected a YAML mapping of train.py options' in proc.stderr, proc.stderr
+    assert 'Traceback' not in proc.stderr and sorted(p.name for p in (tmp_path / 'out').iterdir()) == []
 
 
 def test_train_smoke_records_runs(tmp_path):
