@@ -2,9 +2,9 @@
 
 The release recipes train with bf16 autocast: 1.3x the fp32 images/s on a CPU with AVX-512 BF16 / AMX
 (docs/speed.md). On a CPU without native bf16 (AVX2 only) oneDNN has no fast bf16 kernels and the same training
-step runs about 10x slower than in fp32, so `examples/release.sh` asks here first. oneDNN's own answer is used
-when torch exposes it (it also counts AVX-512 without the BF16 extension, where oneDNN's bf16 path is still
-fast); otherwise the CPU flags in /proc/cpuinfo.
+step runs about 9x slower than in fp32, so `examples/release.sh` asks here first. oneDNN's own answer is used
+when torch exposes it (it also says yes for AVX-512 CPUs without the BF16 extension, whose bf16 speed against
+fp32 is not measured here); otherwise the CPU flags in /proc/cpuinfo.
 
 timm's train.py cannot switch off an `amp: true` that a recipe sets (`--amp` only turns it on), so another
 precision means another recipe: `recipe_for_precision` writes a copy beside the run that differs only in `amp`
