@@ -28,7 +28,7 @@
 # long step); the same command without it later does the rest. --balance: calibrate also fits the class-prior
 # correction on validation (`timm-msanet calibrate --balance`) and folds it into the released weights.
 # --precision (default auto): the recipes train with bf16 autocast, 1.3x fp32 on a CPU with native bf16 (AVX-512
-#   BF16/AMX) but about 10x slower than fp32 where it is emulated (AVX2 only; docs/speed.md). auto keeps the
+#   BF16/AMX) but 0.11x of fp32 (about 9x slower) where it is emulated (AVX2 only; docs/speed.md). auto keeps the
 #   recipe where bf16 is native (and on a bf16-capable GPU) and trains in fp32 where it is not; fp32/bf16 force
 #   one, recipe keeps the recipe as written. A changed precision trains from a copy of the recipe in WORKDIR
 #   (recipe_NAME_fp32.yaml), named in commands.txt; a resumed run keeps the precision it started with.
