@@ -31,10 +31,11 @@
 #   BF16/AMX) but 0.11x of fp32 (about 9x slower) where it is emulated (AVX2 only; docs/speed.md). auto keeps the
 #   recipe where bf16 is native (and on a bf16-capable GPU) and trains in fp32 where it is not; fp32/bf16 force
 #   one, recipe keeps the recipe as written. A changed precision trains from a copy of the recipe in WORKDIR
-#   (recipe_NAME_fp32.yaml), named in commands.txt; a resumed run keeps the precision it started with.
+#   (recipe_NAME_fp32.yaml), named in commands.txt; a resumed run keeps the precision it started with, as its
+#   train.py args.yaml records it (another --precision for it is refused).
 # On CUDA, unchanged but for flags:  --device cuda -- --workers 8 (the recipes already use bf16 autocast).
 set -euo pipefail
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,36p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 3 ] || usage
 DATASET=$1 SRC=$2 WORK=$3
 shift 3
@@ -101,24 +102,18 @@ run() {  # record, then run, one command
   "$PY" -c 'import torch, timm, timm_msanet, platform; print("# torch", torch.__version__, "timm", timm.__version__, "timm-msanet", timm_msanet.__version__, "python", platform.python_version(), "cpu threads", torch.get_num_threads(), "cuda", torch.cuda.get_device_name() if torch.cuda.is_available() else None)'
 } >> "$LOG"
 
-# 0. precision: the recipe's, unless bf16 would be emulated here (auto) or another is asked for. Training writes
-#    the choice next to its run, so a resumed run trains on as it started, even on another machine.
-PRECISION_FILE=$WORK/train/$MODEL.precision
-if [ -f "$PRECISION_FILE" ]; then
-    STARTED=$(cat "$PRECISION_FILE")
-    [ "$PRECISION" = auto ] || [ "$PRECISION" = "$STARTED" ] || {
-        echo "error: $WORK/train/$MODEL started with --precision $STARTED; resuming it with $PRECISION would mix the two (a new WORKDIR starts afresh)" >&2
-        exit 2; }
-    PRECISION=$STARTED
-elif [ "$PRECISION" = auto ] && [ -e "$WORK/train/$MODEL/last.pth.tar" ]; then
-    PRECISION=recipe  # a run started before the choice was recorded trained with the recipe as written
-fi
+# 0. precision: the recipe's, unless bf16 would be emulated here (auto) or another is asked for. A resumed run
+#    trains on as it started, even on another machine: train.py's own RUN/args.yaml says how it started.
+RUN=$WORK/train/$MODEL
+RESUMED=()
+[ -f "$RUN/last.pth.tar" ] && [ -f "$RUN/args.yaml" ] && RESUMED=(--resume "$RUN/args.yaml")
 ASKED=$PRECISION
 read -r PRECISION TRAIN_RECIPE < <("$PY" -m timm_msanet.utils.precision --recipe "$RECIPE" --precision "$PRECISION" \
-    --device "$DEVICE" --out-dir "$WORK" || echo failed)
+    --device "$DEVICE" --out-dir "$WORK" "${RESUMED[@]}" || echo failed)
 [ "$PRECISION" != failed ] || exit 2
-[ "$ASKED" != auto ] || [ "$PRECISION" = recipe ] ||
+if [ "$ASKED" = auto ] && [ ${#RESUMED[@]} -eq 0 ] && [ "$PRECISION" != recipe ]; then
     echo "note: bf16 is emulated on this $DEVICE (no AVX-512 BF16/AMX): training in fp32 (--precision recipe keeps bf16)" >&2
+fi
 
 # 1. the dataset -> canonical ImageFolder tree (train/ validation/ test/)
 DATA=$WORK/data
@@ -137,13 +132,11 @@ fi
 
 # 3. timm's train.py by name; model_best is chosen on validation by the EMA's top-1. Every architecture
 #    (msanet_r18, resnet18, msanet_r18_ms, ...) is named with its tv_in1k tag: the same start for all.
-RUN=$WORK/train/$MODEL
 TRAIN_MODEL=$MODEL.tv_in1k
 if [ ! -f "$RUN/.complete" ]; then
     RESUME=()
     [ -f "$RUN/last.pth.tar" ] && RESUME=(--resume "$RUN/last.pth.tar")
     mkdir -p "$WORK/train"
-    echo "$PRECISION" > "$PRECISION_FILE"
     [ "$PRECISION" = recipe ] || echo "# precision $PRECISION: $(basename "$RECIPE") but for amp, as $TRAIN_RECIPE" >> "$LOG"
     run "$PY" "$TIMM_REPO/train.py" "$DATA" --config "$TRAIN_RECIPE" --model "$TRAIN_MODEL" "${START[@]}" \
         --output "$WORK/train" --experiment "$MODEL" --device "$DEVICE" "${RESUME[@]}" "${EXTRA[@]}"

@@ -19,7 +19,8 @@ Resumable: a finished run (RUN/.complete with its scores in RUN/result.json) is 
 resumes from its last.pth.tar. The images/s are train.py's own logged rates, run after run on one machine: a
 ratio between rows is only as good as the machine was quiet; `timm-msanet bench` measures them side by side.
 `--precision` (default auto): where the recipe's bf16 autocast would be emulated (a CPU without AVX-512 BF16/AMX,
-0.11x of fp32, docs/speed.md) every run trains in fp32 from OUT/recipe_NAME_fp32.yaml; each row records it.
+0.11x of fp32, docs/speed.md) every run trains in fp32 from OUT/recipe_NAME_fp32.yaml; each row records it, and
+a resumed study keeps the precision its runs started with.
 
 The paper's own numbers (RAF-DB accuracy, %) are printed beside ours for reference: Baseline 82.59,
 MS 84.33, AS 85.36, MSA-Net 86.32.
@@ -34,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from timm_msanet.utils.precision import PRECISIONS, PrecisionError, recipe_for_precision
+from timm_msanet.utils.precision import PRECISIONS, PrecisionError, recipe_for_precision, resumed_precision
 
 MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
 PAPER_RAFDB = {'resnet18': 82.59, 'msanet_r18_ms': 84.33, 'msanet_r18_as': 85.36, 'msanet_r18': 86.32}
@@ -159,11 +160,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (args.timm_repo / 'train.py').is_file():
         parser.error(f'{args.timm_repo}/train.py not found: --timm-repo must be a checkout of the timm repository')
     args.out.mkdir(parents=True, exist_ok=True)
+    seeds = args.seeds or [None]
+    # seed by seed, the variants after the first: an interrupted study has whole seeds to show
+    plan = [(m, {}, seeds[0]) for m in args.models] + [(a, kw, seeds[0]) for a, kw in args.variants] + \
+        [(m, {}, s) for s in seeds[1:] for m in args.models]
     recipe = {}
     precision, train_recipe = 'recipe', args.recipe
     if args.recipe:
-        try:  # reads the recipe: a file that is not one is refused here, before any training
-            precision, train_recipe = recipe_for_precision(args.recipe, args.precision, args.device, args.out)
+        # reads the recipe: a file that is not one is refused here, before any training. Runs already started
+        # (train.py's RUN/args.yaml) keep their precision, on any machine, and every row shares it.
+        started = [args.out / run_name(*job) / 'args.yaml' for job in plan
+                   if (args.out / run_name(*job) / 'last.pth.tar').is_file()]
+        try:
+            precision = args.precision
+            for run_args in started:
+                precision = resumed_precision(run_args, args.recipe, precision)
+            precision, train_recipe = recipe_for_precision(args.recipe, precision, args.device, args.out)
         except PrecisionError as e:
             parser.error(str(e))
         if precision != 'recipe':
@@ -173,10 +185,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     img_size = int(extra[extra.index('--img-size') + 1]) if '--img-size' in extra else recipe.get('img_size')
     num_classes = int(extra[extra.index('--num-classes') + 1]) if '--num-classes' in extra else recipe.get('num_classes')
 
-    seeds = args.seeds or [None]
-    # seed by seed, the variants after the first: an interrupted study has whole seeds to show
-    plan = [(m, {}, seeds[0]) for m in args.models] + [(a, kw, seeds[0]) for a, kw in args.variants] + \
-        [(m, {}, s) for s in seeds[1:] for m in args.models]
     rows = []
     for arch, kwargs, seed in plan:
         name = run_name(arch, kwargs, seed)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from safetensors.torch import load_file
 
 from conftest import run_cli, write_folded_resnet18
@@ -99,6 +100,22 @@ def test_table3_study_writes_the_comparison(face_data, tmp_path):
     again = _example('table3_study.py', *argv, cwd=tmp_path)  # finished runs are not repeated
     assert again.count('done before') == 9 and 'done before' not in first
     assert json.loads((out / 'table3.json').read_text()) == rows
+
+
+def test_table3_study_keeps_the_precision_its_runs_started_with(tmp_path):
+    """A study resumed with another precision than its started runs is refused before any training."""
+    recipe = Path(__file__).parent.parent / 'examples' / 'recipes' / 'ferplus_in1k.yaml'
+    run = tmp_path / 'out' / 'resnet18'
+    run.mkdir(parents=True)
+    (run / 'args.yaml').write_text(yaml.safe_dump(dict(amp=False, amp_dtype='float16', epochs=40)))  # as train.py
+    (run / 'last.pth.tar').write_bytes(b'')
+    proc = subprocess.run([sys.executable, str(Path(__file__).parent.parent / 'examples' / 'table3_study.py'),
+                           '--timm-repo', TIMM_REPO, '--data-dir', str(tmp_path), '--out', str(tmp_path / 'out'),
+                           '--recipe', str(recipe), '--precision', 'bf16'],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert 'started with --precision fp32' in proc.stderr and 'Traceback' not in proc.stderr
+    assert sorted(p.name for p in run.iterdir()) == ['args.yaml', 'last.pth.tar']
 
 
 def test_table3_study_refuses_a_recipe_that_is_not_one(tmp_path):
@@ -228,8 +245,9 @@ def test_release_script_end_to_end(face_data, tmp_path):
     assert (work / 'commands.txt').read_text().count('train.py') == 1
     # the recipe's bf16 autocast only where it is native; otherwise fp32 from a copy that says so
     from timm_msanet.utils.precision import native_bf16
-    precision = (work / 'train' / 'msanet_r18.precision').read_text().strip()
-    assert precision == ('recipe' if native_bf16('cpu') else 'fp32')
+    ran = yaml.safe_load((work / 'train' / 'msanet_r18' / 'args.yaml').read_text())  # train.py's own record
+    assert ran['amp'] is native_bf16('cpu')
+    precision = 'recipe' if ran['amp'] else 'fp32'
     copy = work / 'recipe_fer2013_in1k_fp32.yaml'
     assert (f'--config {copy}' in commands) == (precision == 'fp32') == copy.is_file()
     # a finished run is not taken on with another precision

@@ -8,7 +8,8 @@ import pytest
 import torch
 import yaml
 
-from timm_msanet.utils.precision import PrecisionError, _cpu_flags, native_bf16, recipe_for_precision
+from timm_msanet.utils.precision import (PrecisionError, _cpu_flags, native_bf16, recipe_for_precision,
+                                        resumed_precision, started_precision)
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted((ROOT / 'examples' / 'recipes').glob('*_in1k.yaml'))
@@ -85,6 +86,54 @@ def test_bad_recipes_and_precisions_are_refused(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['broken.yaml', 'listed.yaml']
 
 
+def _run_args(folder: Path, **autocast) -> Path:
+    """An args.yaml as train.py writes it into a run's folder: every option, amp_dtype even without amp."""
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = dict(yaml.safe_load(RECIPES[0].read_text()), amp=False, amp_dtype='float16', resume='')
+    settings.update(autocast)
+    path = folder / 'args.yaml'
+    path.write_text(yaml.safe_dump(settings, default_flow_style=False))
+    return path
+
+
+def test_a_run_keeps_the_precision_it_started_with(tmp_path):
+    recipe = RECIPES[0]  # bf16 autocast as written
+    fp32_run = _run_args(tmp_path / 'fp32')
+    bf16_run = _run_args(tmp_path / 'bf16', amp=True, amp_dtype='bfloat16')
+    assert started_precision(fp32_run, recipe) == 'fp32'
+    assert started_precision(bf16_run, recipe) == 'recipe'
+    for asked in ('auto', 'fp32'):
+        assert resumed_precision(fp32_run, recipe, asked) == 'fp32'
+    # the same autocast by another name goes on from the recipe file the run started from
+    for asked in ('auto', 'recipe', 'bf16'):
+        assert resumed_precision(bf16_run, recipe, asked) == 'recipe'
+    with pytest.raises(PrecisionError, match='started with --precision fp32; resuming it with bf16'):
+        resumed_precision(fp32_run, recipe, 'bf16')
+    with pytest.raises(PrecisionError, match='started with --precision fp32; resuming it with recipe'):
+        resumed_precision(fp32_run, recipe, 'recipe')
+    with pytest.raises(PrecisionError, match='started with --precision recipe; resuming it with fp32'):
+        resumed_precision(bf16_run, recipe, 'fp32')
+    # a recipe without amp: its fp32 run is the recipe's, and bf16 is another precision
+    plain = tmp_path / 'plain.yaml'
+    plain.write_text(yaml.safe_dump({k: v for k, v in yaml.safe_load(recipe.read_text()).items()
+                                     if k not in ('amp', 'amp_dtype')}))
+    assert started_precision(fp32_run, plain) == 'recipe' and started_precision(bf16_run, plain) == 'bf16'
+    assert resumed_precision(fp32_run, plain, 'fp32') == 'recipe'
+
+
+def test_autocast_that_precision_does_not_choose_is_refused(tmp_path):
+    fp16_run = _run_args(tmp_path / 'fp16', amp=True, amp_dtype='float16')
+    with pytest.raises(PrecisionError, match='float16 autocast'):
+        started_precision(fp16_run, RECIPES[0])
+    broken = tmp_path / 'broken' / 'args.yaml'
+    broken.parent.mkdir()
+    broken.write_text('amp: [true\n')
+    with pytest.raises(PrecisionError, match="cannot read the run's args.yaml"):
+        started_precision(broken, RECIPES[0])
+    with pytest.raises(PrecisionError, match="got 'fp16'"):
+        resumed_precision(fp16_run, RECIPES[0], 'fp16')
+
+
 def _module(*args, cwd):
     return subprocess.run([sys.executable, '-m', 'timm_msanet.utils.precision', *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=300, env=dict(os.environ))
@@ -99,6 +148,13 @@ def test_module_command_line(tmp_path):
     precision, path = proc.stdout.strip().split(' ', 1)
     assert precision == 'fp32' and Path(path) == tmp_path / 'work dir' / f'recipe_{RECIPES[0].stem}_fp32.yaml'
     assert yaml.safe_load(Path(path).read_text())['amp'] is False
+    # resuming: the run's precision, whatever this machine would choose; another one is refused
+    run_args = _run_args(tmp_path / 'run')
+    proc = _module('--recipe', RECIPES[0], '--out-dir', tmp_path / 'work dir', '--resume', run_args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f'fp32 {path}'
+    proc = _module('--recipe', RECIPES[0], '--precision', 'recipe', '--resume', run_args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == '' and 'started with --precision fp32' in proc.stderr
     proc = _module('--recipe', tmp_path / 'missing.yaml', '--precision', 'fp32', cwd=tmp_path)
     assert proc.returncode == 2 and proc.stdout == ''
     assert 'error: cannot read the recipe' in proc.stderr and 'Traceback' not in proc.stderr

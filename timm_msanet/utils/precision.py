@@ -8,16 +8,17 @@ fp32 is not measured here); otherwise the CPU flags in /proc/cpuinfo.
 
 timm's train.py cannot switch off an `amp: true` that a recipe sets (`--amp` only turns it on), so another
 precision means another recipe: `recipe_for_precision` writes a copy beside the run that differs only in `amp`
-and `amp_dtype`.
+and `amp_dtype`. A resumed run keeps the precision it started with: train.py writes its settings to
+`RUN/args.yaml`, and `started_precision` reads the precision back from there, so nothing else records it.
 
     python -m timm_msanet.utils.precision [--device cpu]             # prints "native" or "emulated"
-    python -m timm_msanet.utils.precision --recipe R.yaml --precision auto --out-dir WORKDIR
+    python -m timm_msanet.utils.precision --recipe R.yaml --precision auto --out-dir WORKDIR [--resume RUN/args.yaml]
                                                                       # prints "PRECISION RECIPE_TO_TRAIN_WITH"
 """
 import argparse
 import sys
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 from .errors import ToolError
 from .outputs import PathLike, write_output
@@ -61,15 +62,55 @@ def native_bf16(device: str = 'cpu') -> bool:
     return bool(_cpu_flags() & set(_BF16_CPU_FLAGS))
 
 
-def _read_recipe(recipe: PathLike) -> dict:
+def _read_recipe(recipe: PathLike, what: str = 'recipe') -> dict:
     import yaml
     try:
         loaded = yaml.safe_load(Path(recipe).read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise PrecisionError(f"cannot read the recipe {recipe} as YAML: {' '.join(str(e).split())}") from None
+        raise PrecisionError(f"cannot read the {what} {recipe} as YAML: {' '.join(str(e).split())}") from None
     if not isinstance(loaded, dict):
-        raise PrecisionError(f'{recipe} is not a train.py recipe: expected a YAML mapping of train.py options')
+        raise PrecisionError(f'{recipe} is not a train.py {what}: expected a YAML mapping of train.py options')
     return loaded
+
+
+def _autocast(settings: dict) -> Tuple[bool, Optional[str]]:
+    """(amp on, its dtype) as train.py reads them: amp_dtype is float16 unless set, and unused without amp."""
+    if settings.get('amp') is not True:
+        return False, None
+    return True, settings.get('amp_dtype') or 'float16'
+
+
+_FORCED = {'fp32': (False, None), 'bf16': (True, 'bfloat16')}
+
+
+def started_precision(run_args: PathLike, recipe: PathLike) -> str:
+    """The precision a train.py run trained with, read from the `args.yaml` train.py wrote into the run's folder:
+    'recipe' when its autocast settings are the recipe's, else 'fp32' or 'bf16'. Autocast this module does not
+    choose (float16 from extra train.py options) is refused: resuming through here could not keep it."""
+    ran = _autocast(_read_recipe(run_args, what="run's args.yaml"))
+    if ran == _autocast(_read_recipe(recipe)):
+        return 'recipe'
+    for precision, autocast in _FORCED.items():
+        if ran == autocast:
+            return precision
+    raise PrecisionError(f'{run_args} says the run trained with {ran[1]} autocast, which neither {recipe} nor '
+                         "--precision fp32/bf16 gives: resume it with train.py --resume, or use a new work folder")
+
+
+def resumed_precision(run_args: PathLike, recipe: PathLike, precision: str = 'auto') -> str:
+    """The precision to resume a run with: the one it started with (`started_precision`). `precision` other than
+    'auto' is accepted only when it gives the same autocast (a run trained half in one precision and half in
+    another is neither), and the started name is returned, so the run goes on from the recipe file it began with."""
+    if precision not in PRECISIONS:
+        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    started = started_precision(run_args, recipe)
+    if precision in ('auto', started):
+        return started
+    as_recipe = _autocast(_read_recipe(recipe))
+    if _FORCED.get(precision, as_recipe) != _FORCED.get(started, as_recipe):
+        raise PrecisionError(f'{Path(run_args).parent} started with --precision {started}; resuming it with '
+                             f'{precision} would mix the two (a new work folder starts afresh)')
+    return started  # the same autocast by another name: the recipe file the run started from
 
 
 def recipe_for_precision(recipe: PathLike, precision: str = 'auto', device: str = 'cpu',
@@ -112,12 +153,17 @@ def main(argv=None) -> int:
     parser.add_argument('--recipe', help="a train.py YAML recipe: print the precision and the recipe to train with")
     parser.add_argument('--precision', default='auto', choices=PRECISIONS, help='with --recipe (default auto)')
     parser.add_argument('--out-dir', default='.', help='with --recipe: where a changed copy is written')
+    parser.add_argument('--resume', metavar='ARGS_YAML',
+                        help="with --recipe: the args.yaml of the run to resume, whose precision is kept")
     args = parser.parse_args(argv)
     if args.recipe is None:
         print('native' if native_bf16(args.device) else 'emulated')
         return 0
     try:
-        precision, path = recipe_for_precision(args.recipe, args.precision, args.device, args.out_dir)
+        precision = args.precision
+        if args.resume is not None:
+            precision = resumed_precision(args.resume, args.recipe, precision)
+        precision, path = recipe_for_precision(args.recipe, precision, args.device, args.out_dir)
     except ToolError as e:
         print(f'error: {e}', file=sys.stderr)
         return e.exit_status
