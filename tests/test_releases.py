@@ -248,3 +248,20 @@ def test_the_ferplus_release_is_one_tag_away_with_eight_classes(astronaut):
     assert res['label'] == 'happiness' and res['probabilities']['happiness'] > 0.5
     default = timm.create_model('msanet_r18', pretrained=True)
     assert tuple(default.pretrained_cfg['label_names']) == tuple(FER7_LABELS)
+
+
+@pytest.mark.parametrize('dataset', ['fer2013', 'ferplus'])
+def test_the_readme_tables_quote_the_recorded_test_metrics(dataset):
+    """README's model tables (the FER2013 one first, then FERPlus) give the test figures that the release's own
+    eval records say: the msanet release row and its same-recipe ResNet-18 row."""
+    docs = Path(__file__).resolve().parent.parent / 'docs' / 'releases' / f'msanet_r18_{dataset}'
+    readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
+    table = {'fer2013': 0, 'ferplus': 1}[dataset]
+    for row_start, record in ((f'| **`msanet_r18.{dataset}`**', docs / 'eval' / 'test' / 'metrics.json'),
+                              ('| `resnet18`, same recipe', docs / 'resnet18' / 'test_metrics.json')):
+        metrics = json.loads(record.read_text())
+        assert metrics['split'] == 'test' and metrics['dataset'] == dataset, record
+        rows = [line for line in readme.splitlines() if line.startswith(row_start)]
+        row = rows[table if row_start.startswith('| `resnet18`') else 0]
+        for key in ('accuracy', 'mean_class_accuracy'):
+            assert f"{metrics[key] * 100:.2f}%" in row, (row, key)
