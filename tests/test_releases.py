@@ -256,12 +256,12 @@ def test_the_readme_tables_quote_the_recorded_test_metrics(dataset):
     eval records say: the msanet release row and its same-recipe ResNet-18 row."""
     docs = Path(__file__).resolve().parent.parent / 'docs' / 'releases' / f'msanet_r18_{dataset}'
     readme = (Path(__file__).resolve().parent.parent / 'README.md').read_text()
-    table = {'fer2013': 0, 'ferplus': 1}[dataset]
-    for row_start, record in ((f'| **`msanet_r18.{dataset}`**', docs / 'eval' / 'test' / 'metrics.json'),
-                              ('| `resnet18`, same recipe', docs / 'resnet18' / 'test_metrics.json')):
+    [msanet_row] = [line for line in readme.splitlines() if line.startswith(f'| **`msanet_r18.{dataset}`**')]
+    resnet_rows = [line for line in readme.splitlines() if line.startswith('| `resnet18`, same recipe')]
+    assert len(resnet_rows) == 2, resnet_rows
+    for row, record in ((msanet_row, docs / 'eval' / 'test' / 'metrics.json'),
+                        (resnet_rows[['fer2013', 'ferplus'].index(dataset)], docs / 'resnet18' / 'test_metrics.json')):
         metrics = json.loads(record.read_text())
         assert metrics['split'] == 'test' and metrics['dataset'] == dataset, record
-        rows = [line for line in readme.splitlines() if line.startswith(row_start)]
-        row = rows[table if row_start.startswith('| `resnet18`') else 0]
         for key in ('accuracy', 'mean_class_accuracy'):
             assert f"{metrics[key] * 100:.2f}%" in row, (row, key)

@@ -83,12 +83,9 @@ def _autocast(settings: dict) -> Tuple[bool, Optional[str]]:
 _FORCED = {'fp32': (False, None), 'bf16': (True, 'bfloat16')}
 
 
-def started_precision(run_args: PathLike, recipe: PathLike) -> str:
-    """The precision a train.py run trained with, read from the `args.yaml` train.py wrote into the run's folder:
-    'recipe' when its autocast settings are the recipe's, else 'fp32' or 'bf16'. Autocast this module does not
-    choose (float16 from extra train.py options) is refused: resuming through here could not keep it."""
-    ran = _autocast(_read_recipe(run_args, what="run's args.yaml"))
-    if ran == _autocast(_read_recipe(recipe)):
+def _started(ran: Tuple[bool, Optional[str]], as_recipe: Tuple[bool, Optional[str]], run_args: PathLike,
+             recipe: PathLike) -> str:
+    if ran == as_recipe:
         return 'recipe'
     for precision, autocast in _FORCED.items():
         if ran == autocast:
@@ -97,20 +94,27 @@ def started_precision(run_args: PathLike, recipe: PathLike) -> str:
                          "--precision fp32/bf16 gives: resume it with train.py --resume, or use a new work folder")
 
 
+def started_precision(run_args: PathLike, recipe: PathLike) -> str:
+    """The precision a train.py run trained with, read from the `args.yaml` train.py wrote into the run's folder:
+    'recipe' when its autocast settings are the recipe's, else 'fp32' or 'bf16'. Autocast this module does not
+    choose (float16 from extra train.py options) is refused: resuming through here could not keep it."""
+    ran = _autocast(_read_recipe(run_args, what="run's args.yaml"))
+    return _started(ran, _autocast(_read_recipe(recipe)), run_args, recipe)
+
+
 def resumed_precision(run_args: PathLike, recipe: PathLike, precision: str = 'auto') -> str:
     """The precision to resume a run with: the one it started with (`started_precision`). `precision` other than
     'auto' is accepted only when it gives the same autocast (a run trained half in one precision and half in
     another is neither), and the started name is returned, so the run goes on from the recipe file it began with."""
     if precision not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    started = started_precision(run_args, recipe)
-    if precision in ('auto', started):
-        return started
+    ran = _autocast(_read_recipe(run_args, what="run's args.yaml"))
     as_recipe = _autocast(_read_recipe(recipe))
-    if _FORCED.get(precision, as_recipe) != _FORCED.get(started, as_recipe):
+    started = _started(ran, as_recipe, run_args, recipe)
+    if precision not in ('auto', started) and _FORCED.get(precision, as_recipe) != ran:
         raise PrecisionError(f'{Path(run_args).parent} started with --precision {started}; resuming it with '
                              f'{precision} would mix the two (a new work folder starts afresh)')
-    return started  # the same autocast by another name: the recipe file the run started from
+    return started  # also for the same autocast by another name: the recipe file the run started from
 
 
 def recipe_for_precision(recipe: PathLike, precision: str = 'auto', device: str = 'cpu',
