@@ -191,10 +191,10 @@ def main(argv=None) -> int:
         print(f'error: {args.output} exists; remove it or choose another name', file=sys.stderr)
         return 2
     from safetensors.torch import save_file
+    from timm_msanet.utils.outputs import atomic_path
     state, metadata = convert(args.weights_dir, args.train_dir, args.img_size, args.images, args.seed)
-    tmp = args.output.with_name(args.output.name + '.tmp')
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, args.output)
+    with atomic_path(args.output, what='output') as tmp:  # 0666 less the umask, not safetensors' 0600
+        save_file(state, str(tmp), metadata=metadata)
     print(f'wrote {args.output}: {len(state)} tensors (conv1..layer2), BN statistics from '
           f'{json.loads(metadata["bn_statistics"])["images"]} images at {args.img_size} px')
     return 0

@@ -173,6 +173,8 @@ def main(argv=None) -> int:
                    description=f'{args.model} trained from scratch by examples/demo.py on drawn faces')
     save_for_hf(model, str(args.out), model_config=dict(label_names=list(FER7_LABELS), pretrained_cfg=own_cfg),
                 data_config=data_cfg, safe_serialization=True)
+    from timm_msanet.utils.outputs import usual_permissions
+    usual_permissions(args.out / 'model.safetensors')  # safetensors writes 0600: readable as the umask allows
     reloaded = timm.create_model(f'local-dir:{args.out.resolve()}', pretrained=True)
     if resolve_data_config({}, model=reloaded)['input_size'] != data_cfg['input_size']:
         print(f'ERROR: the saved config does not give back the demo resolution {data_cfg["input_size"]}',

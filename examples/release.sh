@@ -138,7 +138,7 @@ if [ ! -f "$RUN/.complete" ]; then
     [ -f "$RUN/last.pth.tar" ] && RESUME=(--resume "$RUN/last.pth.tar")
     mkdir -p "$WORK/train"
     [ "$PRECISION" = recipe ] || echo "# precision $PRECISION: $(basename "$RECIPE") but for amp, as $TRAIN_RECIPE" >> "$LOG"
-    run "$PY" "$TIMM_REPO/train.py" "$DATA" --config "$TRAIN_RECIPE" --model "$TRAIN_MODEL" "${START[@]}" \
+    PYTHONSAFEPATH=1 run "$PY" "$TIMM_REPO/train.py" "$DATA" --config "$TRAIN_RECIPE" --model "$TRAIN_MODEL" "${START[@]}" \
         --output "$WORK/train" --experiment "$MODEL" --device "$DEVICE" "${RESUME[@]}" "${EXTRA[@]}"
     touch "$RUN/.complete"
 fi

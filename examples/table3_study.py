@@ -27,6 +27,7 @@ MS 84.33, AS 85.36, MSA-Net 86.32.
 """
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -80,8 +81,10 @@ def run_train(timm_repo: Path, data_dir: Path, arch: str, kwargs: Dict[str, str]
         cmd += ['--resume', str(run_dir / 'last.pth.tar')]
     t0 = time.time()
     log_path = out_dir / f'{name}.log'
+    # PYTHONSAFEPATH (python -P): the checkout's own timm/ folder must not shadow the installed timm
+    env = dict(os.environ, PYTHONSAFEPATH='1')
     with open(log_path, 'a', encoding='utf-8') as log:  # appended: a resumed run keeps its first part's lines
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     seconds = time.time() - t0
     if proc.returncode != 0:
         tail = log_path.read_text(encoding='utf-8', errors='replace')[-2000:]

@@ -106,3 +106,30 @@ def test_cli_help_imports_neither_torch_nor_timm(argv):
         print(sorted(m for m in ('torch', 'timm') if m in sys.modules))
     """)
     assert out.splitlines()[-1] == '[]'
+
+
+def test_a_script_in_an_older_timm_checkout_is_told_why_and_runs_with_dash_P(tmp_path):
+    """`python CHECKOUT/train.py` imports the checkout's own timm/ (the script's folder comes first on sys.path).
+    A checkout older than the installed timm cannot take the models: the warning names both timm versions and the
+    fix, and `python -P` (what README and docs/training.md say) runs the same script against the installed timm."""
+    import importlib.metadata
+    checkout = tmp_path / 'pytorch-image-models'
+    (checkout / 'timm').mkdir(parents=True)
+    # an old timm as far as the plugin can tell: a version, and none of the layers the model file imports
+    (checkout / 'timm' / '__init__.py').write_text("__version__ = '1.0.29.dev0'\n")
+    (checkout / 'train.py').write_text(textwrap.dedent("""
+        import timm
+        print(timm.__version__, timm.create_model('msanet_r18', num_classes=3).num_classes)
+    """))
+    env = {k: v for k, v in os.environ.items() if k not in ('TIMM_MSANET_AUTOLOAD', 'PYTHONSAFEPATH')}
+    old = subprocess.run([sys.executable, str(checkout / 'train.py')], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert old.returncode != 0
+    installed = importlib.metadata.version('timm')
+    warning = ' '.join(old.stderr.split())
+    assert f'timm 1.0.29.dev0 imported from {checkout / "timm"}' in warning
+    assert f'The installed timm is {installed}' in warning and '`python -P`' in warning, old.stderr
+    fixed = subprocess.run([sys.executable, '-P', str(checkout / 'train.py')], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.split() == [installed, '3']

@@ -1,5 +1,6 @@
 """examples/convert_tv_in1k.py: a BN-folded ResNet-18 export becomes conv1..layer2 of a timm ResNet-18 whose
 eval-mode output is the folded network's, with BN statistics measured on the training images."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,9 @@ def test_eval_output_is_the_folded_network_and_statistics_are_the_faces(folded, 
     out = tmp_path / 'start.safetensors'
     proc = _convert(folded_dir, faces, out)
     assert proc.returncode == 0, proc.stderr
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # readable as the umask allows, not safetensors' 0600
     state = load_file(str(out))
     assert sorted({k.split('.')[0] for k in state}) == ['bn1', 'conv1', 'layer1', 'layer2']
     model = timm.create_model('resnet18', num_classes=0).eval()

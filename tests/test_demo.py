@@ -1,5 +1,6 @@
 """The README's end-to-end demo, shrunk: real images, timm's loaders and optimizers, save and reload."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,9 @@ def test_demo_end_to_end(tmp_path):
     with Image.open(next((tmp_path / 'data' / 'train' / 'happiness').glob('*.jpg'))) as im:
         assert im.format == 'JPEG' and im.size == (96, 96)
     assert (tmp_path / 'model.safetensors').stat().st_size > 1_000_000
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / 'model.safetensors').stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
 
 
 def test_real_photos_example_runs_the_packaged_model_offline(tmp_path):

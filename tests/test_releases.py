@@ -103,19 +103,38 @@ def test_default_pretrained_is_the_packaged_fer2013_model_offline(tmp_path, run_
     assert not (tmp_path / 'empty-hf-home' / 'hub').exists()  # the Hub cache was never touched
 
 
-def test_colour_photos_are_shown_to_the_grey_model_as_grey():
-    model = load_model('msanet_r18')
-    transform, cfg = make_transform(model)
-    img = Image.new('RGB', (80, 80), (200, 30, 60))
-    x = transform(img)
-    assert tuple(x.shape) == (3, 64, 64) and cfg['input_size'] == (3, 64, 64)
-    grey = transform(img.convert('L').convert('RGB'))
-    torch.testing.assert_close(x, grey)
-    from timm_msanet.inference.export_onnx import onnx_metadata  # an ONNX deployment is told the same
-    assert json.loads(onnx_metadata(model)['data_config'])['grey_input'] is True
-    # the ImageNet starting point is a colour model: no conversion
+@pytest.mark.parametrize('tag', [e['tag'] for e in PACKAGED])
+def test_a_colour_photo_gets_the_same_probabilities_through_timms_transform_and_predict(tag, astronaut):
+    """The grey step is in the model: timm's own resolve_data_config + create_transform on a colour photo gives
+    what `predict` gives (to 1e-4), and both agree with the grey image PIL makes (as the model was trained)."""
+    from timm.data import create_transform, resolve_data_config
+    photo = Image.fromarray(astronaut)
+    model = timm.create_model(f'msanet_r18.{tag}', pretrained=True).eval()
+    assert model.grey_input and len(model.state_dict()) == len(timm.create_model('msanet_r18').state_dict())
+    transform = create_transform(**resolve_data_config({}, model=model))
+    T = temperature_of(model.pretrained_cfg)
+    with torch.no_grad():
+        timm_probs = (model(transform(photo).unsqueeze(0)) / T).softmax(-1)[0]
+        pil_grey = (model(transform(photo.convert('L').convert('RGB')).unsqueeze(0)) / T).softmax(-1)[0]
+    [result] = predict([photo], load_model(f'msanet_r18.{tag}'))
+    predicted = torch.tensor([result['probabilities'][name] for name in model.pretrained_cfg['label_names']])
+    torch.testing.assert_close(predicted, timm_probs, atol=1e-4, rtol=0)
+    # PIL's grey is rounded to 8 bits before the resize, the model's is not: close, not equal
+    torch.testing.assert_close(timm_probs, pil_grey, atol=5e-3, rtol=0)
+    # without the step the colour photo reads differently (what timm's pipeline used to show this model)
+    model.set_grey_input(False)
+    with torch.no_grad():
+        colour = (model(transform(photo).unsqueeze(0)) / T).softmax(-1)[0]
+    assert (colour - timm_probs).abs().max() > 1e-2
+    # an ONNX deployment is told the graph converts by itself
+    from timm_msanet.inference.export_onnx import onnx_metadata
+    model.set_grey_input(True)
+    data_config = json.loads(onnx_metadata(model)['data_config'])
+    assert data_config['grey_step_in_graph'] is True and data_config['grey_input'] is False
+    # the ImageNet starting point is a colour model: no step, no conversion
     tv = timm.create_model('msanet_r18.tv_in1k')
-    assert not torch.equal(make_transform(tv, 64)[0](img), grey)
+    assert not tv.grey_input and not torch.equal(make_transform(tv, 64)[0](photo), make_transform(
+        tv, 64)[0](photo.convert('L').convert('RGB')))
 
 
 def test_astronaut_smiles_through_the_cli_with_faces(astronaut_jpg, tmp_path):

@@ -23,6 +23,7 @@ import sys
 
 API = 2  # 2: install(force=...), watchers matched by class name, registers via timm_msanet.msanet
 ENV_VAR = 'TIMM_MSANET_AUTOLOAD'
+MIN_TIMM = '1.0.31'  # pyproject.toml's dependency
 _OFF_VALUES = ('0', 'false', 'no', 'off')
 
 
@@ -47,16 +48,35 @@ class _RegisterAfterExec(importlib.abc.Loader):
             importlib.import_module('timm_msanet.msanet')
         except Exception as e:  # never let a broken plugin break `import timm`
             import warnings
-            warnings.warn(
-                f'timm-msanet is installed but could not register its models with timm ({e!r}). '
-                f'Import timm_msanet explicitly to see the full error, or set {ENV_VAR}=0 to silence this.',
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            warnings.warn(registration_failed(module, e), RuntimeWarning, stacklevel=2)
 
     def __getattr__(self, name):
         # importlib.resources and friends ask the loader for more than create/exec
         return getattr(self._loader, name)
+
+
+def registration_failed(timm_module, error: Exception) -> str:
+    """The warning when the models could not be registered: which timm was imported, from where, which one is
+    installed, and the fix. The usual cause is a timm repository checkout: `python CHECKOUT/train.py` puts the
+    script's folder first on sys.path, so the checkout's own timm/ folder is imported instead of the installed
+    timm, and an older checkout lacks what the models need."""
+    import importlib.metadata
+    imported = getattr(timm_module, '__version__', 'of unknown version')
+    where = os.path.dirname(getattr(timm_module, '__file__', None) or '?')
+    try:
+        installed = importlib.metadata.version('timm')
+    except importlib.metadata.PackageNotFoundError:
+        installed = None
+    text = (f'timm-msanet is installed but could not register its models with timm {imported} imported from '
+            f'{where} ({error!r}); it needs timm >= {MIN_TIMM}. ')
+    if installed and installed != imported:
+        text += (f'The installed timm is {installed}: that folder shadows it (a script run from a timm checkout '
+                 f'imports the checkout\'s own timm/). Run the script with `python -P` (Python >= 3.11) or '
+                 f'PYTHONSAFEPATH=1, which leave the script\'s folder off sys.path, or use a checkout at tag '
+                 f'v{installed}. ')
+    else:
+        text += f'Upgrade it: pip install -U "timm>={MIN_TIMM}". '
+    return text + f'Import timm_msanet to see the full error, or set {ENV_VAR}=0 to silence this.'
 
 
 class TimmImportWatcher(importlib.abc.MetaPathFinder):

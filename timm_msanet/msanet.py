@@ -34,6 +34,14 @@ Architecture as read here (every reading below is a constructor argument of `MSA
 * Stochastic depth (`drop_path_rate`) rises linearly over the network depth: the 4 pre-extractor
   blocks, then the branch blocks (parallel branches share a depth).
 * The paper's loss weight beta scales the cross-entropy; it lives in the training recipe, not here.
+* Grey input (`grey_input`, not in the paper): models trained on grey faces (FER2013, FERPlus) turn a colour
+  image into the grey image PIL's `convert('L')` makes of it (ITU-R 601-2 luma, three equal channels) as the
+  first step of their forward, on the normalised tensor (`ColourToGrey`, no parameters, nothing in the
+  state_dict), so timm's own transform, train.py / validate.py / inference.py, ONNX runtimes and the package's
+  tools all show such a model what it was trained on. A no-op for grey input. With pretrained weights it
+  defaults to what their cfg says (the grey-input note of the FER2013 and FERPlus releases; a weights file's
+  own notes through `set_grey_input`); a model without pretrained weights takes colour as it is. Pass
+  `grey_input=False` (train.py `--model-kwargs grey_input=False`) to fine-tune such a release on colour faces.
 * Speed, not semantics: the first block of every branch reads the same pre-extractor map, so their 1x1
   reduce convs and their shortcut convs each run as one conv over the concatenated weights
   (`fuse_branch_entry`, on for multi-branch models). BN layers stay per block, parameters and
@@ -54,16 +62,53 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_attn, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint, checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._builder import resolve_pretrained_cfg  # not re-exported by timm.models
 from timm.models._features import FeatureGetterNet, feature_take_indices  # not re-exported by timm.models
 from timm.models.resnet import BasicBlock, downsample_conv
 
 from .labels import FER7_LABELS
+from .notes import GREY_INPUT_NOTE
 from .releases import published_cfgs
 
-__all__ = ['MSANet', 'MSANetFeatures', 'MultiScaleBlock', 'MultiScaleBranch', 'checkpoint_filter_fn']
+__all__ = ['ColourToGrey', 'MSANet', 'MSANetFeatures', 'MultiScaleBlock', 'MultiScaleBranch', 'checkpoint_filter_fn']
 
 HIERARCHIES = ('pre', 'post')
 PRE_EXTRACTOR_PREFIXES = ('conv1.', 'bn1.', 'layer1.', 'layer2.')
+
+
+# ITU-R 601-2 luma, the weights of PIL's convert('L')
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+class ColourToGrey(nn.Module):
+    """A normalised RGB batch -> the normalised batch of its grey image, replicated to three channels.
+
+    With x_c = (v_c - mean_c) / std_c, the grey value is g = sum_k w_k v_k (PIL's luma weights w) and output
+    channel c is (g - mean_c) / std_c. A grey image (v_0 = v_1 = v_2) comes out as it went in, up to float
+    rounding. Elementwise ops, not a 1x1 conv, so that bf16 autocast leaves the step in the input's precision.
+    Its constants are non-persistent buffers: the state_dict has no trace of it.
+    """
+
+    def __init__(
+            self,
+            mean: Tuple[float, ...] = IMAGENET_DEFAULT_MEAN,
+            std: Tuple[float, ...] = IMAGENET_DEFAULT_STD,
+            device=None,
+            dtype=None,
+    ):
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype or torch.get_default_dtype()}
+        mean_t = torch.tensor(mean, dtype=torch.float64).reshape(1, 3, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float64).reshape(1, 3, 1, 1)
+        luma = torch.tensor(LUMA_WEIGHTS, dtype=torch.float64).reshape(1, 3, 1, 1)
+        self.register_buffer('luma_std', (luma * std_t).to(**dd), persistent=False)
+        self.register_buffer('luma_mean', (luma * mean_t).sum().reshape(1, 1, 1, 1).to(**dd), persistent=False)
+        self.register_buffer('mean', mean_t.to(**dd), persistent=False)
+        self.register_buffer('std', std_t.to(**dd), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = (x * self.luma_std).sum(1, keepdim=True) + self.luma_mean  # in [0, 1] pixel units
+        return (grey - self.mean) / self.std
 
 
 class MultiScaleBlock(nn.Module):
@@ -220,6 +265,7 @@ class MSANet(nn.Module):
             act_layer: Type[nn.Module] = nn.ReLU,
             norm_layer: Type[nn.Module] = nn.BatchNorm2d,
             zero_init_last: bool = True,
+            grey_input: bool = False,
             device=None,
             dtype=None,
     ):
@@ -244,6 +290,8 @@ class MSANet(nn.Module):
             act_layer: Activation layer.
             norm_layer: Normalization layer.
             zero_init_last: Zero-init the last BN of every residual branch.
+            grey_input: Turn colour input into its grey image first (`ColourToGrey`), for models trained on
+                grey faces; needs in_chans=3 and the ImageNet mean/std of every msanet cfg.
         """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
@@ -256,6 +304,10 @@ class MSANet(nn.Module):
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
         self.branch_kernels = tuple(branch_kernels)
+        if grey_input and in_chans != 3:
+            raise ValueError(f'grey_input converts 3-channel colour input; this model has in_chans={in_chans}')
+        self.grey_input = grey_input
+        self.input_grey = ColourToGrey(**dd) if grey_input else None
 
         num_pre_blocks = sum(pre_depths)
         dpr = calculate_drop_path_rates(drop_path_rate, num_pre_blocks + len(branch_chs))
@@ -340,6 +392,18 @@ class MSANet(nn.Module):
         self.grad_checkpointing = enable
 
     @torch.jit.ignore
+    def set_grey_input(self, enable: bool = True) -> None:
+        """Add or remove the grey step (`ColourToGrey`): for weights whose grey training becomes known after
+        construction (a weights file's own notes). No parameters change."""
+        if enable and self.in_chans != 3:
+            raise ValueError(f'grey_input converts 3-channel colour input; this model has in_chans={self.in_chans}')
+        if enable and self.input_grey is None:
+            self.input_grey = ColourToGrey(**get_device_dtype(self))
+        elif not enable:
+            self.input_grey = None
+        self.grey_input = enable
+
+    @torch.jit.ignore
     def get_classifier(self, name_only: bool = False) -> Union[str, nn.Module]:
         return 'head.fc' if name_only else self.head.fc
 
@@ -417,6 +481,8 @@ class MSANet(nn.Module):
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.feature_info), indices)
 
+        if self.input_grey is not None:
+            x = self.input_grey(x)
         x = self.act1(self.bn1(self.conv1(x)))
         if 0 in take_indices:
             intermediates.append(x)
@@ -479,6 +545,8 @@ class MSANet(nn.Module):
         return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_grey is not None:
+            x = self.input_grey(x)
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.maxpool(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -534,7 +602,14 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MSANet) -> 
 
 
 def _create_msanet(variant: str, pretrained: bool = False, **kwargs) -> MSANet:
-    return build_model_with_cfg(
+    if pretrained and 'grey_input' not in kwargs and kwargs.get('in_chans', 3) == 3:
+        # weights trained on grey faces say so in their cfg notes (the packaged releases, their Hub and local-dir
+        # configs): they get their grey step wherever they are loaded, by timm's scripts as by the package's
+        # tools. Without pretrained weights nothing was trained on grey: a fresh model takes colour as it is.
+        cfg = resolve_pretrained_cfg(
+            variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        kwargs['grey_input'] = GREY_INPUT_NOTE in tuple(cfg.notes or ())
+    model = build_model_with_cfg(
         MSANet,
         variant,
         pretrained,
@@ -542,6 +617,9 @@ def _create_msanet(variant: str, pretrained: bool = False, **kwargs) -> MSANet:
         feature_cfg=dict(feature_cls=MSANetFeatures),
         **kwargs,
     )
+    if isinstance(model.pretrained_cfg.get('label_names'), list):  # a JSON config's list: a tuple, as registered
+        model.pretrained_cfg['label_names'] = tuple(model.pretrained_cfg['label_names'])
+    return model
 
 
 def _cfg(**kwargs) -> Dict[str, Any]:

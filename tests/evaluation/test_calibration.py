@@ -116,6 +116,10 @@ def test_calibrate_cli_saves_a_temperature_that_eval_predict_and_onnx_apply(data
     assert fit['num_samples'] == 35 and fit['after']['nll'] <= fit['before']['nll'] + 1e-9
     assert (out / 'reliability_validation.png').is_file() and (out / 'reliability_test.png').is_file()
     assert f'temperature {t:.4f} (fitted on validation)' in proc.stdout
+    # 35 images of an untrained model: a warning that says what this T does to the scores, the way it actually goes
+    said = ' '.join(proc.stderr.split())
+    assert 'T = ' in said and 'fitted on 35 images' in said
+    assert ('T < 1 sharpens every score' if t < 1 else 'T > 1 flattens every score') in said, said
     with safe_open(str(saved), framework='pt') as f:
         meta = f.metadata()
     assert float(meta['temperature']) == pytest.approx(t, rel=1e-5) and meta['temperature_fit_split'] == 'validation'
@@ -230,3 +234,10 @@ def test_calibrate_balance_folds_the_correction_into_the_bias_that_eval_then_sco
     assert metrics['accuracy'] == pytest.approx(pc['splits']['test']['after']['accuracy'], abs=1 / 21 + 1e-6)
     proc = _cli('calibrate', '--data-dir', str(data), '--split', 'validation', '--balance', '--workers', '0')
     assert proc.returncode == 2 and '--balance needs the class shares of' in proc.stderr
+
+
+def test_the_temperature_is_described_by_what_it_does():
+    from timm_msanet.evaluation.calibration import temperature_meaning
+    assert temperature_meaning(0.1913).startswith('T < 1 sharpens') and 'multiplied by 5.23' in temperature_meaning(0.1913)
+    assert temperature_meaning(4.5).startswith('T > 1 flattens') and 'divided by 4.5' in temperature_meaning(4.5)
+    assert temperature_meaning(1.0) == 'T = 1 leaves the scores as they are'

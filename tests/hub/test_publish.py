@@ -175,7 +175,9 @@ def test_model_card_renders_metrics_usage_licence_and_citation(released):
     assert '| happiness | 87.50 | 87.50 | 87.50 | 8 |' in card
     assert '| anger | 7 | 1 | 0 | 0 | 0 | 0 | 0 |' in card  # confusion matrix row: true anger
     assert '![confusion matrix](confusion_matrix.png)' in card
-    assert 'pip install timm-msanet' in card and f"timm.create_model('hf-hub:{REPO}', pretrained=True)" in card
+    # the install that works today (a clone), and the registry line only as what comes later
+    assert 'pip install ./timm-msanet' in card and 'once it is on PyPI' in card
+    assert f"timm.create_model('hf-hub:{REPO}', pretrained=True)" in card
     rows = [f'| {i} | {name} |' for i, name in enumerate(FER7_LABELS)]
     assert all(r in card for r in rows) and card.index(rows[0]) < card.index(rows[-1])
     assert 'non-commercial research only' in card and 'RAF-DB' in card
@@ -369,7 +371,14 @@ def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_
     assert cfg['pretrained_cfg']['input_size'] == [3, SIZE, SIZE]
     assert releases.GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
     card = (tmp_path / 'rel' / 'README.md').read_text()
-    assert "convert('L').convert('RGB')" in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
+    assert 'the model makes it grey' in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
+    assert "convert('L')" not in card  # msanet converts itself: the snippet feeds colour, as timm's scripts do
+    # and timm's own loader gives the published folder its grey step, from the config's notes
+    released = timm.create_model(f"local-dir:{tmp_path / 'rel'}", pretrained=True)
+    assert released.grey_input and not timm.create_model(ARCH, pretrained=False).grey_input
+    # one representation of the class order, whichever way the model was loaded
+    assert released.pretrained_cfg['label_names'] == load_model(checkpoint=out).pretrained_cfg['label_names']
+    assert isinstance(released.pretrained_cfg['label_names'], tuple)
     # wrong targets are refused before anything is written
     (tmp_path / 'dir.safetensors').mkdir()
     for bad, match in ((tmp_path / 'w.pth', 'writes a .safetensors file'),
@@ -465,11 +474,20 @@ def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
         GREY_INPUT_NOTE, 'face framing: eye_y=0.410 eye_dist=0.360']
     model = load_model(checkpoint=weights)
     assert expects_grey_input(model.pretrained_cfg)
+    # the file holds the EMA weights only: --no-ema has nothing to score, and says so instead of scoring them
+    with pytest.raises(CheckpointError, match='no raw weights for --no-ema'):
+        load_model(checkpoint=weights, use_ema=False)
+    from timm_msanet.evaluation.evaluate import format_table, weights_kind
+    assert weights_kind(model.pretrained_cfg) == 'ema'
+    line = format_table(dict(per_class={}, accuracy=0.5, mean_class_accuracy=0.5, num_samples=2, weights='ema',
+                             weights_file=True))
+    assert 'as a weights file (its only weights)' in line and '--no-ema' not in line
     assert recorded_framing(model.pretrained_cfg) == dict(eye_y=0.41, eye_dist=0.36)
-    # the file alone is preprocessed as the release is: a colour image goes grey first
+    # the file alone is preprocessed as the release is: the model makes a colour image grey in its forward
     from PIL import Image
     colour = Image.new('RGB', (SIZE, SIZE), (200, 30, 30))
-    x = make_transform(model)[0](colour)
+    assert model.grey_input
+    x = model.input_grey(make_transform(model)[0](colour).unsqueeze(0))[0]
     assert _torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)
     # calibrate keeps them, and publish takes dataset and framing from the file
     calibrated = save_calibrated_weights(model, tmp_path / 'cal.safetensors', 1.25, 'validation', str(weights))
@@ -481,6 +499,11 @@ def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
     config = json.loads((out / 'config.json').read_text())
     assert 'face framing: eye_y=0.410 eye_dist=0.360' in config['pretrained_cfg']['notes']
     assert 'as given' in (out / 'README.md').read_text()
+    # the release keeps the dtype it was given (a float16 file stays float16, about half the bytes of float32)
+    def float_dtypes(path):
+        with safe_open(str(path), 'pt') as f:
+            return {f.get_tensor(k).dtype for k in f.keys() if f.get_tensor(k).is_floating_point()}
+    assert float_dtypes(calibrated) == float_dtypes(out / 'model.safetensors') == {_torch.float16}
     proc = _cli(calibrated, '--repo-id', REPO, '--dataset', 'rafdb', '--dry-run', tmp_path / 'other')
     assert proc.returncode == 2 and 'trained on fer2013, but --dataset is rafdb' in proc.stderr
 

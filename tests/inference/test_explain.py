@@ -68,7 +68,8 @@ def test_cli_explain(face, tmp_path):
     proc = run_cli(['explain', face, '--model', 'msanet_r18_as', '--no-pretrained', '--img-size', SIZE, '--out', out],
                    timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert 'attention maps: branch 0 (3x3)' in proc.stdout
+    side = SIZE // 32  # the last block's map: what the attention and the CAM act on, stretched over each panel
+    assert f'attention maps: branch 0 (3x3) {side}x{side}; CAM {side}x{side}' in proc.stdout
     with Image.open(out) as img:
         assert img.format == 'PNG' and img.width > 3 * PANEL
     # refuses to overwrite its input

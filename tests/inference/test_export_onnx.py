@@ -108,3 +108,22 @@ def test_missing_onnx_packages_are_one_line_naming_the_extra(tmp_path):
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr
     assert 'export-onnx needs onnxscript' in proc.stderr and 'timm-msanet[onnx]' in proc.stderr
     assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_onnx_of_the_grey_release_takes_a_colour_photo_as_predict_does(tmp_path, real_batch):
+    """The packaged FER2013 release carries its grey step into the graph: onnxruntime fed timm's transform of a
+    colour photo gives `predict`'s probabilities (to 1e-4), with no conversion by the deployment."""
+    from timm_msanet.inference.predict import predict
+    grey_release = load_model('msanet_r18')
+    path = export_onnx(grey_release, tmp_path / 'fer2013.onnx')
+    meta = read_metadata(path)
+    assert meta['data_config']['grey_step_in_graph'] is True and meta['data_config']['grey_input'] is False
+    photo = Image.fromarray(pytest.importorskip('skimage.data').astronaut())
+    from timm.data import create_transform
+    cfg = {k: v for k, v in meta['data_config'].items() if not k.startswith('grey')}
+    x = create_transform(**cfg)(photo).unsqueeze(0).numpy()  # what a deployment builds from the metadata alone
+    (logits,) = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'input': x})
+    probs = torch.from_numpy(logits).softmax(-1)[0]  # the graph divides by T itself
+    [result] = predict([photo], grey_release)
+    expected = torch.tensor([result['probabilities'][n] for n in meta['label_names']])
+    torch.testing.assert_close(probs, expected, atol=1e-4, rtol=0)

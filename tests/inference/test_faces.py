@@ -120,7 +120,8 @@ def test_dlib_missing_is_one_line_saying_what_to_install(run_python, tmp_path):
         sys.exit(main(['predict', 'x.jpg', '--faces', '--detector', 'dlib']))
     """, {})
     assert proc.returncode == 2, proc.stderr
-    assert 'pip install "timm-msanet[landmarks]"' in proc.stderr and 'Traceback' not in proc.stderr
+    assert 'pip install dlib-bin face_recognition_models' in proc.stderr and './timm-msanet[landmarks]' in proc.stderr
+    assert 'Traceback' not in proc.stderr
 
 
 def test_dlib_cnn_finds_a_face_the_hog_detector_misses(astronaut):

@@ -51,9 +51,13 @@ def test_transform_is_the_models_data_config():
     assert cfg['input_size'] == (3, 96, 96) and cfg['crop_mode'] == 'squash'
     assert transform(Image.fromarray(_photo(2, (300, 200)))).shape == (3, 96, 96)  # squash: the whole face
     assert make_transform(model, img_size=64)[1]['input_size'] == (3, 64, 64)
-    # a grey-trained release (the packaged FER2013 model) sees colour photos as grey, three equal channels
-    grey_model = timm.create_model('msanet_r18', pretrained=False)
-    transform, _ = make_transform(grey_model)
+    # a grey-trained msanet release makes colour input grey inside its forward: its transform is timm's own
+    grey_model = timm.create_model('msanet_r18', pretrained=True)  # the packaged file: offline
+    assert grey_model.grey_input and not isinstance(make_transform(grey_model)[0], GreyInput)
+    # a grey-trained model without such a step (timm's resnet18, cfg notes say grey) sees photos made grey first
+    from timm_msanet.notes import GREY_INPUT_NOTE
+    r18 = timm.create_model('resnet18', pretrained=False, pretrained_cfg_overlay=dict(notes=(GREY_INPUT_NOTE,)))
+    transform, _ = make_transform(r18)
     assert isinstance(transform, GreyInput)
     x = transform(Image.fromarray(_photo(3)))
     assert torch.allclose((x[0] * 0.229 + 0.485), (x[1] * 0.224 + 0.456), atol=1e-5)

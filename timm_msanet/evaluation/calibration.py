@@ -43,6 +43,15 @@ class CalibrationError(ToolError):
     """Calibration cannot run as asked; the message says what was expected."""
 
 
+def temperature_meaning(t: float) -> str:
+    """What a temperature does to the scores, in words (probabilities are softmax(logits / T))."""
+    if t > 1.0:
+        return f'T > 1 flattens every score: the model was over-confident, each logit is divided by {t:.3g}'
+    if t < 1.0:
+        return f'T < 1 sharpens every score: the model was under-confident, each logit is multiplied by {1 / t:.3g}'
+    return 'T = 1 leaves the scores as they are'
+
+
 def train_prior(data_dir: str, classes: Sequence[str], split: str = 'train') -> List[float]:
     """The class shares of a data dir's train split (files per class folder, in `classes` order)."""
     root = Path(data_dir) / split
@@ -119,9 +128,9 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
     accuracy = float((fit['logits'].argmax(1) == fit['targets']).float().mean()) if n else 0.0
     if n < 500 or accuracy < 1.5 / classes:
         warnings.warn(f'T = {t:.3g} was fitted on {n} images where the model is {accuracy * 100:.1f}% accurate (chance '
-                      f'{100 / classes:.1f}%): ' + ('a model near chance level gets a large T that flattens every '
-                      'score; it says the model is not trained, not how confident it is'
-                      if accuracy < 1.5 / classes else 'fewer than 500 images make the fitted T noisy'),
+                      f'{100 / classes:.1f}%; {temperature_meaning(t)}): ' + (
+                          'near chance level the fitted T says the model is not trained, not how far to trust its '
+                          'scores' if accuracy < 1.5 / classes else 'fewer than 500 images make the fitted T noisy'),
                       UserWarning, stacklevel=2)
     result: Dict[str, Any] = dict(temperature=t, previous_temperature=before_t, fit_split=fit_split,
                                   model=model.pretrained_cfg.get('architecture'), fit_accuracy=accuracy, splits={})

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from ..utils import safe_json
 from ..utils.errors import ToolError
 from ..utils.options import device, non_negative_int, positive_int
-from ..utils.images import GreyInput
+from ..utils.images import GreyInput, needs_grey_conversion
 from ..notes import expects_grey_input, temperature_of
 from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, save_figure, write_output
@@ -132,7 +132,7 @@ def collect_logits(
     dev = torch.device(device)
     loader = create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
                            use_prefetcher=False, device=dev, **data_cfg)
-    if expects_grey_input(model.pretrained_cfg):  # as predict shows photos to a grey-trained model
+    if needs_grey_conversion(model):  # as predict shows photos to a grey-trained model without a grey step
         dataset.transform = GreyInput(dataset.transform)
     model = model.to(dev)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == 'cpu' else torch.float16, enabled=amp)
@@ -207,6 +207,7 @@ def evaluate(
     metrics.update(
         model=model.pretrained_cfg.get('architecture'),
         model_source=_model_source(model.pretrained_cfg), weights=weights_kind(model.pretrained_cfg),
+        weights_file=model.pretrained_cfg.get('checkpoint_weights') == 'file',
         data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=got['classes'],
         input_size=list(got['data_cfg']['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
     )
@@ -337,8 +338,10 @@ def format_table(metrics: Dict[str, Any]) -> str:
     lines.append(f"accuracy {metrics['accuracy'] * 100:.2f}%   mean class accuracy "
                  f"{metrics['mean_class_accuracy'] * 100:.2f}%   samples {metrics['num_samples']}")
     if metrics.get('weights'):
-        lines.append({'ema': "weights: the EMA of the train.py checkpoint (--no-ema scores its raw weights)",
-                      'raw': "weights: the raw weights of the train.py checkpoint (not its EMA)"}[metrics['weights']]
+        made = ', as a weights file (its only weights)' if metrics.get('weights_file') else ''
+        lines.append({'ema': f"weights: the EMA of the train.py checkpoint{made}"
+                             + ('' if made else ' (--no-ema scores its raw weights)'),
+                      'raw': f"weights: the raw weights of the train.py checkpoint (not its EMA){made}"}[metrics['weights']]
                      + (f"; from {metrics['model_source']}" if metrics.get('model_source') else ''))
     if 'ece' in metrics:
         line = (f"calibration (T={metrics.get('temperature', 1.0):.4g}): ECE {metrics['ece'] * 100:.2f}%   "

@@ -152,6 +152,7 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
     if ckpt.weights == 'file' and ckpt.extra.get('weights_origin') == 'state_dict_ema':  # publish --weights-only
         weights = 'the EMA (exponential moving average) weights of the training checkpoint, as a weights file'
     size = data_config['input_size']
+    grey_step = arch.startswith('msanet')  # msanet models loaded with grey notes convert colour input themselves
     temperature = temperature_of(model.pretrained_cfg)
     out = [
         '---',
@@ -168,7 +169,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f'*{PAPER_TITLE}* (2022), as implemented by the [timm-msanet](https://pypi.org/project/timm-msanet/) '
         f'plugin for [timm](https://github.com/huggingface/pytorch-image-models).',
         '',
-        '> **Install the plugin first: `pip install timm-msanet`.** The architecture is not part of timm '
+        '> **Install the plugin first** (from its repository today: `git clone REPOSITORY timm-msanet && pip install '
+        './timm-msanet`; `pip install timm-msanet` once it is on PyPI). The architecture is not part of timm '
         'itself. The timm snippet the Hub shows for this repo leaves that step out; without the plugin, '
         f'timm stops with `Unknown model ({arch})`. Once it is installed, `import timm` registers the '
         'model by itself, no extra import needed.',
@@ -176,7 +178,7 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         '## Usage',
         '',
         '```bash',
-        'pip install timm-msanet',
+        'git clone REPOSITORY timm-msanet && pip install ./timm-msanet   # REPOSITORY: the timm-msanet repository',
         '```',
         '',
         '```python',
@@ -187,6 +189,8 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         'cfg = timm.data.resolve_data_config({}, model=model)   # size, squash resize, normalisation',
         'transform = timm.data.create_transform(**cfg)',
         ("img = Image.open('face.jpg').convert('L')   # an aligned face crop" if size[0] == 1 else
+         "img = Image.open('face.jpg').convert('RGB')   # colour is fine: the model makes it grey, as it was trained"
+         if ds.get('grey') and grey_step else
          "img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
          if ds.get('grey') else "img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"),
         'with torch.no_grad():',
@@ -206,7 +210,10 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, {data_config["interpolation"]}), '
         f'mean {tuple(round(m, 4) for m in data_config["mean"])}, std {tuple(round(s, 4) for s in data_config["std"])}',
         f'- **Paper:** Ghadai & Patra, *{PAPER_TITLE}*, 2022',
-        *(['- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
+        *(['- **Grey input:** trained on greyscale faces; the model turns colour input into its grey image '
+           'itself (`grey_input`, the first step of its forward), in timm\'s pipeline, ONNX and `timm-msanet '
+           'predict` alike'] if ds.get('grey') and size[0] != 1 and grey_step else
+          ['- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
            'first, as `timm-msanet predict` does'] if ds.get('grey') and size[0] != 1 else []),
         _framing_line(face_framing),
         '',

@@ -155,6 +155,7 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
 
 def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_name: Optional[str],
                    eval_json, use_ema: Optional[bool], face_framing: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    import torch
     from timm.models import save_for_hf
 
     try:
@@ -193,6 +194,8 @@ def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_
     )
     if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
         set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
+    if {t.dtype for t in ckpt.state_dict.values() if t.is_floating_point()} == {torch.float16}:
+        model = model.half()  # a float16 weights file is published as float16: the dtype it was given
     try:
         save_for_hf(model, str(out_dir), model_config=dict(label_names=label_names), safe_serialization=True,
                     data_config=data_config)

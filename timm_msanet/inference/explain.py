@@ -111,7 +111,10 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
     # the input as the model sees it: undo the normalisation of the transformed tensor
     mean = np.array(cfg.get('mean', IMAGENET_DEFAULT_MEAN), np.float32).reshape(-1, 1, 1)
     std = np.array(cfg['std'], np.float32).reshape(-1, 1, 1)
-    view = np.clip((x[0].float().cpu().numpy() * std + mean) * 255, 0, 255).round().astype(np.uint8)
+    grey_step = getattr(model, 'input_grey', None)  # a grey-trained msanet sees its own grey image of the input
+    with torch.inference_mode():
+        seen = grey_step(x) if grey_step is not None else x
+    view = np.clip((seen[0].float().cpu().numpy() * std + mean) * 255, 0, 255).round().astype(np.uint8)
     view = Image.fromarray(view.transpose(1, 2, 0) if view.shape[0] == 3 else view[0]).convert('RGB')
     return dict(label=names[pred], probabilities=dict(zip(names, probs)), target=names[c], image=view,
                 attention=[(name, maps[name]) for name, _ in spatial if name in maps], cam=cam,
@@ -177,6 +180,10 @@ def colour_bar(height: int, width: int, label_font):
     return bar
 
 
+def _size(amap) -> str:
+    return f'{amap.shape[0]}x{amap.shape[1]}'
+
+
 def render(result: Dict[str, Any], panel: int = PANEL):
     """The explanation as one RGB PIL image: input, attention panels, CAM, colour bar; a caption above each."""
     from PIL import Image, ImageDraw
@@ -186,9 +193,10 @@ def render(result: Dict[str, Any], panel: int = PANEL):
     face = f"face {result['face']}: " if 'face' in result else 'input: '  # its box is in the printed lines
     panels = [(base, f"{face}{result['label']} {result['probabilities'][result['label']]:.2f}")]
     for name, amap in result['attention']:
-        panels.append((overlay(base, amap), f'{name} attn [{amap.min():.2f}, {amap.max():.2f}]'))
+        # the map's own size: at 64 px the last block's maps are 2x2, stretched over the whole panel
+        panels.append((overlay(base, amap), f'{name} {_size(amap)} [{amap.min():.2f}, {amap.max():.2f}]'))
     cam = result['cam']
-    panels.append((overlay(base, cam), f"CAM: {result['target']} [{cam.min():.1f}, {cam.max():.1f}]"))
+    panels.append((overlay(base, cam), f"CAM {_size(cam)}: {result['target']} [{cam.min():.1f}, {cam.max():.1f}]"))
     caption_font = font(max(11, panel // 17))
     caption_h = panel // 8
     pad = 4
@@ -275,11 +283,12 @@ def run(args: argparse.Namespace) -> int:
         raise ExplainError(f'no face detected in {image}; without --faces the whole image is explained')
     with atomic_path(out, [image, *model_input_paths(args)], args.overwrite, '--out') as tmp:
         render_rows(results).save(tmp, format='PNG')
-    maps = ', '.join(name for name, _ in results[0]['attention']) or 'none (model without attention)'
+    maps = ', '.join(f'{name} {_size(amap)}' for name, amap in results[0]['attention']) or \
+        'none (model without attention)'
     for r in results:
         where = f" face {r['face']} {r['box']}" if 'box' in r else ''
         if 'aligned' in r:
             where += f" aligned (rotated {r['aligned']['rotation']:+.1f} degrees)"
         print(f"{printable(image)}{where}: {r['label']} {r['probabilities'][r['label']]:.3f} (CAM of {r['target']})")
-    print(f'wrote {out}: {len(results)} row(s); attention maps: {maps}')
+    print(f"wrote {out}: {len(results)} row(s); attention maps: {maps}; CAM {_size(results[0]['cam'])}")
     return 0

@@ -11,8 +11,9 @@ deployment needs nothing but the .onnx file:
 * `label_names`: the class names in output order, e.g. `["anger", "disgust", ...]`;
 * `data_config`: `input_size`, `mean`, `std`, `interpolation`, `crop_pct`, `crop_mode` (the model's
   timm data config: squash resize to `input_size`, scale to [0, 1], subtract mean, divide by std) and
-  `grey_input` (true for grey-trained models such as `msanet_r18.fer2013`: convert colour images to
-  grey, replicated to 3 channels, first);
+  `grey_input` (true for a grey-trained model without a grey step of its own: convert colour images to
+  grey, replicated to 3 channels, first) and `grey_step_in_graph` (true for grey-trained msanet models such
+  as `msanet_r18.fer2013`: the graph makes colour input grey itself, so feed colour images as they are);
 * `temperature`: the model's calibration temperature T (`timm-msanet calibrate`; 1.0 when it has none).
   The graph already divides the logits by T as its last operation, so `softmax(logits)` of the ONNX
   output is the calibrated probability that `timm-msanet predict` prints; the argmax is unchanged;
@@ -35,9 +36,9 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 from ..utils import safe_json
 from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
-from ..utils.errors import ToolError
-from ..utils.images import make_transform
-from ..notes import expects_grey_input, temperature_of
+from ..utils.errors import ToolError, install_hint
+from ..utils.images import make_transform, needs_grey_conversion
+from ..notes import temperature_of
 from ..utils.options import non_negative_float, positive_int
 from ..utils.outputs import add_overwrite_argument, atomic_path, check_output
 from ..version import __version__
@@ -49,8 +50,10 @@ def onnx_metadata(model, img_size: Optional[int] = None) -> Dict[str, str]:
     _, cfg = make_transform(model, img_size)  # the data config predict uses (1 channel for in_chans=1 models)
     names = label_names_of(model)
     data_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
-    # a grey-trained model (FER2013) expects colour images made grey (3 equal channels) before the transform
-    data_config['grey_input'] = expects_grey_input(model.pretrained_cfg)
+    # grey_input: the runtime must make colour images grey (3 equal channels) before the transform (a grey-trained
+    # model without a grey step of its own); grey_step_in_graph: the graph does it itself (msanet `grey_input`)
+    data_config['grey_input'] = needs_grey_conversion(model)
+    data_config['grey_step_in_graph'] = bool(getattr(model, 'grey_input', False))
     return {
         'label_names': json.dumps(names),
         'data_config': json.dumps(data_config),
@@ -164,8 +167,7 @@ def require_onnx(*modules: str) -> None:
         except ImportError:
             missing.append(name)
     if missing:
-        raise ToolError(f'export-onnx needs {" and ".join(missing)}, which are not installed: '
-                        f'pip install "timm-msanet[onnx]"')
+        raise ToolError(f'export-onnx needs {" and ".join(missing)}, which are not installed: {install_hint("onnx")}')
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

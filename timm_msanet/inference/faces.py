@@ -27,7 +27,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from ..utils.errors import ToolError
+from ..utils.errors import ToolError, install_hint
 from ..notes import (DEFAULT_FRAMING, FRAMING_NOTE, FramingError, framing_of, parse_framing,  # noqa: F401
                     recorded_framing)
 
@@ -46,7 +46,7 @@ def _cascade():
         import cv2
     except ImportError as e:
         raise NoFaceDetector(
-            'face detection needs OpenCV: pip install "timm-msanet[faces]" (opencv-python-headless<5)') from e
+            f'face detection needs OpenCV: {install_hint("faces")}') from e
     if not hasattr(cv2, 'CascadeClassifier') or not hasattr(cv2, 'data'):
         raise NoFaceDetector(
             f'this OpenCV ({cv2.__version__}) has no bundled Haar cascades (OpenCV 5 dropped them): '
@@ -106,7 +106,7 @@ LANDMARK_NAMES = ('right_eye', 'left_eye', 'nose', 'mouth_right', 'mouth_left')
 # dlib's 68-point layout: eye contours 36-41 and 42-47, nose tip 30, mouth corners 48 and 54
 _DLIB_POINTS = {'right_eye': range(36, 42), 'left_eye': range(42, 48), 'nose': (30,), 'mouth_right': (48,),
                 'mouth_left': (54,)}
-LANDMARKS_INSTALL = 'pip install "timm-msanet[landmarks]" (dlib-bin and face_recognition_models)'
+LANDMARKS_INSTALL = install_hint('landmarks')
 # dlib's HOG scores: faces score about 0.3-2; below 0.2 its detections on the test photos were clothing and
 # background (a face rotated by 45 degrees scores 0.09 and is lost)
 DLIB_MIN_SCORE = 0.2

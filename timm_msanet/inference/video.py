@@ -37,7 +37,7 @@ import time as _time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..utils.errors import ToolError
+from ..utils.errors import ToolError, install_hint
 from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
 from ..utils.images import annotate_image, make_transform
 from ..loading import eval_mode, label_names_of, warn_if_untrained
@@ -109,7 +109,7 @@ class VideoReader:
         try:
             import cv2
         except ImportError as e:
-            raise VideoError('video needs OpenCV: pip install "timm-msanet[faces]" (opencv-python-headless<5)') from e
+            raise VideoError(f'video needs OpenCV: {install_hint("faces")}') from e
         self.path = Path(str(path))
         if fps is not None and not fps > 0:
             raise VideoError(f'--fps must be a positive number of frames per second, got {fps}')

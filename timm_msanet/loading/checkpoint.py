@@ -209,6 +209,10 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
                 raise CheckpointError(str(e)) from None
             extra['temperature_fit_split'] = str(meta.get('temperature_fit_split') or 'validation')
         extra.update(_recorded_facts(meta, path))
+        if use_ema is False and extra.get('weights_origin') == EMA_KEY:
+            raise CheckpointError(f'{path} holds one set of weights, the EMA of its train.py checkpoint: there are '
+                                  f'no raw weights for --no-ema. Drop --no-ema, or give the train.py checkpoint '
+                                  f'(or a file from publish --weights-only --no-ema)')
         return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra, str(path))
     obj: Any = _torch_load_safely(path)
 

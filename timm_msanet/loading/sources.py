@@ -9,7 +9,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 
 from ..utils import safe_json
 from ..labels import labels_for
-from ..notes import set_temperature, temperature_of
+from ..notes import expects_grey_input, set_temperature, temperature_of
 from ..releases import pool_size_for
 from .checks import CheckpointError, STEERING_KEYS, check_input_size, check_release_config, msanet_archs
 from .checkpoint import (CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, _with_config, config_beside, model_from_checkpoint,
@@ -263,6 +263,8 @@ def load_model(
         if ckpt.extra.get('notes') and 'notes' not in caller_overlay:  # the file's own grey input and framing
             notes = tuple(model.pretrained_cfg.get('notes') or ())
             model.pretrained_cfg['notes'] = notes + tuple(n for n in ckpt.extra['notes'] if n not in notes)
+        if hasattr(model, 'set_grey_input') and model.in_chans == 3 and expects_grey_input(model.pretrained_cfg):
+            model.set_grey_input(True)  # known from the file's notes after construction: the model converts itself
         if 'temperature' in ckpt.extra:
             set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     else:

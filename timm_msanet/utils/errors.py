@@ -13,3 +13,17 @@ class ToolError(RuntimeError):
     """A problem with the input or set-up of a tool, reported in one line by the CLI."""
 
     exit_status = 2
+
+
+# timm-msanet is installed from a clone today (it is not on PyPI yet): an install hint names the packages an
+# extra brings, which install from the registry now, and the extra itself as a clone installs it.
+EXTRAS = {
+    'faces': '"opencv-python-headless<5"',
+    'landmarks': 'dlib-bin face_recognition_models',
+    'onnx': 'onnx onnxruntime onnxscript',
+}
+
+
+def install_hint(extra: str) -> str:
+    """'pip install PACKAGES (the [extra] extra: pip install "./timm-msanet[extra]" from a clone)'."""
+    return f'pip install {EXTRAS[extra]} (the [{extra}] extra: pip install "./timm-msanet[{extra}]" from a clone)'

@@ -6,8 +6,8 @@ Used by predict, video, explain, eval (grey input) and export-onnx (the data con
 * Preprocessing is the model's own data config (`timm.data.resolve_data_config` + `create_transform`,
   eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
   `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
-  the RGB mean/std. Models trained on grey faces (cfg note `releases.GREY_INPUT_NOTE`, e.g. the
-  packaged `msanet_r18.fer2013`) get the image converted to grey and back to 3 equal channels.
+  the RGB mean/std. Models trained on grey faces (cfg note `notes.GREY_INPUT_NOTE`) without a grey step of
+  their own get the image converted to grey and back to 3 equal channels (`needs_grey_conversion`).
 * Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
   1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
   composited over white; 16-bit ('I;16*', and 'I' holding values above 255) scaled by 1/257, 32-bit
@@ -168,9 +168,16 @@ def as_pil(x) -> 'Image.Image':
     return _array_to_pil(x)
 
 
+def needs_grey_conversion(model) -> bool:
+    """Whether a colour image must be made grey before `model`'s transform: its cfg says it was trained on grey
+    faces (`notes.GREY_INPUT_NOTE`) and it has no grey step of its own (msanet models built with `grey_input`
+    convert inside their forward, so timm's own transform and scripts feed them as they are)."""
+    return expects_grey_input(getattr(model, 'pretrained_cfg', None)) and not getattr(model, 'grey_input', False)
+
+
 def make_transform(model, img_size: Optional[int] = None):
-    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); models
-    whose cfg carries `releases.GREY_INPUT_NOTE` get the image converted to grey (3 equal channels) first."""
+    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); a model
+    that `needs_grey_conversion` gets the image converted to grey (3 equal channels) first."""
     from timm.data import create_transform, resolve_data_config
 
     cfg = resolve_data_config({}, model=model)
@@ -186,7 +193,7 @@ def make_transform(model, img_size: Optional[int] = None):
     if chans == 1:
         base = transform
         transform = lambda img: base(img.convert('L'))  # noqa: E731
-    elif expects_grey_input(getattr(model, 'pretrained_cfg', None)):
+    elif needs_grey_conversion(model):
         transform = GreyInput(transform)
     return transform, cfg
 
