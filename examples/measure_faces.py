@@ -5,6 +5,8 @@ Not a test: it prints tables; a few minutes on 2 cores. Needs the faces, landmar
 
     PYTHONPATH=. python examples/measure_faces.py photos          # the detectors on 16 real photos (30 faces),
                                                                   # aligned crops of the faces tilted in them
+    PYTHONPATH=. python examples/measure_faces.py canvases        # real scenes on phone-photo canvases (to 12 MP):
+                                                                  # recall and time at detect_max_side 4096 and 1024
     PYTHONPATH=. python examples/measure_faces.py detectors       # the detectors on the astronaut and copies of it
     PYTHONPATH=. python examples/measure_faces.py alignment       # aligned vs square crops of the tilted astronaut
     PYTHONPATH=. python examples/measure_faces.py framing DIR     # eye framing of FER2013 faces (DIR: train/ class folders)
@@ -222,6 +224,53 @@ def alignment() -> None:
     print('| aligned crop | ' + ' | '.join(f'{v:.3f}' for v in rows[True]) + ' |')
 
 
+# the scenes pasted on canvases by `canvases`: group photos of PHOTOS and the astronaut (its face centre by hand)
+CANVAS_SCENES = ('multi_face.jpg', 't1.jpg', 'face_detection_input.jpg')
+ASTRONAUT_FACE = (200, 110)
+
+
+def canvases(cache: Path) -> None:
+    """Phone-photo sizes: real scenes pasted at their own size (and the astronaut also at 2x, a 180 px face) on
+    grey canvases 1024 to 4032 px wide (4:3, 4032 x 3024 is a 12-megapixel photo), detected with
+    `detect_max_side` 4096 (full resolution; dlib's photo default) and 1024 (Haar's, and every detector's before),
+    each detector's recall, false detections and time."""
+    from timm_msanet.inference.faces import locate_faces
+    scenes = [(path.name, Image.open(path).convert('RGB'), centres)
+              for path, (_, _, _, _, centres) in _registry_photos(cache) if path.name in CANVAS_SCENES]
+    astronaut = _astronaut()
+    scenes.append(('astronaut', astronaut, [ASTRONAUT_FACE]))
+    scenes.append(('astronaut at 2x', astronaut.resize((1024, 1024), Image.BICUBIC),
+                   [(2 * ASTRONAUT_FACE[0], 2 * ASTRONAUT_FACE[1])]))
+    locate_faces(astronaut, 'dlib')  # model loading outside the timings
+    settings = [(det, side) for det in ('dlib', 'haar') for side in (4096, 1024)]
+    print('| scene | canvas | faces | ' + ' | '.join(f'`{d}` at {s} px' for d, s in settings) + ' |')
+    print('|---|---|---|' + '---|' * len(settings))
+    totals = {k: [0, 0, 0.0, 0] for k in settings}
+    for name, img, centres in scenes:
+        for width in (1024, 2231, 3000, 4032):
+            height = width * 3 // 4
+            if img.size[0] > width or img.size[1] > height:
+                continue
+            canvas = Image.new('RGB', (width, height), (128, 124, 118))
+            at = ((width - img.size[0]) * 2 // 3, (height - img.size[1]) // 3)  # off centre, as people stand
+            canvas.paste(img, at)
+            shifted = [(x + at[0], y + at[1]) for x, y in centres]
+            row = []
+            for key in settings:
+                start = time.perf_counter()
+                faces = locate_faces(canvas, key[0], max_side=key[1])
+                took = time.perf_counter() - start
+                hits, false = _score([f.box for f in faces], shifted)
+                t = totals[key]
+                t[0], t[1], t[2], t[3] = t[0] + hits, t[1] + false, t[2] + took, t[3] + 1
+                row.append(f'{hits}' + (f' +{false} false' if false else '') + f' ({took:.1f} s)')
+            print(f'| {name} | {width}x{height} | {len(centres)} | ' + ' | '.join(row) + ' |', flush=True)
+    n = sum(len(c) for _, img, c in scenes for w in (1024, 2231, 3000, 4032)
+            if img.size[0] <= w and img.size[1] <= w * 3 // 4)
+    print(f'| all | | {n} | ' + ' | '.join(f'{h} +{f} false ({t / max(k, 1):.1f} s an image)'
+                                          for h, f, t, k in totals.values()) + ' |')
+
+
 def framing(root: str) -> None:
     from timm_msanet.inference.faces import measure_framing
     files = sorted(glob.glob(f'{root}/train/*/*'))
@@ -258,7 +307,7 @@ def video(fps, detector: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('what', choices=('photos', 'detectors', 'alignment', 'framing', 'video'))
+    parser.add_argument('what', choices=('photos', 'canvases', 'detectors', 'alignment', 'framing', 'video'))
     parser.add_argument('root', nargs='?', help='framing: a FER2013 folder layout')
     parser.add_argument('--fps', type=float, default=None)
     parser.add_argument('--detector', default='haar', help='video: the face detector predict uses')
@@ -269,6 +318,8 @@ def main() -> None:
         framing(args.root)
     elif args.what == 'photos':
         photos(args.cache)
+    elif args.what == 'canvases':
+        canvases(args.cache)
     elif args.what == 'video':
         video(args.fps, args.detector)
     else:

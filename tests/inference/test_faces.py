@@ -82,7 +82,7 @@ def test_aligned_crops_bring_tilted_faces_back_to_the_upright_prediction(astrona
 
     def probs(img, align):
         (res,) = predict([img], model, faces=True, detector='dlib', align=align)
-        return np.array(list(res['faces'][0]['probabilities'].values()))
+        return np.array(list(res['probabilities'].values()))  # the largest face's (faces are left to right)
 
     upright = {a: probs(photo, a) for a in (True, False)}
     aligned_total = square_total = 0.0
@@ -213,3 +213,74 @@ def test_auto_is_dlib_with_the_landmarks_extra_and_haar_without(astronaut, run_p
     import json
     (res,) = json.loads((tmp_path / 'r.json').read_text())
     assert res['detector'] == 'haar' and 'crop' in res['faces'][0] and 'landmarks' not in res['faces'][0]
+
+
+def _phone_photo(astronaut, face_px: int):
+    """The astronaut scaled so her face is about `face_px` wide, on a grey 4032 x 3024 canvas (a 12 MP photo)."""
+    photo = Image.fromarray(astronaut)  # her face is about 90 px wide in the 512 px photo
+    scale = face_px / 90
+    photo = photo.resize((round(512 * scale),) * 2, Image.BICUBIC)
+    canvas = Image.new('RGB', (4032, 3024), (128, 124, 118))
+    canvas.paste(photo, (2600, 700))
+    return canvas
+
+
+def test_a_180_px_face_in_a_12_megapixel_photo_is_found(astronaut, tmp_path):
+    """A phone photo is seen at full resolution (detect_max_side 4096): a 180 px face and an 80 px one are found
+    (the old 1024 px limit lost the first); with --detect-max-side 1024 the 80 px face is missed and stderr
+    says why."""
+    _dlib()
+    import json
+    for face_px in (180, 80):
+        big = tmp_path / f'big{face_px}.jpg'
+        _phone_photo(astronaut, face_px).save(big, quality=90)
+        proc = run_cli(['predict', big, '--faces', '--json', tmp_path / 'r.json', '--overwrite'], timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        (res,) = json.loads((tmp_path / 'r.json').read_text())
+        assert res['detector'] == 'dlib' and len(res['faces']) == 1, res
+        x0, y0, x1, y1 = res['faces'][0]['box']
+        side = round(512 * face_px / 90)
+        assert 2600 < x0 < x1 < 2600 + side and 700 < y0 < y1 < 700 + side and x1 - x0 > face_px / 2
+    small = run_cli(['predict', big, '--faces', '--detect-max-side', '1024', '--json', tmp_path / 's.json'],
+                    timeout=600)
+    assert small.returncode == 1
+    (res,) = json.loads((tmp_path / 's.json').read_text())
+    assert res['error'] == 'no face detected' and res['faces'] == []
+    said = ' '.join(small.stderr.split())
+    assert 'big80.jpg: note: the detector saw this 4032x3024 image scaled to 1024 px' in said
+    assert 'faces under about 158 px are missed; raise --detect-max-side' in said
+
+
+def test_a_face_crop_with_faces_is_classified_whole_with_a_note(tmp_path):
+    """A 48 px grey face crop (FER2013-like) in which no face is found is classified whole, with a note."""
+    from timm_msanet.inference.predict import predict
+    from timm_msanet.loading import load_model
+    crop = Image.new('L', (48, 48), 128)  # no detector finds a face here: the crop is taken for one
+    [res] = predict([crop], load_model('msanet_r18'), faces=True, detector='haar')
+    assert res['faces'] == [] and res['label'] in res['probabilities'] and 'error' not in res
+    assert res['note'] == 'no face detected in this 48x48 image: classified whole, as a face crop'
+    [whole] = predict([crop], load_model('msanet_r18'))
+    assert whole['probabilities'] == res['probabilities']
+
+
+def test_faces_are_listed_left_to_right_and_the_legend_says_what_the_colours_mean(astronaut):
+    """Two copies of the astronaut, the smaller on the left: faces come left to right, the image's label is the
+    larger face's (drawn red), the legend names both colours."""
+    from timm_msanet.inference.predict import predict
+    from timm_msanet.loading import load_model
+    from timm_msanet.utils.images import MAIN_FACE_COLOUR, OTHER_FACE_COLOUR, annotate_image
+    _dlib()
+    photo = Image.fromarray(astronaut)
+    scene = Image.new('RGB', (1400, 800), (128, 124, 118))
+    scene.paste(photo.resize((384, 384)), (40, 200))   # left, smaller
+    scene.paste(photo, (800, 150))                      # right, larger
+    [res] = predict([scene], load_model('msanet_r18'), faces=True, detector='dlib')
+    boxes = [f['box'] for f in res['faces']]
+    assert len(boxes) == 2 and boxes[0][0] < 600 < boxes[1][0]
+    larger = res['faces'][1]
+    assert res['label'] == larger['label'] and res['probabilities'] == larger['probabilities']
+    drawn = annotate_image(scene, res)
+    assert drawn.getpixel((boxes[1][0], (boxes[1][1] + boxes[1][3]) // 2)) == MAIN_FACE_COLOUR
+    assert drawn.getpixel((boxes[0][0], (boxes[0][1] + boxes[0][3]) // 2)) == OTHER_FACE_COLOUR
+    legend = {drawn.getpixel((x, y)) for x in range(0, 80) for y in range(500, 800)}  # the bottom-left corner
+    assert MAIN_FACE_COLOUR in legend and OTHER_FACE_COLOUR in legend

@@ -125,7 +125,7 @@ def test_batching_is_consistent(model, image_dir):
 
 
 def test_faces_on_a_real_photo(model, astronaut):
-    results = predict([astronaut, _photo(0, (200, 160))], model, faces=True, topk=2, detector='haar')
+    results = predict([astronaut, _photo(0, (400, 300))], model, faces=True, topk=2, detector='haar')
     face_r, empty_r = results
     assert face_r['detector'] == 'haar'
     assert len(face_r['faces']) >= 1
@@ -183,7 +183,7 @@ def test_cli_faces_annotate(checkpoint, astronaut, tmp_path):
     photos = tmp_path / 'photos'
     photos.mkdir()
     Image.fromarray(astronaut).save(photos / 'astronaut.jpg', quality=95)
-    Image.fromarray(_photo(0, (200, 160))).save(photos / 'noface.png')
+    Image.fromarray(_photo(0, (400, 300))).save(photos / 'noface.png')
     before = {p.name: p.read_bytes() for p in photos.iterdir()}
     out_json = tmp_path / 'faces.json'
     for outdir in (tmp_path / 'annotated', photos):  # an OUTDIR that is the input folder never overwrites inputs

@@ -17,10 +17,11 @@ predicted class (or `--target`). Models without attention (`msanet_r18_ms`) show
   map's minimum, red = its maximum. Drawing is PIL only.
 * `--faces`: on a photo rather than an aligned face, detect faces as `predict --faces` does (the same
   `--detector`; with a landmark detector each face is aligned to the framing the model was trained with,
-  `--no-align` for the square crop with `--margin`) and explain each face image, one row per face, largest
-  first (at most `--max-faces`): the maps are of what the model saw, so they line up with the aligned face.
+  `--no-align` for the square crop with `--margin`) and explain each face image, one row per face, left to
+  right (the `--max-faces` largest): the maps are of what the model saw, so they line up with the aligned face.
   Without it the whole image is explained, as the model would see it.
-* A low-resolution map (7x7 at 224 px) is upsampled bilinearly to the panel size.
+* A low-resolution map (7x7 at 224 px, 2x2 at 64 px) is upsampled bilinearly to the panel size; each panel's
+  caption and the command's last line give the map's own size.
 """
 import argparse
 import sys
@@ -28,7 +29,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError
-from .faces import DEFAULT_MARGIN, DETECTORS, face_slot, framing_notice, framing_of, locate_faces, require_detector
+from .faces import (DEFAULT_MARGIN, DETECTORS, box_area, face_slot, framing_notice, framing_of, locate_faces,
+                    require_detector)
 from ..utils.images import as_pil, font, make_transform
 from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths, warn_if_untrained
 from ..notes import temperature_of
@@ -123,7 +125,8 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
 
 def explain_faces(image, model, margin: Optional[float] = None, max_faces: int = 8, img_size: Optional[int] = None,
                   target: Optional[int] = None, detector: str = 'auto', align: bool = True) -> List[Dict[str, Any]]:
-    """Detect faces in a photo (as `predict --faces`) and `explain` each one, largest face first.
+    """Detect faces in a photo (as `predict --faces`) and `explain` each one (the `max_faces` largest), left to
+    right.
 
     Each result also has 'face' (its index) and what `predict` reports of the face: 'box' (the detection,
     x0, y0, x1, y1), and either 'crop' (the square region explained) or, with a landmark detector
@@ -134,7 +137,9 @@ def explain_faces(image, model, margin: Optional[float] = None, max_faces: int =
     img = as_pil(image)
     framing = framing_of(getattr(model, 'pretrained_cfg', None)) if align else None
     results = []
-    for face in locate_faces(img, detector)[:max_faces]:
+    found = locate_faces(img, detector)
+    keep = sorted(range(len(found)), key=lambda i: -box_area(found[i].box))[:max_faces]  # the largest, in order
+    for face in [found[i] for i in sorted(keep)]:
         slot, face_img = face_slot(img, face, DEFAULT_MARGIN if margin is None else margin, framing)
         r = explain(face_img, model, img_size=img_size, target=target)
         results.append(dict(r, face=len(results), **slot))

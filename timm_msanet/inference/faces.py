@@ -1,4 +1,4 @@
-"""Face detection for photos and video frames: boxes, largest first, and the image each face is classified on.
+"""Face detection for photos and video frames: boxes, left to right, and the image each face is classified on.
 
 Used by `predict --faces` (photos and videos) and `explain --faces`. Three detectors: the Haar cascade below
 (boxes only, needs only OpenCV) and two from dlib (the `landmarks` extra, model files from
@@ -14,14 +14,16 @@ fallback that needs no extra model files.
   cascade (`haarcascade_frontalface_default`, from `opencv-python-headless` < 5: OpenCV 5 no longer ships
   the cascades; extra `timm-msanet[faces]`).
   It needs no model download and runs on CPU in milliseconds; it finds near-frontal faces only. The
-  detector runs on a grayscale copy scaled to at most `detect_max_side` (1024) px, boxes are mapped back
-  to the original pixels. Each detection is made square around its centre and grown by `margin` (0.2)
+  detector runs on a grayscale copy scaled to at most `detect_max_side` (1024; dlib's HOG sees photos up to
+  4096 px, a 12-megapixel phone photo at full resolution: DETECT_MAX_SIDE; video frames 1024), boxes are mapped
+  back to the original pixels. Each detection is made square around its centre and grown by `margin` (0.2)
   of its side on every side (a 1.4x side crop, closer to how aligned FER datasets frame a face: the
   cascade's box stops at the eyebrows and the chin). A crop that leaves the image is shifted back
-  inside; only a crop larger than the image is clipped. Faces come largest first; the image's own
-  `label`/`probabilities` are those of the largest face. An image with no face gets
-  `error: 'no face detected'`, an empty `faces` list and no label (it is not classified whole: use
-  `faces=False` for face crops).
+  inside; only a crop larger than the image is clipped. Faces are listed left to right (then top to
+  bottom); the image's own `label`/`probabilities` are those of its largest face (`largest_index`). An
+  image with no face gets `error: 'no face detected'`, an empty `faces` list and no label, except a small
+  one (longest side up to FACE_CROP_MAX_SIDE, 256 px), which is taken for a face crop and classified whole
+  with a `note` (detectors miss many faces that fill the frame: a 48 px FER2013 face, a 100 px RAF-DB one).
 """
 from functools import lru_cache
 from pathlib import Path
@@ -32,7 +34,54 @@ from ..notes import (DEFAULT_FRAMING, FRAMING_NOTE, FramingError, framing_of, pa
                     recorded_framing)
 
 DEFAULT_MARGIN = 0.2
-DETECT_MAX_SIDE = 1024
+# The longest side each detector sees on a photo by default. dlib's HOG at 4096 keeps a 12-megapixel phone photo
+# (4032 x 3024) at full resolution, where with one upsampling it finds faces down to about 40 px (seconds a
+# photo); the Haar cascade at full resolution finds a few more faces and many more false ones, so it stays at
+# 1024; the CNN detector costs minutes on a 12 MP photo. Video frames, detected many times a clip, are seen at
+# 1024 (VIDEO_DETECT_MAX_SIDE). Measured recall and time on real scenes: docs/inference.md.
+DETECT_MAX_SIDE = {'dlib': 4096, 'haar': 1024, 'dlib-cnn': 1024}
+VIDEO_DETECT_MAX_SIDE = 1024
+# An image this small (longest side, px) in which no face is found is taken for a face crop and classified whole
+# (a 48 px FER2013 face, a 100 px aligned RAF-DB face): the detectors miss many faces that fill the frame.
+FACE_CROP_MAX_SIDE = 256
+
+
+def box_area(box: Sequence[float]) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def largest_index(boxes: Sequence[Sequence[float]]) -> int:
+    """Index of the largest box: the face whose label is the image's own (faces are listed left to right)."""
+    return max(range(len(boxes)), key=lambda i: box_area(boxes[i]))
+
+
+def reading_order(boxes: Sequence[Sequence[float]]) -> List[int]:
+    """Indices of `boxes` left to right, then top to bottom (by the box's left edge, then its top)."""
+    return sorted(range(len(boxes)), key=lambda i: (boxes[i][0], boxes[i][1]))
+
+
+def no_face(size: Tuple[int, int], max_side: int) -> Dict[str, Any]:
+    """What a result says when the detector found no face in an image of `size`: a small image is a face crop,
+    classified whole (a `note`, no error); a larger one gets an `error`, and a `note` when the image was scaled
+    down for the detector (its smaller faces were below what the detector can find)."""
+    if max(size) <= FACE_CROP_MAX_SIDE:
+        return dict(note=f'no face detected in this {size[0]}x{size[1]} image: classified whole, as a face crop')
+    scale = detection_scale(size, max_side)
+    if scale < 1.0:
+        return dict(label=None, error='no face detected', note=(
+            f'the detector saw this {size[0]}x{size[1]} image scaled to {max_side} px on its longest side '
+            f'({scale:.2f}): faces under about {round(40 / scale)} px are missed; raise --detect-max-side'))
+    return dict(label=None, error='no face detected')
+
+
+def detect_max_side(detector: str, max_side: Optional[int] = None) -> int:
+    """The longest side `detector` ('auto' resolved first) sees: `max_side`, or its photo default."""
+    return int(max_side) if max_side else DETECT_MAX_SIDE[resolve_detector(detector)]
+
+
+def detection_scale(size: Tuple[int, int], max_side: int) -> float:
+    """The factor an image of `size` is scaled by for the detector (1.0: seen at full resolution)."""
+    return min(1.0, max_side / max(size))
 
 
 class NoFaceDetector(ToolError):
@@ -58,14 +107,14 @@ def _cascade():
     return cascade
 
 
-def detect_faces(img, max_side: int = DETECT_MAX_SIDE, min_size: int = 24, scale_factor: float = 1.1,
+def detect_faces(img, max_side: int = DETECT_MAX_SIDE['haar'], min_size: int = 24, scale_factor: float = 1.1,
                  min_neighbors: int = 5) -> List[Tuple[int, int, int, int]]:
-    """Face boxes (x0, y0, x1, y1) in the image's pixels, largest first (OpenCV Haar cascade)."""
+    """Face boxes (x0, y0, x1, y1) in the image's pixels, left to right (OpenCV Haar cascade)."""
     import numpy as np
 
     cascade = _cascade()
     w, h = img.size
-    scale = min(1.0, max_side / max(w, h))
+    scale = detection_scale((w, h), max_side)
     gray = img.convert('L')
     if scale < 1.0:
         from PIL import Image
@@ -80,8 +129,7 @@ def detect_faces(img, max_side: int = DETECT_MAX_SIDE, min_size: int = 24, scale
         x0, y0 = int(round(x / scale)), int(round(y / scale))
         x1, y1 = int(round((x + bw) / scale)), int(round((y + bh) / scale))
         boxes.append((max(0, x0), max(0, y0), min(w, x1), min(h, y1)))
-    boxes.sort(key=lambda b: (b[2] - b[0]) * (b[3] - b[1]), reverse=True)
-    return boxes
+    return [boxes[i] for i in reading_order(boxes)]
 
 
 def face_crop_box(box: Sequence[int], size: Tuple[int, int], margin: float = DEFAULT_MARGIN) -> Tuple[int, ...]:
@@ -185,10 +233,13 @@ def require_detector(detector: str = 'auto') -> str:
     return detector
 
 
-def locate_faces(img, detector: str = 'auto', max_side: int = DETECT_MAX_SIDE) -> List[Face]:
-    """Faces of an image, largest first: Haar boxes, or dlib's HOG ('dlib') or CNN ('dlib-cnn') detections
-    with score and five landmarks ('auto': `resolve_detector`)."""
+def locate_faces(img, detector: str = 'auto', max_side: Optional[int] = None) -> List[Face]:
+    """Faces of an image, left to right (then top to bottom): Haar boxes, or dlib's HOG ('dlib') or CNN
+    ('dlib-cnn') detections with score and five landmarks ('auto': `resolve_detector`). The image is scaled
+    down to `max_side` (default: the detector's, `detect_max_side`) for the detector first; boxes are in the
+    image's own pixels."""
     detector = resolve_detector(detector)
+    max_side = detect_max_side(detector, max_side)
     if detector == 'haar':
         return [Face(tuple(b)) for b in detect_faces(img, max_side=max_side)]
     require_detector(detector)
@@ -197,10 +248,13 @@ def locate_faces(img, detector: str = 'auto', max_side: int = DETECT_MAX_SIDE) -
     finder, predictor, dlib = _dlib_models(detector)
     rgb = img.convert('RGB')
     w, h = rgb.size
-    scale = min(1.0, max_side / max(w, h))
+    scale = detection_scale((w, h), max_side)
     small = rgb if scale == 1.0 else rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-    # upsampling once finds faces down to about 40 px; above 800 px it costs more than it finds
-    found = _dlib_detections(detector, finder, np.asarray(small), 1 if max(small.size) <= 800 else 0)
+    # HOG's window is 80 px: one upsampling finds faces down to about 40 px, at four times the pixels (a 12 MP
+    # photo: seconds, docs/inference.md). The CNN detector upsampled costs minutes on such a photo: above 800 px
+    # it runs once at the size it is given.
+    upsample = 1 if detector == 'dlib' or max(small.size) <= 800 else 0
+    found = _dlib_detections(detector, finder, np.asarray(small), upsample)
     full = np.asarray(rgb)
     faces = []
     for r, score in found:
@@ -213,8 +267,7 @@ def locate_faces(img, detector: str = 'auto', max_side: int = DETECT_MAX_SIDE) -
         marks = {name: (sum(pts[i][0] for i in idx) / len(idx), sum(pts[i][1] for i in idx) / len(idx))
                  for name, idx in _DLIB_POINTS.items()}
         faces.append(Face((x0, y0, x1, y1), float(score), marks))
-    faces.sort(key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]), reverse=True)
-    return faces
+    return [faces[i] for i in reading_order([f.box for f in faces])]
 
 
 def framing_notice(model, detector: str, align: bool = True) -> Optional[str]:

@@ -19,9 +19,11 @@ Choices made here (where FER tools differ and nothing fixes one answer):
   upsampled by the squash resize like any other.
 * Faces (`faces=True`): see `timm_msanet.inference.faces` (detectors: `auto` is dlib with the landmarks extra, faces
   aligned as the model was trained, else the Haar cascade and the square crop with `margin`). Faces come
-  largest first; the image's own `label`/`probabilities` are those of the largest face. An image with no
-  face gets `error: 'no face detected'`, an empty `faces` list and no label (it is not classified whole:
-  use `faces=False` for face crops).
+  left to right (then top to bottom); the image's own `label`/`probabilities` are those of the largest face.
+  An image with no face gets `error: 'no face detected'` (saying so when it was scaled down for the
+  detector), an empty `faces` list and no label; an image of at most 256 px with no face found is taken for
+  a face crop and classified whole, with a `note`. So `faces=True` is for photos (people in a scene, a phone
+  picture); aligned face crops (FER datasets, a face already cut out) want `faces=False`.
 * `annotate_image` draws with PIL only. The CLI writes annotated copies under `--annotate OUTDIR`,
   mirroring the inputs' folder structure, as JPEG for JPEG inputs and PNG otherwise; it never writes a
   path that is one of the inputs (it adds `_annotated` to the name instead).
@@ -39,8 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..utils.errors import ToolError
-from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, NoFaceDetector, face_slot, framing_of, locate_faces,
-    require_detector)
+from .faces import (DEFAULT_MARGIN, NoFaceDetector, face_slot, framing_of, largest_index, locate_faces, no_face,
+                    require_detector)
+from .faces import detect_max_side as detect_max_side_for
 from ..utils.images import annotate_image, as_pil, make_transform  # noqa: F401  (annotate_image: API)
 from ..loading import eval_mode, label_names_of, load_model, warn_if_untrained
 from ..notes import temperature_of
@@ -105,7 +108,7 @@ def iter_predict(
         margin: float = DEFAULT_MARGIN,
         img_size: Optional[int] = None,
         progress: Optional[bool] = None,
-        detect_max_side: int = DETECT_MAX_SIDE,
+        detect_max_side: Optional[int] = None,
         detector: str = 'auto',
         align: bool = True,
 ) -> Iterator[Dict[str, Any]]:
@@ -153,8 +156,8 @@ def iter_predict(
         while pending and pending[0][1] == 0:
             result = pending.pop(0)[0]
             if faces and result.get('faces'):
-                result.update({k: v for k, v in result['faces'][0].items() if k in ('label', 'score', 'probabilities',
-                                                                                    'topk')})
+                main = result['faces'][largest_index([f['box'] for f in result['faces']])]
+                result.update({k: v for k, v in main.items() if k in ('label', 'score', 'probabilities', 'topk')})
             bar.update(1)
             yield result
 
@@ -175,8 +178,9 @@ def iter_predict(
                             result['faces'].append(slot)
                             crops.append((transform(face_img), slot))
                         if not found:
-                            result['label'] = None
-                            result['error'] = 'no face detected'
+                            result.update(no_face(img.size, detect_max_side_for(detector, detect_max_side)))
+                            if 'error' not in result:  # a face crop: the whole image is the face
+                                crops.append((transform(img), result))
                     else:
                         crops.append((transform(img), result))
                 except NoFaceDetector:
@@ -209,7 +213,7 @@ def predict(
         margin: float = DEFAULT_MARGIN,
         img_size: Optional[int] = None,
         progress: Optional[bool] = None,
-        detect_max_side: int = DETECT_MAX_SIDE,
+        detect_max_side: Optional[int] = None,
         detector: str = 'auto',
         align: bool = True,
 ) -> List[Dict[str, Any]]:
@@ -227,7 +231,8 @@ def predict(
         margin: Face crop margin, a fraction of the face side added on every side.
         img_size: Override the model cfg's input size (default: the size the model was trained at).
         progress: Show a tqdm bar on stderr (default: with 10 or more inputs).
-        detect_max_side: Longest side the face detector sees (larger images are scaled down for it).
+        detect_max_side: Longest side the face detector sees (larger images are scaled down for it); default the
+            detector's own (`faces.DETECT_MAX_SIDE`: 4096 for dlib, a 12 MP photo at full resolution, 1024 else).
         detector: 'auto' (default: 'dlib' with the landmarks extra installed, else 'haar'), 'haar' (OpenCV,
             boxes only), 'dlib' (HOG detector with a score and five landmarks) or 'dlib-cnn' (dlib's CNN
             detector: more poses and occlusions, 5-20 s a photo on 2 CPU cores). Results name it ('detector').
@@ -239,7 +244,7 @@ def predict(
         'score' (its probability), 'probabilities' ({label name: probability} in the model's class
         order), 'topk' when asked; with faces=True also 'faces': [{'box': [x0, y0, x1, y1],
         'crop': [...] or 'aligned': {...}, 'detector_score' and 'landmarks' (dlib), 'label', 'score',
-        'probabilities'(, 'topk')}], largest first, the image's label being its largest face's. A failed input
+        'probabilities'(, 'topk')}], left to right, the image's label being its largest face's. A failed input
         has 'label': None and 'error'.
     """
     return list(iter_predict(inputs, model, batch_size=batch_size, device=device, faces=faces, topk=topk,

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from .faces import DEFAULT_MARGIN, DETECTORS, NoFaceDetector, framing_notice, require_detector, resolve_detector
+from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, VIDEO_DETECT_MAX_SIDE, NoFaceDetector,
+                    framing_notice, require_detector, resolve_detector)
 from ..utils.images import annotate_image, as_pil
 from ..loading import add_model_args, label_names_of, model_from_args
 from ..utils.options import device, face_margin, non_negative_float, positive_float, positive_int
@@ -37,6 +38,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                              'more faces, 5-20 s a photo on CPU')
     parser.add_argument('--no-align', action='store_true',
                         help='with landmarks: classify the square crop of the box instead of the aligned face')
+    parser.add_argument('--detect-max-side', type=positive_int, default=None, metavar='PX',
+                        help=f'with --faces: the longest side the face detector sees; larger images are scaled down '
+                             f'for it (photos: {DETECT_MAX_SIDE["dlib"]} for dlib, a 12-megapixel photo at full '
+                             f'resolution, {DETECT_MAX_SIDE["haar"]} for haar and dlib-cnn; video frames: '
+                             f'{VIDEO_DETECT_MAX_SIDE}). Lower is faster and misses small faces')
     parser.add_argument('--margin', type=face_margin, default=DEFAULT_MARGIN,
                         help='face crop margin: fraction of the face side added on every side (default 0.2)')
     parser.add_argument('--topk', type=positive_int, default=None, help='print and store the k most probable labels')
@@ -90,7 +96,7 @@ def _line(r: Dict[str, Any], topk: Optional[int]) -> str:
 
 
 def _csv_rows(results: List[Dict[str, Any]], names: Sequence[str]):
-    """One row per face (faces numbered from 1, largest first, as video tracks are), with what the JSON has:
+    """One row per face (faces numbered from 1, left to right, as video tracks are), with what the JSON has:
     the detector, its score, whether the face was aligned (its rotation) and the five landmarks."""
     marks = ('right_eye', 'left_eye', 'nose', 'mouth_right', 'mouth_left')
     header = ['input', 'face', 'x0', 'y0', 'x1', 'y1', 'label', 'score', *names, 'detector', 'detector_score',
@@ -178,6 +184,7 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
             res = analyze_video(video, model, fps=args.fps, batch_size=args.batch_size, device=args.device,
                                 margin=args.margin, smooth=args.smooth, on_frame=writer, detector=args.detector,
                                 align=not args.no_align,
+                                detect_max_side=args.detect_max_side or VIDEO_DETECT_MAX_SIDE,
                                 progress=not args.no_progress and sys.stderr.isatty())
         except VideoError as e:
             if writer is not None:
@@ -260,7 +267,8 @@ def run(args: argparse.Namespace) -> int:
     progress = False if args.no_progress or not sys.stderr.isatty() else len(files) >= PROGRESS_MIN_INPUTS
     predictions = iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size, device=args.device,
                                faces=args.faces, topk=args.topk, margin=args.margin, detector=args.detector,
-                               align=not args.no_align, progress=progress)
+                               align=not args.no_align, progress=progress,
+                               detect_max_side=args.detect_max_side)
     for i, ((file, root), r) in enumerate(zip(files, predictions)):
         if outdir is not None and 'width' in r:
             out = annotated[i]
@@ -274,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
             except Exception as e:
                 r['annotate_error'] = f'{type(e).__name__}: {e}'
         results.append(r)
+        if r.get('note'):  # a face crop classified whole; an image scaled down for the detector with no face found
+            tqdm.write(f"{printable(r['input'])}: note: {r['note']}", file=sys.stderr)
         if not quiet_stdout:
             # through the bar: in a terminal a plain print lands after the bar's text on the same line
             tqdm.write(_line(r, args.topk), file=sys.stdout)

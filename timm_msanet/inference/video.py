@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError, install_hint
-from .faces import DEFAULT_MARGIN, DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
+from .faces import DEFAULT_MARGIN, VIDEO_DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
 from ..utils.images import annotate_image, make_transform
 from ..loading import eval_mode, label_names_of, warn_if_untrained
 from ..notes import temperature_of
@@ -188,7 +188,7 @@ def analyze_video(
         device: str = 'cpu',
         margin: float = DEFAULT_MARGIN,
         smooth: float = DEFAULT_SMOOTH_S,
-        detect_max_side: int = DETECT_MAX_SIDE,
+        detect_max_side: int = VIDEO_DETECT_MAX_SIDE,
         progress: bool = False,
         on_frame=None,
         detector: str = 'auto',

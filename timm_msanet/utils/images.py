@@ -16,7 +16,7 @@ Used by predict, video, explain, eval (grey input) and export-onnx (the data con
   not already normalised: they go through the same transform.
 """
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 from ..notes import expects_grey_input
 
@@ -241,16 +241,43 @@ def annotate_image(img, result: Dict[str, Any]):
         draw.text((x, y), text, fill='white', font=tag_font)
 
     if 'faces' in result:
+        boxes = [f['box'] for f in result['faces']]
+        main = max(range(len(boxes)), key=lambda i: (boxes[i][2] - boxes[i][0]) * (boxes[i][3] - boxes[i][1]),
+                   default=None)
         for i, face in enumerate(result['faces']):
-            color = (230, 40, 40) if i == 0 else (40, 120, 230)
+            color = MAIN_FACE_COLOUR if i == main else OTHER_FACE_COLOUR
             draw.rectangle(face['box'], outline=color, width=line)
             for x, y in (face.get('landmarks') or {}).values():
                 r = line + 1
-                draw.ellipse((x - r, y - r, x + r, y + r), fill=(40, 220, 60))
+                draw.ellipse((x - r, y - r, x + r, y + r), fill=LANDMARK_COLOUR)
             if face.get('label'):
                 tag(face['box'][0], face['box'][1], f"{face['label']} {face['score']:.2f}", color)
-        if not result['faces']:
+        if boxes:
+            legend(draw, (w, h), tag_font, line, any(f.get('landmarks') for f in result['faces']))
+        elif result.get('label'):  # a face crop, classified whole
+            tag(line, line, f"whole image: {result['label']} {result['score']:.2f}", MAIN_FACE_COLOUR)
+        else:
             tag(line, line, 'no face detected', (90, 90, 90))
     elif result.get('label'):
-        tag(line, line, f"{result['label']} {result['score']:.2f}", (230, 40, 40))
+        tag(line, line, f"{result['label']} {result['score']:.2f}", MAIN_FACE_COLOUR)
     return img
+
+
+MAIN_FACE_COLOUR = (230, 40, 40)   # the largest face: its label is the image's own
+OTHER_FACE_COLOUR = (40, 120, 230)
+LANDMARK_COLOUR = (40, 220, 60)
+
+
+def legend(draw, size: Tuple[int, int], tag_font, pad: int, landmarks: bool) -> None:
+    """What the colours of an annotated image mean, in its bottom-left corner."""
+    entries = [(MAIN_FACE_COLOUR, "largest face (the image's label)"), (OTHER_FACE_COLOUR, 'other faces')]
+    if landmarks:
+        entries.append((LANDMARK_COLOUR, 'landmarks (face aligned)'))
+    heights = [draw.textbbox((0, 0), text, font=tag_font)[3] for _, text in entries]
+    y = size[1] - pad - sum(h + 2 * pad for h in heights)
+    for (colour, text), h in zip(entries, heights):
+        x1, _, x2, _ = draw.textbbox((0, 0), text, font=tag_font)
+        draw.rectangle((pad, y, pad + h + 4 * pad + (x2 - x1), y + h + pad), fill=(255, 255, 255))
+        draw.rectangle((2 * pad, y + pad // 2, 2 * pad + h, y + pad // 2 + h), fill=colour)
+        draw.text((3 * pad + h, y), text, fill=(0, 0, 0), font=tag_font)
+        y += h + 2 * pad
