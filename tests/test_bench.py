@@ -49,3 +49,20 @@ def test_noisy_rows_are_named():
     quiet, busy = _row('a', [100.0, 101.0, 99.0]), _row('b', [100.0, 60.0, 100.0])
     assert quiet['spread_pct'] < SPREAD_WARN < busy['spread_pct']
     assert noisy_rows([quiet, busy]) == [busy]
+
+
+def test_bench_cpu_precisions_and_formats_side_by_side(tmp_path):
+    """--amp fp32 bf16 --channels-last both: every model at the four settings in one interleaved group, each row
+    saying how it ran, and ratios taken against the baseline at the same setting."""
+    out = tmp_path / 'bench.json'
+    proc = run_cli(['bench', '--models', 'msanet_r18', 'resnet18', '--device', 'cpu', '--mode', 'train',
+                    '--amp', 'fp32', 'bf16', '--channels-last', 'both', '--batch-size', '2', '--img-size', '32',
+                    '--steps', '1', '--repeats', '2', '--warmup', '1', '--json', out], timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())
+    assert [(r['model'], r['amp'], r['channels_last']) for r in rows] == [
+        (m, amp, cl) for amp in ('fp32', 'bf16') for cl in (False, True) for m in ('msanet_r18', 'resnet18')]
+    assert {r['dtype'] for r in rows if r['amp'] == 'bf16'} == {'bfloat16'}
+    for label in ('eager fp32 ', 'eager fp32+cl', 'eager bf16 ', 'eager bf16+cl'):
+        assert sum(line.startswith('msanet_r18') and label in line and 'x resnet18' in line
+                   for line in proc.stdout.splitlines()) == 1, (label, proc.stdout)

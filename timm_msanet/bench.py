@@ -1,19 +1,21 @@
 """Training and inference throughput of the MSA-Net models next to timm's CNNs, in one process and one run.
 
-For each model, mode (train / infer) and eager or `torch.compile`d execution: images per second,
-achieved TFLOP/s (FLOPs of one step counted with torch's FlopCounterMode, forward for infer, forward
-plus backward for train, divided by the measured step time) and peak memory. On CUDA the models run in
-bf16 autocast with channels_last (the settings users train with) and peak memory is the growth of
-`torch.cuda.max_memory_allocated` while that model was built and warmed up; on CPU in float32, and peak
-memory is the growth of the process's peak resident set then (0 when an earlier model already reached a
-higher peak).
+For each model, mode (train / infer), precision, memory format and eager or `torch.compile`d execution:
+images per second, achieved TFLOP/s (FLOPs of one step counted with torch's FlopCounterMode, forward for
+infer, forward plus backward for train, divided by the measured step time) and peak memory. `--amp` picks
+the precision (fp32, or bf16 autocast; several are measured side by side), `--channels-last` the memory
+format (on, off or both). Defaults: on CUDA bf16 autocast with channels_last (the settings users train
+with), on CPU float32 in the contiguous format. Peak memory on CUDA is the growth of
+`torch.cuda.max_memory_allocated` while that model was built and warmed up; on CPU the growth of the
+process's peak resident set then (0 when an earlier model already reached a higher peak).
 
     timm-msanet bench [--models ...] [--device cpu|cuda] [--mode train infer] [--batch-size N] [--compile]
+                      [--amp fp32 bf16] [--channels-last [on|off|both]]
                       [--img-size 224] [--steps 10] [--repeats 5] [--json OUT]
 
-Timing is interleaved: every model of a mode is built and warmed up first, then each of `--repeats` rounds
-times `--steps` steps of every model in turn, so a burst of load elsewhere on the machine hits all models
-of a round alike. A row reports the median round and the spread (max - min over median) of its rounds;
+Timing is interleaved: every model and setting of a mode is built and warmed up first, then each of
+`--repeats` rounds times `--steps` steps of every one in turn, so a burst of load elsewhere on the machine
+hits all of a round alike. A row reports the median round and the spread (max - min over median) of its rounds;
 ratios to the baseline are taken per round, between neighbours in time, and their median is printed. A
 spread over `SPREAD_WARN` percent gets a warning: the machine was busy and the figures are not to be
 quoted. Compare ratios within a run; quote absolute times from a GPU.
@@ -25,7 +27,7 @@ import resource
 import statistics
 import time
 import warnings
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .utils.errors import ToolError
 from .utils.options import device, non_negative_int, positive_int
@@ -53,9 +55,14 @@ def count_step_flops(model, x, train: bool) -> int:
     return counter.get_total_flops()
 
 
+AMPS = ('fp32', 'bf16')
+
+
 def prepare_step(name: str, device: str, mode: str, batch_size: int, compiled: bool, img_size: int = 224,
-                 warmup: int = 5):
-    """Build one model with its input (and optimizer when training), warm it up; returns (step, info)."""
+                 warmup: int = 5, amp: Optional[str] = None, channels_last: Optional[bool] = None):
+    """Build one model with its input (and optimizer when training), warm it up; returns (step, info).
+    `amp` 'bf16' (autocast) or 'fp32', `channels_last`; None: bf16 with channels_last on CUDA, fp32 contiguous
+    elsewhere."""
     import torch
     import torch.nn.functional as F
     import timm
@@ -68,15 +75,17 @@ def prepare_step(name: str, device: str, mode: str, batch_size: int, compiled: b
         torch.cuda.synchronize()
         mem0 = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
+    amp = amp or ('bf16' if cuda else 'fp32')
+    channels_last = cuda if channels_last is None else channels_last
     model = timm.create_model(name, num_classes=7).to(dev)
-    fmt = torch.channels_last if cuda else torch.contiguous_format
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt).train(train)
     x = torch.randn(batch_size, 3, img_size, img_size, device=dev).to(memory_format=fmt)
     y = torch.randint(0, 7, (batch_size,), device=dev)
     flops = count_step_flops(model, x, train)
     step_model = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if train else None
-    autocast = torch.autocast('cuda', dtype=torch.bfloat16, enabled=cuda)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp == 'bf16')
 
     def step():
         if train:
@@ -97,7 +106,8 @@ def prepare_step(name: str, device: str, mode: str, batch_size: int, compiled: b
     else:
         peak = max(0.0, _peak_rss_mb() - rss0)
     info = dict(model=name, device=device, mode=mode, batch_size=batch_size, compiled=compiled, img_size=img_size,
-                dtype='bfloat16' if cuda else 'float32', gflops_per_step=round(flops / 1e9, 2),
+                amp=amp, channels_last=channels_last, dtype='bfloat16' if amp == 'bf16' else 'float32',
+                gflops_per_step=round(flops / 1e9, 2),
                 peak_mem_mb=round(peak, 1))
     return step, info, flops
 
@@ -121,9 +131,12 @@ def spread_pct(values: Sequence[float]) -> float:
 
 
 def bench_group(models: Sequence[str], device: str, mode: str, batch_size: int, compiled: bool, img_size: int,
-                steps: int, warmup: int, repeats: int) -> List[Dict]:
-    """One mode and execution: all models prepared, then `repeats` interleaved timing rounds."""
-    prepared = [prepare_step(name, device, mode, batch_size, compiled, img_size, warmup) for name in models]
+                steps: int, warmup: int, repeats: int,
+                settings: Sequence[Tuple[Optional[str], Optional[bool]]] = ((None, None),)) -> List[Dict]:
+    """One mode and execution: every model at every (amp, channels_last) setting prepared, then `repeats`
+    interleaved timing rounds."""
+    prepared = [prepare_step(name, device, mode, batch_size, compiled, img_size, warmup, amp, cl)
+                for amp, cl in settings for name in models]
     seconds = [[] for _ in prepared]
     for _ in range(repeats):
         for i, (step, _, _) in enumerate(prepared):
@@ -141,7 +154,8 @@ def bench_group(models: Sequence[str], device: str, mode: str, batch_size: int, 
 
 def run_bench(models: Sequence[str] = DEFAULT_MODELS, device: Optional[str] = None, modes=('train', 'infer'),
               batch_size: Optional[int] = None, compile_modes=(False,), img_size: int = 224, steps: int = 10,
-              warmup: int = 5, repeats: int = 5, log=print) -> List[Dict]:
+              warmup: int = 5, repeats: int = 5, log=print, amps: Sequence[Optional[str]] = (None,),
+              channels_last: Sequence[Optional[bool]] = (None,)) -> List[Dict]:
     import torch
     import timm_msanet  # noqa: F401  (registers the models should timm already be imported)
     if repeats < 1 or steps < 1:
@@ -151,34 +165,43 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, device: Optional[str] = No
     rows = []
     for compiled in compile_modes:
         for mode in modes:
-            for row in bench_group(models, device, mode, batch_size, compiled, img_size, steps, warmup, repeats):
+            settings = [(amp, cl) for amp in amps for cl in channels_last]
+            for row in bench_group(models, device, mode, batch_size, compiled, img_size, steps, warmup, repeats,
+                                   settings):
                 rows.append(row)
                 log(format_row(row))
     return rows
 
 
+def setting(r: Dict) -> str:
+    """'eager fp32', 'compiled bf16+cl', ...: how a row ran, besides its model and mode."""
+    return (f"{'compiled' if r['compiled'] else 'eager'} {r.get('amp', 'fp32')}"
+            f"{'+cl' if r.get('channels_last') else ''}")
+
+
 def format_row(r: Dict) -> str:
-    return (f"{r['model']:18s} {r['device']:5s} {r['mode']:5s} {'compiled' if r['compiled'] else 'eager':8s} "
+    return (f"{r['model']:18s} {r['device']:5s} {r['mode']:5s} {setting(r):17s} "
             f"b{r['batch_size']:<4d} {r['img_s']:10.1f} img/s (spread {r['spread_pct']:4.1f}%) "
             f"{r['tflops']:8.3f} TFLOP/s {r['peak_mem_mb']:9.1f} MB")
 
 
 def ratio_table(rows: List[Dict], baseline: str = 'resnet18') -> List[str]:
-    """Each model's TFLOP/s and img/s as a ratio to the baseline's in the same mode / execution.
+    """Each model's TFLOP/s and img/s as a ratio to the baseline's in the same mode, execution, precision and
+    memory format.
 
     Ratios are taken round by round (the two models ran next to each other in time) and the median ratio is
     reported with the range over rounds.
     """
     out = []
-    base = {(r['mode'], r['compiled']): r for r in rows if r['model'] == baseline}
+    base = {(r['mode'], setting(r)): r for r in rows if r['model'] == baseline}
     for r in rows:
-        b = base.get((r['mode'], r['compiled']))
+        b = base.get((r['mode'], setting(r)))
         if not b or r['model'] == baseline or b['tflops'] <= 0:
             continue
         img = [a / c for a, c in zip(r['round_img_s'], b['round_img_s'])]
         flop_scale = r['gflops_per_step'] / b['gflops_per_step'] if b['gflops_per_step'] else 0.0
         mid = statistics.median(img)
-        out.append(f"{r['model']:18s} {r['mode']:5s} {'compiled' if r['compiled'] else 'eager':8s} "
+        out.append(f"{r['model']:18s} {r['mode']:5s} {setting(r):17s} "
                    f"img/s {mid:.2f}x {baseline} (rounds {min(img):.2f}-{max(img):.2f}), "
                    f"TFLOP/s {mid * flop_scale:.2f}x")
     return out
@@ -199,6 +222,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help='timing rounds; the models take turns within each round, rows report the median')
     parser.add_argument('--warmup', type=non_negative_int, default=5)
     parser.add_argument('--compile', action='store_true', help='also measure torch.compile (eager rows always run)')
+    parser.add_argument('--amp', nargs='+', choices=AMPS, default=None,
+                        help='precision: fp32, or bf16 autocast; several are timed side by side (default: bf16 on '
+                             'CUDA, fp32 on CPU)')
+    parser.add_argument('--channels-last', nargs='?', const='on', choices=('on', 'off', 'both'), default=None,
+                        help='memory format: channels_last on, off, or both side by side (default: on for CUDA, '
+                             'off on CPU)')
     parser.add_argument('--json', dest='json_out', default=None, help='write the rows as a JSON list here')
     add_overwrite_argument(parser, 'the --json file')
 
@@ -210,12 +239,19 @@ def run(args: argparse.Namespace) -> int:
     import timm
     on_cuda = (args.device or '').startswith('cuda') or (args.device is None and torch.cuda.is_available())
     where = torch.cuda.get_device_name(0) if on_cuda else f'cpu, {torch.get_num_threads()} threads'
+    if not on_cuda and 'bf16' in (args.amp or ()):
+        from .utils.precision import native_bf16
+        if not native_bf16('cpu'):
+            warnings.warn('this CPU has no native bf16 (no AVX-512 BF16 / AMX): bf16 autocast is emulated here, '
+                          'about 9x slower than fp32 (docs/speed.md)')
     print(f'torch {torch.__version__}, timm {timm.__version__}, {where}; '
           f'{args.repeats} rounds of {args.steps} steps per model, interleaved', flush=True)
     try:
         rows = run_bench(args.models, args.device, args.mode, args.batch_size,
                          (False, True) if args.compile else (False,), args.img_size, args.steps, args.warmup,
-                         args.repeats, log=lambda line: print(line, flush=True))
+                         args.repeats, log=lambda line: print(line, flush=True), amps=args.amp or (None,),
+                         channels_last={None: (None,), 'on': (True,), 'off': (False,),
+                                        'both': (False, True)}[args.channels_last])
     except RuntimeError as e:  # an unknown model name, CUDA asked for where there is none, out of memory
         if isinstance(e, ToolError):
             raise
