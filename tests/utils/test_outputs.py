@@ -213,3 +213,72 @@ def test_weights_are_never_written_over_their_checkpoint(weights, tmp_path):
     assert proc.returncode == 2 and 'exists; pass --overwrite' in proc.stderr
     assert _cli('publish', weights, '--weights-only', copy, '--overwrite').returncode == 0
     assert (copy.stat().st_mode & 0o044) == 0o044  # readable by others (umask 022), not mkstemp's 0600
+
+
+# ------------------------------------------------------------------- hostile inputs, round two (docs/security.md)
+
+def _one_line_error(proc, status: int, *fragments: str) -> str:
+    said = ' '.join(proc.stderr.split())
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr and all(f in said for f in fragments), said
+    return said
+
+
+def test_a_fifo_or_a_link_to_dev_zero_in_an_eval_split_is_refused_before_any_is_opened(tmp_path):
+    for name, make in (('fifo', lambda p: os.mkfifo(p)), ('zero', lambda p: p.symlink_to('/dev/zero')),
+                       ('loop', lambda p: p.symlink_to(p))):
+        split = tmp_path / name / 'test' / 'anger'
+        split.mkdir(parents=True)
+        _photo(split / 'a.png')
+        make(split / 'y.png')
+        proc = _cli('eval', *TINY, '--data-dir', tmp_path / name, '--split', 'test', '--out', tmp_path / f'{name}_ev',
+                    '--workers', '0', timeout=120)
+        _one_line_error(proc, 2, str(split / 'y.png'))
+        assert not (tmp_path / f'{name}_ev').exists()
+
+
+def test_json_is_read_from_regular_files_only_and_bounded_before_reading(tmp_path, weights):
+    fifo = tmp_path / 'metrics.json'
+    os.mkfifo(fifo)
+    for source in (fifo, Path('/dev/zero')):
+        proc = _cli('publish', weights, '--repo-id', 'org/x', '--dataset', 'fer2013', '--eval-json', source,
+                    '--dry-run', tmp_path / 'rel', timeout=120)
+        _one_line_error(proc, 2, f'--eval-json {source}', 'not a regular file')
+        assert not (tmp_path / 'rel').exists()
+    # a 4 GiB sparse config.json beside model.safetensors: refused from its size, never read into memory
+    folder = tmp_path / 'release'
+    folder.mkdir()
+    (folder / 'model.safetensors').write_bytes(weights.read_bytes())
+    with open(folder / 'config.json', 'wb') as f:
+        f.truncate(4 * 2**30)
+    _photo(tmp_path / 'x.png')
+    proc = _cli('predict', tmp_path / 'x.png', '--checkpoint', folder, timeout=120)
+    _one_line_error(proc, 2, 'config.json', '4,294,967,296 bytes, more than the')
+
+
+def test_a_symlink_loop_is_one_input_error_and_an_unknown_opset_one_line(tmp_path):
+    loop = tmp_path / 'self.jpg'
+    loop.symlink_to(loop)
+    proc = _cli('predict', loop, *TINY, timeout=120)
+    assert proc.returncode == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert 'self.jpg: ERROR OSError' in proc.stdout and 'symbolic links' in proc.stdout
+    proc = _cli('export-onnx', *TINY, '--output', tmp_path / 'm.onnx', '--opset', '99999', timeout=300)
+    _one_line_error(proc, 2, 'ONNX opset 99999 does not exist')
+    assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_csv_cells_cannot_start_a_formula_and_names_cannot_reverse_a_line(tmp_path):
+    from timm_msanet.utils.outputs import csv_cell, printable
+    assert csv_cell('=HYPERLINK("http://x")') == '\'=HYPERLINK("http://x")' and csv_cell('@SUM(A1)') == "'@SUM(A1)"
+    assert csv_cell('-0.25') == '-0.25' and csv_cell(3) == 3 and csv_cell('anger') == 'anger'
+    assert printable('a\u202egpj.exe') == 'a\\u202egpj.exe'
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    _photo(photos / '=HYPERLINK(1).png')
+    _photo(photos / 'b\u202egnp.png')
+    proc = run_cli(['predict', '=HYPERLINK(1).png', 'b\u202egnp.png', *TINY, '--csv', tmp_path / 'p.csv'],
+                   cwd=photos, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = (tmp_path / 'p.csv').read_text().splitlines()
+    assert rows[1].startswith("'=HYPERLINK(1).png,") and not any(r.startswith('=') for r in rows)
+    assert '\u202e' not in proc.stdout and 'b\\u202egnp.png' in proc.stdout

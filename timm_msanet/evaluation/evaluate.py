@@ -21,11 +21,10 @@ evaluated the same thing; `timm-msanet verify` compares a release's numbers on t
     timm-msanet eval --model msanet_r18 --checkpoint model_best.pth.tar --data-dir OUT --split test --out eval/
 """
 import argparse
-import csv
 import hashlib
-import io
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
@@ -36,7 +35,7 @@ from ..utils.options import device, non_negative_int, positive_int
 from ..utils.images import GreyInput, needs_grey_conversion
 from ..notes import expects_grey_input, temperature_of
 from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
-from ..utils.outputs import add_overwrite_argument, check_folder_outputs, save_figure, write_output
+from ..utils.outputs import add_overwrite_argument, check_folder_outputs, csv_text, save_figure, write_output
 from .scores import calibrated_probs, calibration_metrics, plot_reliability
 from ..version import __version__
 
@@ -125,6 +124,14 @@ def collect_logits(
         dataset = create_dataset('', root=str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
         raise EvalError(f'{root} has no images in class folders ({e})') from None
+    for path, _ in dataset.reader.samples:  # before any is opened: a FIFO blocks the open, /dev/zero never ends
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            raise EvalError(f'{path}: cannot be read ({e.strerror}); a split holds image files only') from None
+        if not stat.S_ISREG(mode):
+            raise EvalError(f'{path} is not a regular file (a FIFO, device or a link to one): a split holds image '
+                            f'files only; remove it')
     classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
     to_model = torch.tensor(align_labels(classes, label_names))
 
@@ -158,7 +165,7 @@ def exported_dataset(data_dir: Union[str, Path]) -> Optional[str]:
     """The dataset a `timm-msanet export` tree was made from (its manifest.json), or None for other trees."""
     manifest = Path(data_dir) / 'manifest.json'
     try:
-        dataset = safe_json.loads(manifest.read_text(encoding='utf-8')).get('dataset') if manifest.is_file() else None
+        dataset = safe_json.read(manifest).get('dataset') if os.path.lexists(manifest) else None
     except (OSError, ValueError, AttributeError):
         return None  # the tree itself is read by evaluate, which says what is wrong with it
     return dataset if isinstance(dataset, str) else None
@@ -360,12 +367,9 @@ def format_table(metrics: Dict[str, Any]) -> str:
 
 
 def write_confusion_csv(metrics: Dict[str, Any], path: Path, overwrite: bool = False) -> None:
-    buf = io.StringIO(newline='')
-    w = csv.writer(buf)
-    w.writerow(['true \\ predicted'] + metrics['label_names'])
-    for name, row in zip(metrics['label_names'], metrics['confusion_matrix']):
-        w.writerow([name] + row)
-    write_output(path, buf.getvalue(), (), overwrite, '--out')
+    rows = [['true \\ predicted'] + metrics['label_names']]
+    rows += [[name] + row for name, row in zip(metrics['label_names'], metrics['confusion_matrix'])]
+    write_output(path, csv_text(rows), (), overwrite, '--out')
 
 
 OUTPUT_FILES = ('metrics.json', 'confusion_matrix.csv', 'confusion_matrix.png', 'reliability.png')

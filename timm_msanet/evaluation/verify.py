@@ -72,7 +72,7 @@ def _claim_from_eval(ev: Any, where: str) -> Dict[str, Any]:
 
 def _read_json(path: Path, what: str) -> Any:
     try:
-        return safe_json.loads(path.read_text(encoding='utf-8'))
+        return safe_json.read(path)
     except FileNotFoundError:
         raise VerifyError(f'{what} has no eval.json: nothing records the numbers to verify (publish the release '
                           f'with `timm-msanet publish --eval-json metrics.json`)') from None

@@ -51,7 +51,7 @@ def read_eval_json(path: Union[str, Path], label_names: Sequence[str]) -> Dict[s
     or hand-edited file is one PublishError line naming the field, never a traceback or a card with holes."""
     path = Path(path)
     try:
-        ev = safe_json.loads(path.read_text(encoding='utf-8'))
+        ev = safe_json.read(path)
     except FileNotFoundError:
         raise PublishError(f'--eval-json {path} does not exist') from None
     except (ValueError, OSError) as e:  # malformed, too deep, not UTF-8, unreadable

@@ -224,7 +224,7 @@ def trained_on(ckpt: Checkpoint, num_classes: int) -> Optional[str]:
     if not isinstance(data_dir, str):
         return None
     try:
-        manifest = safe_json.loads((Path(data_dir) / 'manifest.json').read_text(encoding='utf-8'))
+        manifest = safe_json.read(Path(data_dir) / 'manifest.json')
         name = str(manifest.get('dataset'))
     except (OSError, ValueError, AttributeError):
         return None

@@ -124,8 +124,17 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
         if dynamic_batch:
             kwargs['dynamic_shapes'] = ({0: torch.export.Dim('batch', min=1)},)
         if opset is not None:
+            import onnx
+            newest = onnx.defs.onnx_opset_version()
+            if not 1 <= opset <= newest:
+                raise ToolError(f'ONNX opset {opset} does not exist for the installed onnx (1 to {newest}); '
+                                f'leave --opset out for torch\'s default')
             kwargs['opset_version'] = opset
         program = torch.onnx.export(_with_temperature(model), (x,), **kwargs)
+    made = program.model.opset_imports.get('')
+    if opset is not None and made != opset:  # torch's version converter failed and kept its own opset
+        raise ToolError(f'torch could not write this model as ONNX opset {opset} (it made opset {made}); nothing '
+                        f'was written. Use --opset {made} or higher, or leave --opset out')
     for k, v in meta.items():
         program.model.metadata_props[k] = v
     with atomic_path(path, inputs, overwrite, 'ONNX output') as tmp:

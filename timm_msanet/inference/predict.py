@@ -36,6 +36,7 @@ Choices made here (where FER tools differ and nothing fixes one answer):
 * Videos (`predict VIDEO --faces`) go through `timm_msanet.inference.video` (tracking, smoothing, timeline, annotated
   video); one run takes images or videos, not both, since the two give different tables.
 """
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -264,19 +265,22 @@ def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[
     from PIL import Image
 
     exts = {e.lower() for e in Image.registered_extensions()}
-    skip = exclude.resolve() if exclude is not None and exclude.is_dir() else None
+    skip = Path(os.path.realpath(exclude)) if exclude is not None and exclude.is_dir() else None
     out, seen = [], set()
+
+    def real(f: Path) -> Path:  # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
+        return Path(os.path.realpath(f))
 
     def ours(f: Path, root: Path) -> bool:
         if skip is None:
             return False
-        real = f.resolve()
-        if skip == root.resolve():
-            return real.parent == skip and re.search(r'_annotated\d*$', f.stem) is not None
-        return skip in real.parents
+        where = real(f)
+        if skip == real(root):
+            return where.parent == skip and re.search(r'_annotated\d*$', f.stem) is not None
+        return skip in where.parents
 
     def add(f: Path, root: Path) -> None:
-        key = f.resolve()
+        key = real(f)
         if key not in seen:
             seen.add(key)
             out.append((f, root))

@@ -6,9 +6,8 @@ The command around `timm_msanet.inference.predict` (images) and `timm_msanet.inf
 options, the tables (JSON, CSV), the annotated copies and the summary lines; what it decides is listed in
 predict.py's docstring."""
 import argparse
-import csv
-import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence
@@ -18,7 +17,8 @@ from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, VIDEO_DETECT_MAX
 from ..utils.images import annotate_image, as_pil
 from ..loading import add_model_args, label_names_of, model_from_args
 from ..utils.options import device, face_margin, non_negative_float, positive_float, positive_int
-from ..utils.outputs import OutputError, add_overwrite_argument, atomic_path, check_output, printable, write_output
+from ..utils.outputs import (OutputError, add_overwrite_argument, atomic_path, check_output, csv_text, printable,
+                             write_output)
 from .predict import NoInputError, PROGRESS_MIN_INPUTS, collect_files, iter_predict
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
                     plot_timeline, summary_lines)
@@ -74,10 +74,10 @@ def _annotated_path(file: Path, root: Path, outdir: Path, inputs: set, taken: se
     ext = '.jpg' if file.suffix.lower() in ('.jpg', '.jpeg') else '.png'
     out = outdir / rel.with_suffix(ext)
     n = 0
-    while out.resolve() in inputs or out.resolve() in taken:
+    while Path(os.path.realpath(out)) in inputs or Path(os.path.realpath(out)) in taken:
         n += 1
         out = out.with_name(f'{rel.stem}_annotated{"" if n == 1 else n}{ext}')
-    taken.add(out.resolve())
+    taken.add(Path(os.path.realpath(out)))
     return out
 
 
@@ -132,7 +132,7 @@ def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_r
     """`--json OUT` (the results as they are) or `--csv OUT` (the given rows); '-' is stdout."""
     inputs = list(inputs)
     for flag, target, render in (('--json', args.json, lambda: json.dumps(results, indent=2) + '\n'),
-                                 ('--csv', args.csv, lambda: _csv_text(csv_rows))):
+                                 ('--csv', args.csv, lambda: csv_text(csv_rows))):
         if not target:
             continue
         if target == '-':
@@ -140,12 +140,6 @@ def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_r
             sys.stdout.flush()
         else:
             write_output(target, render(), inputs, args.overwrite, flag)
-
-
-def _csv_text(rows: Iterable[List[Any]]) -> str:
-    buf = io.StringIO(newline='')
-    csv.writer(buf).writerows(rows)
-    return buf.getvalue()
 
 
 def _note_framing(model, args: argparse.Namespace) -> None:
@@ -250,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     if args.faces:
         require_detector(args.detector)
     outdir = Path(args.annotate) if args.annotate else None
-    input_paths = {f.resolve() for f, _ in files}
+    input_paths = {Path(os.path.realpath(f)) for f, _ in files}  # realpath: a symlink loop is an input's error
     _check_tables(args, input_paths)
     annotated: List[Path] = []
     if outdir is not None:  # every annotated copy's path, checked before any work

@@ -301,7 +301,7 @@ def config_beside(path: Union[str, Path]) -> Optional[Tuple[Path, Dict[str, Any]
     if path.name != WEIGHTS_BESIDE_CONFIG or not cfg_path.is_file():
         return None
     try:
-        config = safe_json.loads(cfg_path.read_text(encoding='utf-8'))
+        config = safe_json.read(cfg_path)
     except (ValueError, UnicodeDecodeError) as e:
         raise CheckpointError(f'{cfg_path} (the config beside {path.name}) is not valid JSON ({e}); expected the '
                               f'config.json timm\'s save_for_hf writes, or remove it to load the bare weights') from None

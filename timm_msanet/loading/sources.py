@@ -155,13 +155,12 @@ def _read_release_config(source: str, ident: str, explain) -> Any:
                 path = Path(hf_hub_download(repo_id, 'config.json', revision=revision or None))
         else:
             path = Path(ident) / 'config.json'
-            if not path.is_file():
+            if not os.path.lexists(path):
                 raise FileNotFoundError(f'Config file not found: {path}')
-        text = path.read_text(encoding='utf-8')
     except Exception as e:
         raise explain(e) from e
     try:
-        return safe_json.loads(text)
+        return safe_json.read(path)
     except ValueError as e:
         raise CheckpointError(f'{ident}/config.json is not valid JSON ({e}); expected the config.json that '
                               f'`timm-msanet publish` (timm save_for_hf) writes') from None

@@ -144,13 +144,34 @@ def write_output(path: PathLike, data: Union[str, bytes], inputs: Iterable[Optio
     return Path(path)
 
 
-_CONTROL = re.compile(r'[\x00-\x1f\x7f-\x9f\ud800-\udfff]')
+# control characters, lone surrogates, and the bidirectional overrides / isolates / marks (U+202E would show a
+# name as 'gpj.exe' reversed)
+_CONTROL = re.compile(r'[\x00-\x1f\x7f-\x9f\ud800-\udfff\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]')
+_FORMULA_START = ('=', '+', '-', '@', '\t', '\r')
+_NUMBER = re.compile(r'[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?')
 
 
 def printable(text: Any) -> str:
     """`text` for a terminal line or a CSV cell: control characters (newlines, escape sequences) and the lone
     surrogates of undecodable file names written as escapes, so no file name can forge or colour a line."""
     return _CONTROL.sub(lambda m: m.group().encode('unicode_escape', 'backslashreplace').decode('ascii'), str(text))
+
+
+def csv_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text: a string that would start a formula (=, +, -, @; a file named
+    '=HYPERLINK(...).jpg') gets a leading apostrophe; numbers, and strings that are numbers, stay as they are."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_text(rows: Iterable[Iterable[Any]]) -> str:
+    """Rows as CSV text, every cell through `csv_cell`."""
+    import csv
+    import io
+    buf = io.StringIO(newline='')
+    csv.writer(buf).writerows([csv_cell(v) for v in row] for row in rows)
+    return buf.getvalue()
 
 
 def check_folder_outputs(folder: PathLike, names: Iterable[str], inputs: Iterable[Optional[PathLike]] = (),
