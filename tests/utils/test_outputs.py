@@ -282,3 +282,32 @@ def test_csv_cells_cannot_start_a_formula_and_names_cannot_reverse_a_line(tmp_pa
     rows = (tmp_path / 'p.csv').read_text().splitlines()
     assert rows[1].startswith("'=HYPERLINK(1).png,") and not any(r.startswith('=') for r in rows)
     assert '\u202e' not in proc.stdout and 'b\\u202egnp.png' in proc.stdout
+
+
+def test_an_annotated_copy_that_cannot_be_written_fails_the_command(tmp_path):
+    """--annotate on a full disk (a 4 KiB file-size limit: EFBIG for the 64x64 noise PNG): exit 1 and one line
+    on stderr, not '1 of 1 inputs predicted' and exit 0; the JSON (smaller than the limit) still says why."""
+    photo = tmp_path / 'x.png'
+    _photo(photo)
+
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+    proc = _cli('predict', photo, *TINY, '--annotate', tmp_path / 'annotated', '--json', tmp_path / 'r.json',
+                preexec_fn=limit_file_size, timeout=120)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert 'x.png: --annotate copy not written' in proc.stderr and 'Traceback' not in proc.stderr
+    [res] = json.loads((tmp_path / 'r.json').read_text())
+    assert res['annotate_error'] and res['label']  # the prediction itself is kept
+    assert not list((tmp_path / 'annotated').glob('*'))
+
+
+def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path):
+    data = tmp_path / 'data' / 'test' / 'anger'
+    data.mkdir(parents=True)
+    _photo(data / 'a.png')
+    for command in (['eval', '--split', 'test'], ['calibrate', '--split', 'test']):
+        proc = _cli(*command, *TINY, '--data-dir', tmp_path / 'data', '--out', tmp_path / 'data' / 'test',
+                    timeout=120)
+        assert proc.returncode == 2 and 'is inside the input folder' in proc.stderr, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / 'data' / 'test').iterdir()) == ['anger']

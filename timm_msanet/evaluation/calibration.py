@@ -215,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         splits = [args.split] + ([test_split] if test_split else [])
         check_folder_outputs(args.out, ['calibration.json', *(f'reliability_{s}.png' for s in splits)], inputs,
-                             args.overwrite)
+                             args.overwrite, input_dirs=[args.data_dir])
     model = model_from_args(args)
     result = calibrate(model, args.data_dir, args.split, test_split, batch_size=args.batch_size,
                        workers=args.workers, device=args.device, progress=sys.stderr.isatty(), balance=args.balance)

@@ -440,7 +440,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     inputs = model_input_paths(args)
     if args.out:  # before the work
-        check_folder_outputs(args.out, OUTPUT_FILES, inputs, args.overwrite)
+        check_folder_outputs(args.out, OUTPUT_FILES, inputs, args.overwrite, input_dirs=[args.data_dir])
     model = model_from_args(args)
     if args.amp and args.device.startswith('cpu'):
         from ..utils.precision import native_bf16

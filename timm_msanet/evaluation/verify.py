@@ -227,7 +227,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.out:  # before the work
-        check_folder_outputs(args.out, ('verify.json', *OUTPUT_FILES), (), args.overwrite)
+        check_folder_outputs(args.out, ('verify.json', *OUTPUT_FILES), (), args.overwrite, input_dirs=[args.data_dir])
     report, measured = verify(args.release, args.data_dir, split=args.split, tolerance_pp=args.tolerance,
                               require_same_protocol=args.require_same_protocol, batch_size=args.batch_size,
                               workers=args.workers, device=args.device, progress=sys.stderr.isatty())

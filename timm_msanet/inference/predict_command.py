@@ -286,6 +286,12 @@ def run(args: argparse.Namespace) -> int:
     ok = sum(1 for r in results if r.get('label'))
     failed = len(results) - ok
     print(f'{ok} of {len(results)} inputs predicted' + (f', {failed} failed' if failed else ''), file=sys.stderr)
+    unwritten = [r for r in results if r.get('annotate_error')]
+    for r in unwritten:  # an output that was asked for and not written is a failure, said on stderr
+        print(f"{printable(r['input'])}: --annotate copy not written: {printable(r['annotate_error'])}",
+              file=sys.stderr)
+    if unwritten:
+        return 1
     if not args.faces:
         hint = _whole_photo_hint(files, results, model)
         if hint:

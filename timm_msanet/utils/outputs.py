@@ -175,11 +175,20 @@ def csv_text(rows: Iterable[Iterable[Any]]) -> str:
 
 
 def check_folder_outputs(folder: PathLike, names: Iterable[str], inputs: Iterable[Optional[PathLike]] = (),
-                         overwrite: bool = False, what: str = '--out') -> Path:
-    """Check, before any work, that the files `names` may be written in `folder` (made later if absent)."""
+                         overwrite: bool = False, what: str = '--out',
+                         input_dirs: Iterable[Optional[PathLike]] = ()) -> Path:
+    """Check, before any work, that the files `names` may be written in `folder` (made later if absent), and
+    that `folder` is not inside one of `input_dirs` (a data folder: files written into DATA/test would become
+    images of the next evaluation)."""
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
         raise OutputError(f'{what} {folder} is not a folder (a file or a link); give a folder path')
+    real = os.path.realpath(folder)
+    for data in filter(None, input_dirs):
+        top = os.path.realpath(data)
+        if real == top or real.startswith(top.rstrip(os.sep) + os.sep):
+            raise OutputError(f'{what} {folder} is inside the input folder {data}: its files would be read as '
+                              f'data next time; give a folder outside it')
     inputs = list(inputs)
     for name in names:
         check_output(folder / name, inputs, overwrite, what)
