@@ -488,3 +488,49 @@ def test_fuzzed_safetensors_metadata_loads_or_fails_in_one_line(fuzz_release, ar
     save_file(load_file(str(fuzz_release / 'model.safetensors')), str(path), metadata={
         'format': 'pt', 'arch': arch, 'args': json.dumps(args, allow_nan=True), 'temperature': temperature})
     _load_or_one_line(checkpoint=path)
+
+
+def test_a_deeply_nested_setting_in_a_checkpoint_is_one_line(tmp_path):
+    """A train.py checkpoint whose args.model_kwargs / args.img_size nest 5,000 lists deep (pickle reads that
+    without recursion; repr, == and json.dumps of it do not): refused in one line, not a RecursionError."""
+    import sys
+    deep = []
+    cur = deep
+    for _ in range(5000):
+        cur.append([])
+        cur = cur[0]
+    sd = timm.create_model('msanet_r18_ms', num_classes=7).state_dict()
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20000)  # only so that torch.save can pickle the crafted value here
+    try:
+        for key, value in (('model_kwargs', {'scale': deep}), ('img_size', deep)):
+            args = argparse.Namespace(model='msanet_r18_ms', num_classes=7, **{key: value})
+            torch.save({'state_dict': sd, 'args': args}, tmp_path / f'{key}.pth.tar')
+    finally:
+        sys.setrecursionlimit(old)
+    Image.new('RGB', (32, 32)).save(tmp_path / 'x.png')
+    for key in ('model_kwargs', 'img_size'):
+        with pytest.raises(CheckpointError, match=f'args.{key} nests lists or dicts more than 8 levels deep'):
+            load_model(checkpoint=tmp_path / f'{key}.pth.tar')
+    proc = run_cli(['predict', tmp_path / 'x.png', '--checkpoint', tmp_path / 'img_size.pth.tar'], timeout=120)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr and 'levels deep' in proc.stderr, proc.stderr
+
+
+def test_a_compressed_storage_that_would_unpack_far_beyond_the_file_is_refused_before_unpacking(tmp_path):
+    """A real torch.save checkpoint whose storage is re-packed deflated with 256 MiB of zeros behind it: the zip's
+    own directory says how much it would unpack to, so it is refused before torch.load allocates anything."""
+    import zipfile
+    good = tmp_path / 'good.pth.tar'
+    torch.save({'state_dict': timm.create_model('msanet_r18_ms', num_classes=7).state_dict()}, good)
+    bomb = tmp_path / 'bomb.pth.tar'
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(bomb, 'w', zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if '/data/' in info.filename and not dst.namelist().count('bombed'):
+                data = data + bytes(256 * 2**20)
+                dst.writestr('bombed', b'')
+            dst.writestr(info.filename, data)
+    assert bomb.stat().st_size < 40 * 2**20
+    with pytest.raises(CheckpointError, match='would unpack to'):  # said from the zip directory, before torch.load
+        load_model(checkpoint=bomb)
+    assert load_model(checkpoint=good).num_classes == 7

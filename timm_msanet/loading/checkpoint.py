@@ -60,12 +60,35 @@ def _not_a_checkpoint(path: Path) -> Optional[str]:
     return 'text' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else 'another kind of file'
 
 
+MAX_UNPACKED_BYTES = 2 * 2**30  # a 40 M-parameter model with its EMA and optimizer state is under 1 GiB
+
+
+def _check_unpacked_size(path: Path) -> None:
+    """Refuse a zip-format torch file whose storages would unpack to more than MAX_UNPACKED_BYTES, or to more
+    than twice its size on disk (torch.save stores them uncompressed: a deflated 3 GiB storage in a 3 MB file is
+    a bomb), from the zip's central directory, before a byte of it is unpacked."""
+    import zipfile
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy (pre-1.6) format: read by torch.load as it is
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f'cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}') from None
+    on_disk = path.stat().st_size
+    if unpacked > MAX_UNPACKED_BYTES or unpacked > 2 * on_disk + 2**24:
+        raise CheckpointError(f'{path} would unpack to {unpacked:,} bytes from {on_disk:,} on disk (at most '
+                              f'{MAX_UNPACKED_BYTES:,}, and about its own size: torch.save does not compress): '
+                              f'not loaded')
+
+
 def _torch_load_safely(path: Path):
     import torch
     what = _not_a_checkpoint(path)
     if what is not None:
         raise CheckpointError(f'{path} is not a checkpoint or safetensors file (it is {what}); expected a train.py '
                               f'checkpoint (.pth.tar), a state dict (.pth) or weights (.safetensors)')
+    _check_unpacked_size(path)
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(str(path), map_location='cpu', weights_only=True)
@@ -80,6 +103,23 @@ def _torch_load_safely(path: Path):
             f'safetensors), then publish that file.') from None
     except Exception as e:  # corrupt zip, truncated file, not a torch file at all
         raise CheckpointError(f'cannot read {path} as a PyTorch checkpoint: {type(e).__name__}: {e}') from None
+
+
+MAX_ARG_DEPTH = 8  # train.py settings are flat values, lists of numbers, or a dict of such (model_kwargs)
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep lists, tuples and dicts nest in `value` (0 for a plain value), counted without recursion and
+    no further than limit + 1: a 100,000-deep list from a crafted pickle costs no more than a flat one."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, tuple, dict)):
+            if depth + 1 > limit:
+                return limit + 1
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _is_state_dict(obj) -> bool:
@@ -224,6 +264,10 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
             args = dict(raw_args)
         else:
             args = {}
+        for key, value in args.items():  # before anything prints, compares or serialises them (all recursive)
+            if nesting_depth(value, MAX_ARG_DEPTH) > MAX_ARG_DEPTH:
+                raise CheckpointError(f'{path}: its train.py args.{key} nests lists or dicts more than '
+                                      f'{MAX_ARG_DEPTH} levels deep; no train.py setting does: not loaded')
         has_ema = _is_state_dict(obj.get(EMA_KEY))
         plain_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
         if use_ema is True and not has_ema:
