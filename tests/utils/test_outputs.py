@@ -311,3 +311,19 @@ def test_an_output_folder_inside_the_data_folder_is_refused(tmp_path):
                     timeout=120)
         assert proc.returncode == 2 and 'is inside the input folder' in proc.stderr, proc.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / 'data' / 'test').iterdir()) == ['anger']
+
+
+def test_a_full_disk_while_writing_weights_is_one_line_and_leaves_nothing(tmp_path, weights):
+    """safetensors' own write errors are not OSErrors: a full disk (a 1 MiB file-size limit, EFBIG) under
+    publish --weights-only and publish --dry-run is one line, exit 2, and no partial file or folder."""
+    def limit_file_size():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+    out = tmp_path / 'out'
+    out.mkdir()
+    proc = _cli('publish', weights, '--weights-only', out / 'w.safetensors', preexec_fn=limit_file_size)
+    _one_line_error(proc, 2, 'cannot write weights')
+    proc = _cli('publish', weights, '--repo-id', 'org/x', '--dataset', 'fer2013', '--dry-run', out / 'rel',
+                preexec_fn=limit_file_size)
+    _one_line_error(proc, 2, 'cannot write the release')
+    assert list(out.iterdir()) == []

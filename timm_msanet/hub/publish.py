@@ -196,11 +196,14 @@ def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_
         set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     if {t.dtype for t in ckpt.state_dict.values() if t.is_floating_point()} == {torch.float16}:
         model = model.half()  # a float16 weights file is published as float16: the dtype it was given
+    from safetensors import SafetensorError
     try:
         save_for_hf(model, str(out_dir), model_config=dict(label_names=label_names), safe_serialization=True,
                     data_config=data_config)
     except ValueError as e:  # e.g. a train.py --model-kwargs value that JSON cannot hold
         raise PublishError(f'cannot write config.json: {e}') from None
+    except (OSError, SafetensorError) as e:  # a full disk: nothing partial is left (the staging folder goes)
+        raise PublishError(f'cannot write the release into {out_dir.parent}: {str(e).splitlines()[0]}') from None
     if eval_results is not None:
         shutil.copyfile(eval_json, out_dir / 'eval.json')
     if has_png:

@@ -208,11 +208,15 @@ def write_weights(state_dict: Mapping[str, Any], out_file: Union[str, Path], met
     """Write weights as one safetensors file (floating tensors as float16 unless `half=False`) with `metadata`,
     as timm_msanet.utils.outputs writes files: never over one of `inputs`, an existing file only with `overwrite`,
     through a temporary name in the same folder (a reader never sees a half-written file under the real name)."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
     tensors = {k: (v.half() if half and v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in state_dict.items()}
     with atomic_path(out_file, inputs, overwrite, 'weights') as tmp:
-        save_file(tensors, str(tmp), metadata=dict(metadata))
+        try:
+            save_file(tensors, str(tmp), metadata=dict(metadata))
+        except SafetensorError as e:  # its I/O errors (a full disk) are not OSErrors: atomic_path's one line
+            raise OSError(str(e).splitlines()[0] if str(e) else 'write failed') from None
     return Path(out_file)
 
 
