@@ -534,3 +534,13 @@ def test_a_compressed_storage_that_would_unpack_far_beyond_the_file_is_refused_b
     with pytest.raises(CheckpointError, match='would unpack to'):  # said from the zip directory, before torch.load
         load_model(checkpoint=bomb)
     assert load_model(checkpoint=good).num_classes == 7
+
+
+def test_an_integer_weight_is_refused_not_cast(tmp_path):
+    from safetensors.torch import save_file
+    sd = timm.create_model('msanet_r18_ms', num_classes=7).state_dict()
+    sd['head.fc.weight'] = (sd['head.fc.weight'] * 100).to(torch.int8)
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / 'w.safetensors'),
+              metadata={'format': 'pt', 'arch': 'msanet_r18_ms'})
+    with pytest.raises(CheckpointError, match='head.fc.weight is torch.int8, not floating point'):
+        load_model(checkpoint=tmp_path / 'w.safetensors')

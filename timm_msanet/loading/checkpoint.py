@@ -426,5 +426,10 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
         raise CheckpointError(
             f'architecture mismatch: the weights do not fit {arch} with {model_kwargs}: {problems}. '
             f'Pass the architecture it was trained as with --model (msanet: {msanet_archs()}).')
+    own = model.state_dict()
+    ints = [k for k, v in sd.items() if own[k].is_floating_point() and not v.is_floating_point()]
+    if ints:  # load_state_dict would cast int8 codes to float silently: scores from quantised codes are garbage
+        raise CheckpointError(f'{where}: {ints[0]} is {sd[ints[0]].dtype}, not floating point ({len(ints)} such '
+                              f'tensors): quantised or corrupt weights are not loaded')
     model.load_state_dict(sd, strict=True)
     return model.eval(), arch
