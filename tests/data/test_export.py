@@ -1166,6 +1166,24 @@ def test_export_never_deletes_a_file_put_into_output_while_it_runs(source, tmp_p
     assert sorted(os.listdir(tmp_path)) == ['out', 'src']  # no staging folder, no lock left behind
 
 
+def test_an_overwrite_never_deletes_a_file_put_deep_inside_the_old_export_while_it_runs(source, tmp_path):
+    """`export ... --overwrite` over an earlier export, and the user saves OUTPUT/train/happiness/notes.txt while it
+    runs: the replace stops, the old export and the notes stay."""
+    out = tmp_path / 'out'
+    export.export_records(_records(source, 6), str(out), dataset='fer2013', inputs=[str(source)], splits=('train',),
+                          mode='copy', progress=False)
+    before = sorted(os.listdir(out / 'train' / 'happiness'))
+
+    def user_adds_a_file():
+        (out / 'train' / 'happiness' / 'notes.txt').write_text('my notes')
+    with pytest.raises(Exception, match='changed while the export ran'):
+        export.export_records(_records(source, 6, user_adds_a_file), str(out), dataset='fer2013',
+                              inputs=[str(source)], splits=('train',), mode='copy', progress=False, overwrite=True)
+    assert (out / 'train' / 'happiness' / 'notes.txt').read_text() == 'my notes'
+    assert sorted(os.listdir(out / 'train' / 'happiness')) == sorted(before + ['notes.txt'])
+    assert sorted(os.listdir(tmp_path)) == ['out', 'src']
+
+
 def test_two_exports_to_one_output_one_wins_the_other_says_why(source, tmp_path):
     out = tmp_path / 'out'
     second = {}

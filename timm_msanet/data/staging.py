@@ -301,8 +301,11 @@ def _take_lock(output: str) -> str:
     raise OutputError(f'cannot take the lock {lock} beside OUTPUT')
 
 
-def _output_state(output: str) -> Optional[Tuple[Tuple[str, ...], bytes]]:
-    """What OUTPUT looks like: absent (None), or its names and manifest bytes (an earlier export)."""
+def _output_state(output: str) -> Optional[Tuple[Tuple[Tuple[str, int, int], ...], bytes]]:
+    """What OUTPUT looks like: absent (None), or every entry of its tree (relative path, size, mtime; without
+    following links) and its manifest bytes. Compared at the start and just before an --overwrite replaces it: a
+    file the user put anywhere inside (`OUTPUT/train/anger/notes.txt`), or changed, stops the replace. A walk of
+    a 35,000-file export takes a fraction of a second."""
     if not os.path.lexists(output):
         return None
     try:
@@ -310,7 +313,17 @@ def _output_state(output: str) -> Optional[Tuple[Tuple[str, ...], bytes]]:
             manifest = f.read(1 << 26)
     except OSError:
         manifest = b''
-    return tuple(sorted(os.listdir(output))) if os.path.isdir(output) else (), manifest
+    entries = []
+    if os.path.isdir(output) and not os.path.islink(output):
+        for folder, dirs, files in os.walk(output):
+            for name in dirs + files:
+                path = os.path.join(folder, name)
+                try:
+                    st = os.lstat(path)
+                except OSError:
+                    continue  # gone meanwhile: the names of the next walk differ
+                entries.append((os.path.relpath(path, output), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(entries)), manifest
 
 
 def _export_locked(plan: ExportPlan, output: str, options: ExportOptions,
