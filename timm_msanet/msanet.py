@@ -602,12 +602,15 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: MSANet) -> 
 
 
 def _create_msanet(variant: str, pretrained: bool = False, **kwargs) -> MSANet:
-    if pretrained and 'grey_input' not in kwargs and kwargs.get('in_chans', 3) == 3:
+    overlay = kwargs.get('pretrained_cfg_overlay') or {}
+    # an overlay that names other weights (file=..., url=...) without notes of its own: the cfg's notes describe
+    # the registered weights, not those
+    other_weights = any(overlay.get(k) for k in ('file', 'url', 'hf_hub_id', 'state_dict')) and 'notes' not in overlay
+    if pretrained and not other_weights and 'grey_input' not in kwargs and kwargs.get('in_chans', 3) == 3:
         # weights trained on grey faces say so in their cfg notes (the packaged releases, their Hub and local-dir
         # configs): they get their grey step wherever they are loaded, by timm's scripts as by the package's
         # tools. Without pretrained weights nothing was trained on grey: a fresh model takes colour as it is.
-        cfg = resolve_pretrained_cfg(
-            variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=kwargs.get('pretrained_cfg_overlay'))
+        cfg = resolve_pretrained_cfg(variant, pretrained_cfg=kwargs.get('pretrained_cfg'), pretrained_cfg_overlay=overlay)
         kwargs['grey_input'] = GREY_INPUT_NOTE in tuple(cfg.notes or ())
     model = build_model_with_cfg(
         MSANet,
