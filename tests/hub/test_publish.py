@@ -201,6 +201,10 @@ def test_eval_json_with_another_class_order_is_refused(trained, tmp_path):
     ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'per_class': 5}, "per_class '5' is not valid"),
     ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'dataset': 'fer2013'}, 'on fer2013, but --dataset is rafdb'),
     ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'protocol': {'weights_sha256': 'f' * 64}}, 'scored other weights'),
+    # the same tensors calibrated: its T is not this file's (the card would quote figures its config does not give)
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'temperature': 0.1913}, 'scored probabilities with T = 0.1913'),
+    ({'accuracy': 0.5, 'mean_class_accuracy': 0.4, 'protocol': {'preprocessing': {'grey_input': True}}},
+     'scored on grey input'),
     ('{"accuracy": 0.5, "mean_cl', 'is not valid JSON'),
     ('[' * 100_000, 'nested more than 64 levels'),
 ])

@@ -100,9 +100,23 @@ def read_eval_json(path: Union[str, Path], label_names: Sequence[str]) -> Dict[s
     return ev
 
 
-def check_eval_describes(ev: Mapping[str, Any], model, dataset: str, where: str) -> None:
-    """The eval JSON must be of these weights and this dataset: its protocol's weights hash is the published
-    model's, and its dataset (from the export's manifest) the one the card will name."""
+def check_eval_describes(ev: Mapping[str, Any], model, dataset: str, where: str, temperature: float = 1.0,
+                         grey_input: Optional[bool] = None) -> None:
+    """The eval JSON must be of this file and this dataset, in every fact the card states: its protocol's weights
+    hash is the published model's, its dataset (from the export's manifest) the one the card will name, its
+    calibration temperature the file's (the card quotes its ECE and says scores are softmax(logits / T)), and its
+    grey-input preprocessing the card's. (The face framing is not part of an evaluation on aligned crops.)"""
+    scored_t = ev.get('temperature')
+    if isinstance(scored_t, (int, float)) and abs(float(scored_t) - temperature) > 5e-5:
+        raise PublishError(f'--eval-json {where} scored probabilities with T = {float(scored_t):.4g}, but the file you '
+                           f'publish carries T = {temperature:.4g} (same tensors, another calibration): the card would '
+                           f'quote calibration figures its config does not give. Publish the file that was evaluated '
+                           f'(after calibrate, the calibrated one), or evaluate this one')
+    scored_grey = ((ev.get('protocol') or {}).get('preprocessing') or {}).get('grey_input')
+    if grey_input is not None and isinstance(scored_grey, bool) and scored_grey != grey_input:
+        raise PublishError(f'--eval-json {where} was scored on {"grey" if scored_grey else "colour"} input, but the '
+                           f'card will say the model takes {"grey" if grey_input else "colour"} input: evaluate the '
+                           f'published file as it will be used')
     measured_on = ev.get('dataset') or (ev.get('protocol') or {}).get('dataset')
     if isinstance(measured_on, str) and measured_on and measured_on != export_name(dataset):
         raise PublishError(f'--eval-json {where} was measured on {measured_on}, but --dataset is {dataset}: the card '

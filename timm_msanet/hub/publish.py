@@ -174,7 +174,9 @@ def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_
     in_chans = model.conv1.in_channels
     eval_results = read_eval_json(eval_json, label_names) if eval_json else None
     if eval_results is not None:
-        check_eval_describes(eval_results, model, dataset, str(eval_json))
+        check_eval_describes(eval_results, model, dataset, str(eval_json),
+                             temperature=float(ckpt.extra.get('temperature', 1.0)),
+                             grey_input=bool(DATASETS[dataset].get('grey')) and in_chans == 3)
     cm_png = Path(eval_json).with_name('confusion_matrix.png') if eval_json else None
     has_png = bool(cm_png and cm_png.is_file())
     rel_png = Path(eval_json).with_name('reliability.png') if eval_json else None
