@@ -1108,9 +1108,20 @@ def test_no_leak_check_keeps_plain_link_mode_threaded(leaky_fer2013, tmp_path):
     assert not any(line.startswith('leak check') for line in export.format_summary(result.manifest).splitlines())
     with pytest.raises(export.ExportError, match='--dedupe needs the leak check'):
         export.export_fer2013(leaky_fer2013, tmp_path / 'x', leak_check=False, dedupe='drop-from-train')
-    with pytest.raises(export.ExportError, match='--leak-threshold must be in 0..32'):
-        export.export_fer2013(leaky_fer2013, tmp_path / 'x', leak_threshold=40)
+    with pytest.raises(export.ExportError, match='--leak-threshold must be in 0..12 bits, got 32'):
+        export.export_fer2013(leaky_fer2013, tmp_path / 'x', leak_threshold=32)  # 7.6 GB of pairs on FER2013 before
     assert not (tmp_path / 'x').exists()
+
+
+def test_the_pairs_a_leak_check_keeps_are_bounded(monkeypatch):
+    """More pairs than MAX_GROUP_PAIRS within the threshold: one line, before they are all kept."""
+    from timm_msanet.data import leakage
+    monkeypatch.setattr(leakage, 'MAX_GROUP_PAIRS', 10)
+    images = [leakage.HashedImage(split, 'anger', f'{split}/anger/{i}.png', f'{split}{i}', f'{split}{i}', i)
+              for split in ('train', 'test') for i in range(5)]  # hashes 0-4: all within 3 bits of each other
+    with pytest.raises(leakage.LeakCheckError, match='more than 10 pairs of images within 12 bits'):
+        leakage.cross_split_pairs(images, ('train', 'test'), 12)
+    assert len(leakage.cross_split_pairs(images, ('train', 'test'), 0)) == 5  # the same hashes: 5 pairs kept
 
 
 def test_fer2013_csv_duplicate_pixel_rows_are_identical_pairs(tmp_path):

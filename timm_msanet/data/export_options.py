@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional
 
 from .parsers import ExportError
 from ..labels import labels_for
-from .leakage import DEFAULT_THRESHOLD
+from .leakage import DEFAULT_THRESHOLD, MAX_THRESHOLD
 
 
 MANIFEST_FORMAT = 'timm-msanet-export/1'
@@ -87,8 +87,10 @@ class ExportOptions:
         if self.dedupe and not self.leak_check:
             raise OptionsError('--dedupe needs the leak check (it drops what the check finds); '
                                'drop --no-leak-check')
-        if not 0 <= self.leak_threshold <= 32:
-            raise OptionsError(f'--leak-threshold must be in 0..32 bits, got {self.leak_threshold}')
+        if not 0 <= self.leak_threshold <= MAX_THRESHOLD:
+            raise OptionsError(f'--leak-threshold must be in 0..{MAX_THRESHOLD} bits, got {self.leak_threshold}: '
+                               f'beyond about 10 bits distinct faces pair (docs/datasets.md), so a larger '
+                               f'threshold no longer finds duplicates')
 
 
 @dataclass

@@ -28,11 +28,22 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 from PIL import Image
 
+from ..utils.errors import ToolError
+
 __all__ = ['DEFAULT_THRESHOLD', 'HASH_SIZE', 'HashedImage', 'Pair', 'GroupPair', 'content_hash', 'perceptual_hash',
            'hamming', 'cross_split_pairs', 'iter_pairs', 'leak_report', 'train_copies', 'summary_lines']
 
 HASH_SIZE = 8  # 8x8 DCT coefficients -> 64 bits
 DEFAULT_THRESHOLD = 4  # bits out of 64; see docs/datasets.md for how it was chosen
+# At 10 bits the nearest FER2013 train image of a test image is another face (median pixel correlation 0.60):
+# thresholds above MAX_THRESHOLD do not mean "duplicate". MAX_GROUP_PAIRS bounds the memory of the pairs kept
+# (each a few hundred bytes) whatever the data: more than that is refused in one line, not a MemoryError.
+MAX_THRESHOLD = 12
+MAX_GROUP_PAIRS = 2_000_000
+
+
+class LeakCheckError(ToolError):
+    """The leak check found more pairs than it keeps: the threshold pairs distinct images."""
 MAX_LISTED_PAIRS = 10_000
 _DCT_SIDE = 32
 
@@ -151,6 +162,10 @@ def _match(left: Dict[int, List[int]], right: Dict[int, List[int]], threshold: i
         block = r_keys[start:start + step]
         dist = _popcount(np.array(block, dtype=np.uint64)[:, None] ^ l_hash[None, :])
         rows, cols = np.nonzero(dist <= threshold)
+        if len(out) + len(rows) > MAX_GROUP_PAIRS:
+            raise LeakCheckError(f'the leak check found more than {MAX_GROUP_PAIRS:,} pairs of images within '
+                                 f'{threshold} bits: at this threshold it pairs distinct images, not copies; lower '
+                                 f'--leak-threshold (default {DEFAULT_THRESHOLD})')
         for r, c in zip(rows.tolist(), cols.tolist()):
             out.append(GroupPair(tuple(left[l_keys[c]]), tuple(right[block[r]]), int(dist[r, c])))
     return out
