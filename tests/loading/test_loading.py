@@ -544,3 +544,31 @@ def test_an_integer_weight_is_refused_not_cast(tmp_path):
               metadata={'format': 'pt', 'arch': 'msanet_r18_ms'})
     with pytest.raises(CheckpointError, match='head.fc.weight is torch.int8, not floating point'):
         load_model(checkpoint=tmp_path / 'w.safetensors')
+
+
+def test_a_batch_is_fitted_to_the_memory_before_anything_is_allocated(tmp_path):
+    """Activations are counted on the meta device: a batch that would not fit is shrunk with a warning, an image
+    that would not fit alone is one line; a wide config the parameter cap allows, at an allowed 2048 px, is refused
+    by predict before it allocates (it used to reach a 4 GiB allocation traceback)."""
+    import warnings
+    from timm_msanet.loading import activation_bytes, fit_batch
+    from timm_msanet.utils.errors import ToolError
+    model = timm.create_model('msanet_r18_ms', num_classes=7)
+    per_image = activation_bytes(model, (3, 224, 224))
+    assert 10 * 2**20 < per_image < 200 * 2**20  # tens of MiB at 224 px
+    assert activation_bytes(model, (3, 448, 448)) == pytest.approx(4 * per_image, rel=0.05)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        assert fit_batch(model, (3, 224, 224), 64, budget=5 * per_image) == 5
+        assert fit_batch(model, (3, 224, 224), 4, budget=5 * per_image) == 4
+    assert len(seen) == 1 and 'batch size 64 shrunk to 5' in str(seen[0].message)
+    with pytest.raises(ToolError, match='one image at 224x224 px needs about'):
+        fit_batch(model, (3, 224, 224), 1, budget=per_image // 2)
+    kwargs = dict(branch_chs=[2048] * 8, branch_strides=[1] * 8, branch_kernels=[1, 1, 1], bottle_ratio=0.01)
+    wide = timm.create_model('msanet_r18', num_classes=7, **kwargs)
+    save_for_hf(wide, str(tmp_path / 'wide'), model_args=kwargs, safe_serialization=True)  # + config.json
+    Image.new('RGB', (64, 64)).save(tmp_path / 'x.png')
+    proc = run_cli(['predict', tmp_path / 'x.png', '--checkpoint', tmp_path / 'wide', '--img-size', '2048'],
+                   timeout=300)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+    assert 'one image at 2048x2048 px needs about 63' in proc.stderr

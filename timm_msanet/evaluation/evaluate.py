@@ -34,7 +34,7 @@ from ..utils.errors import ToolError
 from ..utils.options import device, non_negative_int, positive_int
 from ..utils.images import GreyInput, needs_grey_conversion
 from ..notes import expects_grey_input, temperature_of
-from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
+from ..loading import add_model_args, eval_mode, fit_batch, label_names_of, model_from_args, model_input_paths
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, csv_text, save_figure, write_output
 from .scores import calibrated_probs, calibration_metrics, plot_reliability
 from ..version import __version__
@@ -136,6 +136,7 @@ def collect_logits(
     to_model = torch.tensor(align_labels(classes, label_names))
 
     data_cfg = resolve_data_config({}, model=model)
+    batch_size = fit_batch(model, data_cfg['input_size'], batch_size)  # before anything is allocated
     dev = torch.device(device)
     loader = create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
                            use_prefetcher=False, device=dev, **data_cfg)

@@ -32,7 +32,8 @@ from ..utils.errors import ToolError
 from .faces import (DEFAULT_MARGIN, DETECTORS, box_area, face_slot, framing_notice, framing_of, locate_faces,
                     require_detector)
 from ..utils.images import as_pil, font, make_transform
-from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths, warn_if_untrained
+from ..loading import (add_model_args, eval_mode, fit_batch, label_names_of, model_from_args, model_input_paths,
+                       warn_if_untrained)
 from ..notes import temperature_of
 from ..utils.options import device, face_margin, positive_int
 from ..utils.outputs import add_overwrite_argument, atomic_path, check_output, printable
@@ -81,6 +82,7 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
 
     warn_if_untrained(model)
     transform, cfg = make_transform(model, img_size)
+    fit_batch(model, cfg['input_size'], 1)  # one image: refused in one line if even that does not fit
     img = as_pil(image)
     x = transform(img).unsqueeze(0)
     param = next(model.parameters(), None)

@@ -46,7 +46,7 @@ from .faces import (DEFAULT_MARGIN, NoFaceDetector, face_slot, framing_of, large
                     require_detector)
 from .faces import detect_max_side as detect_max_side_for
 from ..utils.images import annotate_image, as_pil, make_transform  # noqa: F401  (annotate_image: API)
-from ..loading import eval_mode, label_names_of, load_model, warn_if_untrained
+from ..loading import eval_mode, fit_batch, label_names_of, load_model, warn_if_untrained
 from ..notes import temperature_of
 from ..evaluation.scores import calibrated_probs
 
@@ -127,7 +127,8 @@ def iter_predict(
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     names = label_names_of(model)
     warn_if_untrained(model)
-    transform, _ = make_transform(model, img_size)
+    transform, cfg = make_transform(model, img_size)
+    batch_size = fit_batch(model, cfg['input_size'], batch_size)  # before anything is allocated
     temperature = temperature_of(model.pretrained_cfg)  # calibrated scores (1.0 when the model has none)
     framing = framing_of(model.pretrained_cfg)
     if faces:

@@ -40,7 +40,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from ..utils.errors import ToolError, install_hint
 from .faces import DEFAULT_MARGIN, VIDEO_DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
 from ..utils.images import annotate_image, make_transform
-from ..loading import eval_mode, label_names_of, warn_if_untrained
+from ..loading import eval_mode, fit_batch, label_names_of, warn_if_untrained
 from ..notes import temperature_of
 from ..utils.outputs import atomic_path, check_output, printable, save_figure
 from ..evaluation.scores import calibrated_probs
@@ -213,7 +213,8 @@ def analyze_video(
     reader = VideoReader(path, fps)
     names = label_names_of(model)
     warn_if_untrained(model)
-    transform, _ = make_transform(model)
+    transform, cfg = make_transform(model)
+    batch_size = fit_batch(model, cfg['input_size'], batch_size)
     temperature = temperature_of(model.pretrained_cfg)
     framing = framing_of(model.pretrained_cfg) if align else None
     dev = torch.device(device)

@@ -33,7 +33,7 @@ train.py used); other class counts need `label_names` given explicitly.
 from .checks import (CheckpointError, msanet_archs, MIN_SIDE, MAX_SIDE, MAX_CHANS, MAX_PARAMS, INTERPOLATIONS,
     CROP_MODES, MAX_NOTE_CHARS, STEERING_KEYS, COMMON_MODEL_ARGS, MSANET_MODEL_ARGS, allowed_model_args,
     checked_model_args, check_input_size, check_model_size, check_data_cfg, check_label_names, check_release_config,
-    SOURCE_CFG_KEYS, checkpoint_cfg)
+    SOURCE_CFG_KEYS, checkpoint_cfg, activation_bytes, memory_budget, fit_batch)
 from .checkpoint import (DEFAULT_MODEL, WEIGHT_KEYS, EMA_KEY, Checkpoint, RECORD_ARG_KEYS, training_record,
     write_weights, read_checkpoint, describe_mismatch, CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, config_beside,
     model_from_checkpoint)
@@ -44,7 +44,8 @@ from .arguments import (add_model_args, model_input_paths, model_from_args)
 __all__ = ['CheckpointError', 'msanet_archs', 'MIN_SIDE', 'MAX_SIDE', 'MAX_CHANS', 'MAX_PARAMS', 'INTERPOLATIONS',
     'CROP_MODES', 'MAX_NOTE_CHARS', 'STEERING_KEYS', 'COMMON_MODEL_ARGS', 'MSANET_MODEL_ARGS', 'allowed_model_args',
     'checked_model_args', 'check_input_size', 'check_model_size', 'check_data_cfg', 'check_label_names',
-    'check_release_config', 'SOURCE_CFG_KEYS', 'checkpoint_cfg', 'DEFAULT_MODEL', 'WEIGHT_KEYS', 'EMA_KEY',
+    'check_release_config', 'SOURCE_CFG_KEYS', 'checkpoint_cfg', 'activation_bytes', 'memory_budget', 'fit_batch',
+    'DEFAULT_MODEL', 'WEIGHT_KEYS', 'EMA_KEY',
     'Checkpoint', 'RECORD_ARG_KEYS', 'training_record', 'write_weights', 'read_checkpoint', 'describe_mismatch',
     'CONFIG_DATA_KEYS', 'WEIGHTS_BESIDE_CONFIG', 'config_beside', 'model_from_checkpoint', 'create_published',
     'needs_hub', 'HUB_PROBE_TIMEOUT_S', 'hub_reachable', 'load_model', 'check_finite', 'label_names_of', 'eval_mode',

@@ -157,6 +157,57 @@ def check_model_size(arch: str, model_kwargs: Mapping[str, Any], where: str) -> 
     return count
 
 
+def activation_bytes(model, input_size: Tuple[int, int, int]) -> int:
+    """An upper bound of the activation memory of one image at `input_size` in inference: the bytes of every
+    module's output, summed as if none were freed, from a forward on the meta device (nothing allocated)."""
+    import copy
+    import torch
+    meta = copy.deepcopy(model).to('meta').eval()
+    total = [0]
+
+    def count(_module, _inputs, output):
+        for t in (output if isinstance(output, (list, tuple)) else (output,)):
+            if isinstance(t, torch.Tensor):
+                total[0] += t.numel() * t.element_size()
+    hooks = [m.register_forward_hook(count) for m in meta.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            meta(torch.empty((1, *input_size), device='meta', dtype=next(meta.parameters()).dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return total[0]
+
+
+def memory_budget() -> int:
+    """Half the memory this machine has available now (MemAvailable), 8 GiB where that cannot be read."""
+    try:
+        with open('/proc/meminfo', encoding='ascii') as f:
+            kib = next(int(line.split()[1]) for line in f if line.startswith('MemAvailable:'))
+        return kib * 1024 // 2
+    except (OSError, StopIteration, ValueError, IndexError):
+        return 8 * 2**30
+
+
+def fit_batch(model, input_size: Tuple[int, int, int], batch_size: int, budget: Optional[int] = None) -> int:
+    """The batch size, shrunk so that one batch's activations (`activation_bytes`) fit the memory budget
+    (`memory_budget`); a ToolError when not even one image fits: a config's allowed 2048 px input or a wide
+    model is refused in one line before anything is allocated, instead of a multi-GB allocation traceback."""
+    per_image = activation_bytes(model, tuple(input_size))
+    budget = memory_budget() if budget is None else budget
+    fits = budget // max(per_image, 1)
+    if fits < 1:
+        raise ToolError(f'one image at {input_size[1]}x{input_size[2]} px needs about {per_image / 2**30:.1f} GiB of '
+                        f'activations in this model, more than the {budget / 2**30:.1f} GiB budget (half the '
+                        f'memory available): use a smaller --img-size')
+    if fits < batch_size:
+        import warnings
+        warnings.warn(f'batch size {batch_size} shrunk to {int(fits)}: at {input_size[1]}x{input_size[2]} px a batch of '
+                      f'{batch_size} would need about {batch_size * per_image / 2**30:.1f} GiB of activations, more '
+                      f'than the {budget / 2**30:.1f} GiB budget', UserWarning, stacklevel=3)
+    return int(min(batch_size, fits))
+
+
 def check_data_cfg(pcfg: Mapping[str, Any], where: str) -> None:
     """The data-config fields of a file's pretrained_cfg other than sizes, mean and std: crop_pct in (0.5, 1],
     a known interpolation and crop mode, notes that are short strings, and a recorded face framing within
