@@ -127,3 +127,10 @@ def test_an_api_export_does_not_leave_the_next_cli_export_deferring_ctrl_c(tmp_p
     finally:  # an unwound (or, were this broken, a deferred) export leaves the signals ignored: not in pytest
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def test_help_says_that_missing_output_folders_are_created():
+    """`--json /no/dir/x` creates /no/dir: every command that writes says so in --help, before anyone finds out."""
+    for command in ('predict', 'eval', 'calibrate', 'export-onnx', 'explain', 'bench'):
+        proc = run_cli([command, '--help'], timeout=60)
+        assert proc.returncode == 0 and 'as mkdir -p does' in ' '.join(proc.stdout.split()), command

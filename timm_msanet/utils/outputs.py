@@ -254,4 +254,5 @@ def replace_folder(staging: PathLike, folder: PathLike, overwrite: bool, is_ours
 
 def add_overwrite_argument(parser, what: str = 'the output files') -> None:
     parser.add_argument('--overwrite', action='store_true',
-                        help=f'replace {what} if they exist (never an input, a link or a folder)')
+                        help=f'replace {what} if they exist (never an input, a link or a folder). Missing '
+                             f'folders on an output path are created, as mkdir -p does')
