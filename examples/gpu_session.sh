@@ -1,21 +1,24 @@
 #!/usr/bin/env bash
-# The prepared GPU call: everything a session with a lent CUDA machine measures, in one command under 8 minutes.
+# The prepared GPU calls: what a session with a lent CUDA machine measures, each stage one call under 8 minutes.
 #
-#   device `run` (repository root on the GPU machine; carry .timm_scripts, and .whl when the machine's timm is
-#   older than the package needs):
-#       bash examples/gpu_session.sh                  # figures under $OUT (the device tool returns them)
+#   device `run` (repository root on the GPU machine):
+#       bash examples/gpu_session.sh bench     # carry .timm_scripts (and .whl if the machine's timm is too old)
+#       bash examples/gpu_session.sh table3    # carry .timm_scripts and .gpu_data
 #
-# Before the call, here:
-#   mkdir -p .timm_scripts && cp TIMM_REPO/train.py .timm_scripts/    # train.py is not in timm's wheel
-#   (.timm_scripts/ and .whl/ are git-ignored; see the device tool's README for carrying a newer timm wheel)
+# Before the calls, here (nothing of it is committed: .timm_scripts/, .gpu_data/ and .whl/ are git-ignored):
+#   mkdir -p .timm_scripts && cp TIMM_REPO/train.py .timm_scripts/               # train.py is not in timm's wheel
+#   python examples/pack_faces.py pack data/ferplus .gpu_data/ferplus.faces      # 33,709 faces, about 55 MiB
+#   python examples/convert_tv_in1k.py CudaResnet18/weights data/ferplus/train \
+#       .gpu_data/start_224px.safetensors --img-size 224                        # the study's start at 224 px
 #
-# What it writes to $OUT (default runs/gpu), each figure with the command that made it:
-#   env.txt        nvidia-smi, torch / timm / timm-msanet versions
-#   bench.txt/json `timm-msanet bench` on CUDA: msanet_r18 next to resnet18, train and infer, bf16 autocast +
-#                  channels_last, eager and torch.compile, batch 256, 224 px, interleaved rounds
-#   train_py.txt   timm's train.py on CUDA for 2 short epochs of drawn faces at 224 px (examples/demo.py's data),
-#                  msanet_r18 found by name, bf16 AMP, channels_last: that the whole pipeline runs there
-# docs/speed.md quotes these files; nothing here downloads anything (HF_HUB_OFFLINE=1).
+# Stages, figures under $OUT (default runs/gpu; the device tool returns them), each with the command that made it:
+#   bench   env.txt; bench.txt/json: `timm-msanet bench` on CUDA, msanet_r18 next to resnet18, train and infer,
+#           bf16 autocast + channels_last, eager and torch.compile, batch 256, 224 px, interleaved rounds;
+#           train_py.txt: timm's train.py on CUDA for 2 short epochs of drawn faces (examples/demo.py's data)
+#   table3  the FERPlus Table 3 study at 224 px (docs/training.md), seeds 0 and 1 run side by side on the one
+#           GPU, 7 loader workers each: table3_224/table3.md, table3.json, each run's result.json, summary.csv
+#           and log (checkpoints stay on the machine: the figures are what comes back)
+# DEVICE=cpu and T3_EXTRA='--epochs 1' run the table3 stage on a CPU as a smoke test of the script itself.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu}
@@ -33,7 +36,11 @@ T0=$(date +%s)
     > "$OUT/env.txt" 2>&1
 tail -1 "$OUT/env.txt"
 
-# 1. the bench: about 3 minutes with compilation (budget 300 s)
+STAGES=${*:-bench}
+for STAGE in $STAGES; do
+case $STAGE in
+bench)
+# the bench: about 3 minutes with compilation (budget 300 s)
 echo "== bench" | tee "$OUT/bench.txt"
 CMD=("$PY" -m timm_msanet.cli bench --device cuda --models msanet_r18 resnet18 --mode train infer --amp bf16
      --channels-last on --batch-size 256 --img-size 224 --compile --steps 10 --repeats 5 --json "$OUT/bench.json"
@@ -41,7 +48,7 @@ CMD=("$PY" -m timm_msanet.cli bench --device cuda --models msanet_r18 resnet18 -
 echo "# ${CMD[*]}" >> "$OUT/bench.txt"
 timeout 300 "${CMD[@]}" 2>&1 | tee -a "$OUT/bench.txt"
 
-# 2. timm's train.py on CUDA (budget 150 s): drawn faces made here, 2 epochs at 224 px
+# timm's train.py on CUDA (budget 150 s): drawn faces made here, 2 epochs at 224 px
 if [ -f .timm_scripts/train.py ]; then
     DATA=/tmp/gpu_faces
     "$PY" -c "from pathlib import Path; import sys; sys.path.insert(0, 'examples'); from demo import make_dataset
@@ -57,4 +64,34 @@ make_dataset(Path('$DATA'), 200, 40)"
 else
     echo "no .timm_scripts/train.py carried: train.py step skipped" | tee "$OUT/train_py.txt"
 fi
+;;
+table3)
+FACES=${FACES:-.gpu_data/ferplus.faces}
+START=${START:-.gpu_data/start_224px.safetensors}
+for need in .timm_scripts/train.py "$FACES" "$START"; do
+    [ -f "$need" ] || { echo "table3: $need not carried (see the top of this script)" >&2; exit 2; }
+done
+DATA=/tmp/gpu_ferplus
+[ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || exit 1
+RUNS=/tmp/gpu_table3_224  # checkpoints stay here; the figures are copied to $OUT
+STUDY=("$PY" examples/table3_study.py --timm-repo .timm_scripts --data-dir "$DATA"
+       --recipe examples/recipes/ferplus_table3_short.yaml --device "${DEVICE:-cuda}" --out "$RUNS")
+TRAIN_ARGS=(-- --pretrained-path "$START" --img-size 224 --workers 7 --device-modules timm_msanet ${T3_EXTRA:-})
+mkdir -p "$OUT/table3_224"
+echo "# ${STUDY[*]} --seeds 0|1 ${TRAIN_ARGS[*]}" | tee "$OUT/table3_224/commands.txt"
+for SEED in 0 1; do  # the two seeds side by side: one GPU has room for both
+    "${STUDY[@]}" --seeds "$SEED" "${TRAIN_ARGS[@]}" > "$OUT/table3_224/study_seed$SEED.log" 2>&1 &
+done
+wait
+"${STUDY[@]}" --seeds 0 1 "${TRAIN_ARGS[@]}" > "$OUT/table3_224/study.log" 2>&1  # both done: the whole table
+tail -12 "$OUT/table3_224/study.log"
+cp "$RUNS"/table3.md "$RUNS"/table3.json "$RUNS"/*.log "$OUT/table3_224/" 2>/dev/null
+for RUN in "$RUNS"/*/; do
+    mkdir -p "$OUT/table3_224/$(basename "$RUN")"
+    cp "$RUN"result.json "$RUN"summary.csv "$RUN"args.yaml "$OUT/table3_224/$(basename "$RUN")/" 2>/dev/null
+done
+;;
+*) echo "unknown stage $STAGE: bench or table3" >&2; exit 2 ;;
+esac
+done
 echo "gpu_session.sh: $(( $(date +%s) - T0 )) s in all; figures in $OUT"
