@@ -12,8 +12,8 @@ VENV=${VENV:-$(pwd)/.venv}
 echo "== installing the package with its demo extra into $VENV (about a minute on a new venv; pip's own log follows)" >&2
 "$VENV/bin/python" -m pip install --disable-pip-version-check ".[demo]"
 DETECTOR=$("$VENV/bin/python" -c 'from timm_msanet.inference.faces import resolve_detector; print(resolve_detector("auto"))' 2>/dev/null || echo none)
-echo "== the demo takes about a minute and a half on 2 CPU cores after the install (photos, then 80 training steps)" >&2
-echo "== the packaged FER2013 model on real photos (face detector: $DETECTOR; dlib, with landmarks and aligned faces, when the landmarks extra is installed)" >&2
+echo "== the demo takes about a minute on 2 CPU cores after the install (photos, then 80 training steps)" >&2
+echo "== the packaged FER2013 model on real photos (face detector: $DETECTOR; it is dlib, with landmarks and aligned faces, where the landmarks extra is installed, else haar)" >&2
 "$VENV/bin/python" examples/real_photos.py --out runs/demo/photos
 echo "== the training pipeline on synthetic faces" >&2
 exec "$VENV/bin/python" examples/demo.py "$@"
