@@ -403,10 +403,12 @@ def test_fused_branch_entry_equals_reference(grad_checkpointing):
     """The fused first-block convs compute what the per-branch modules compute, in training too."""
     torch.manual_seed(0)
     fused = timm.create_model('msanet_r18', zero_init_last=False)
-    ref = timm.create_model('msanet_r18', zero_init_last=False)
+    ref = timm.create_model('msanet_r18', zero_init_last=False, fuse_branch_entry=False)  # the per-branch path
     ref.load_state_dict(fused.state_dict())
-    assert fused.fuse_branch_entry and fused.state_dict().keys() == ref.state_dict().keys()
-    ref.fuse_branch_entry = False
+    assert fused.fuse_branch_entry and not ref.fuse_branch_entry
+    assert fused.state_dict().keys() == ref.state_dict().keys()
+    with pytest.raises(ValueError, match='fuse_branch_entry needs two or more branches'):
+        timm.create_model('msanet_r18_as', fuse_branch_entry=True)
     for m in (fused, ref):
         m.set_grad_checkpointing(grad_checkpointing)
     x = _x(2, 96)

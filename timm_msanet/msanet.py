@@ -44,9 +44,9 @@ Architecture as read here (every reading below is a constructor argument of `MSA
   `grey_input=False` (train.py `--model-kwargs grey_input=False`) to fine-tune such a release on colour faces.
 * Speed, not semantics: the first block of every branch reads the same pre-extractor map, so their 1x1
   reduce convs and their shortcut convs each run as one conv over the concatenated weights
-  (`fuse_branch_entry`, on for multi-branch models). BN layers stay per block, parameters and
-  state_dict keys are unchanged; a test checks outputs, gradients and BN statistics against the
-  per-branch computation.
+  (`fuse_branch_entry`, a constructor argument, on wherever the branches allow it). BN layers stay per
+  block, parameters and state_dict keys are unchanged; a test checks outputs, gradients and BN statistics
+  against the per-branch computation.
 
 Pretrained tags: `msanet_r18.fer2013` (the default) is a complete expression model trained on FER2013 at 64 px
 from the ImageNet pre-extractor and installed with the package (see `releases.py`). `tv_in1k` loads timm's ImageNet
@@ -177,28 +177,37 @@ class MultiScaleBlock(nn.Module):
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
+    def _subsets_pre(self, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Y_1 = P_1(X_1), Y_i = P_i(X_i + Y_{i-1}): each subset's conv sees the previous output (Res2Net)."""
+        ys: List[torch.Tensor] = []
+        y = xs[0]  # placeholder so TorchScript sees a Tensor, overwritten at i == 0
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            xi = xs[i]
+            if i > 0:
+                if self.pool is not None:
+                    xi = self.pool(xi)
+                xi = xi + y
+            y = self.act(bn(conv(xi)))
+            ys.append(y)
+        return ys
+
+    def _subsets_post(self, xs: List[torch.Tensor]) -> List[torch.Tensor]:
+        """Y_1 = P_1(X_1), Y_i = P_i(X_i) + Y_{i-1}: the paper's equation (1)."""
+        ys: List[torch.Tensor] = []
+        y = xs[0]
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            yi = self.act(bn(conv(xs[i])))
+            y = yi if i == 0 else yi + y
+            ys.append(y)
+        return ys
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_reduced(self.conv1(x), self.downsample(x))
 
     def forward_reduced(self, reduced: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
         """The block after its input 1x1 conv (`reduced`, before bn1) and its shortcut (`shortcut`)."""
-        out = self.act(self.bn1(reduced))
-        xs = torch.split(out, self.width, 1)
-        ys: List[torch.Tensor] = []
-        y = xs[0]  # placeholder so TorchScript sees a Tensor, overwritten at i == 0
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
-            xi = xs[i]
-            if self.hierarchy == 'pre':
-                if i > 0:
-                    if self.pool is not None:
-                        xi = self.pool(xi)
-                    xi = xi + y
-                y = self.act(bn(conv(xi)))
-            else:
-                yi = self.act(bn(conv(xi)))
-                y = yi if i == 0 else yi + y
-            ys.append(y)
-        out = torch.cat(ys, 1)
+        xs = torch.split(self.act(self.bn1(reduced)), self.width, 1)
+        out = torch.cat(self._subsets_pre(xs) if self.hierarchy == 'pre' else self._subsets_post(xs), 1)
 
         out = self.bn3(self.conv3(out))
         out = self.drop_path(out) + shortcut
@@ -266,6 +275,7 @@ class MSANet(nn.Module):
             norm_layer: Type[nn.Module] = nn.BatchNorm2d,
             zero_init_last: bool = True,
             grey_input: bool = False,
+            fuse_branch_entry: Optional[bool] = None,
             device=None,
             dtype=None,
     ):
@@ -292,6 +302,8 @@ class MSANet(nn.Module):
             zero_init_last: Zero-init the last BN of every residual branch.
             grey_input: Turn colour input into its grey image first (`ColourToGrey`), for models trained on
                 grey faces; needs in_chans=3 and the ImageNet mean/std of every msanet cfg.
+            fuse_branch_entry: Run the branches' first 1x1 reduce and shortcut convs as one conv each (speed
+                only, same parameters and results); None: wherever the branches allow it.
         """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
@@ -355,9 +367,13 @@ class MSANet(nn.Module):
         # Every branch's first block reads the same map: its 1x1 reduce conv and its shortcut conv run as
         # one conv each over the concatenated weights (fewer, larger kernels; same result, same params).
         first = [b.blocks[0] for b in self.branches]
-        self.fuse_branch_entry = len(first) > 1 and all(
+        fusable = len(first) > 1 and all(
             isinstance(blk.downsample, nn.Sequential) and blk.downsample[0].stride == first[0].downsample[0].stride
             for blk in first)
+        if fuse_branch_entry and not fusable:
+            raise ValueError('fuse_branch_entry needs two or more branches whose first blocks have a strided or '
+                             'projecting shortcut of one stride')
+        self.fuse_branch_entry = fusable if fuse_branch_entry is None else fuse_branch_entry
 
         self.num_features = self.head_hidden_size = branch_chs[-1] * len(self.branch_kernels)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)

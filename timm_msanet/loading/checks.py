@@ -80,6 +80,8 @@ MSANET_MODEL_ARGS = {
     'pre_chs': (_int_seq(1, 4096, 2, 2), 'two ints from 1 to 4096'),
     'pre_depths': (_int_seq(1, 16, 2, 2), 'two ints from 1 to 16'),
     'zero_init_last': (lambda v: isinstance(v, bool), 'true or false'),
+    'grey_input': (lambda v: isinstance(v, bool), 'true or false'),
+    'fuse_branch_entry': (lambda v: v is None or isinstance(v, bool), 'null, true or false'),
 }
 
 
