@@ -58,6 +58,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     # SIGINT/SIGTERM once its tree is in place or its cleanup has begun, as a process about to exit should) and
     # the warning hook are put back, or that process would ignore Ctrl-C and SIGTERM from then on.
     saved = _signal_handlers() if argv is not None else {}
+    if saved.get(signal.SIGTERM, signal.getsignal(signal.SIGTERM)) is signal.SIG_DFL and _main_thread():
+        # SIGTERM unwinds like Ctrl-C in every command, so `finally` blocks remove what they made (publish's
+        # staging folder, an output's temporary file) instead of the process dying with them left behind
+        signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     saved_showwarning = warnings.showwarning
     warnings.showwarning = one_line_warning  # e.g. "labels are meaningless" for an untrained head
     try:
@@ -85,10 +89,18 @@ def main(argv: Optional[List[str]] = None) -> int:
                 signal.signal(sig, handler)
 
 
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _terminate_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _signal_handlers() -> dict:
     """SIGINT's and SIGTERM's handlers, when this is the main thread (the only one that may set them)."""
-    import threading
-    if threading.current_thread() is not threading.main_thread():
+    if not _main_thread():
         return {}
     return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 

@@ -327,3 +327,26 @@ def test_a_full_disk_while_writing_weights_is_one_line_and_leaves_nothing(tmp_pa
                 preexec_fn=limit_file_size)
     _one_line_error(proc, 2, 'cannot write the release')
     assert list(out.iterdir()) == []
+
+
+def test_sigterm_in_any_command_removes_what_it_was_writing(tmp_path):
+    """SIGTERM unwinds like Ctrl-C in every command (not only export): predict --annotate, stopped while it writes
+    its copies, exits 130 with 'interrupted' and leaves no temporary file behind."""
+    import subprocess
+    import sys
+    import time
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    for i in range(400):
+        _photo(photos / f'{i:03d}.png', i, (96, 96))
+    out = tmp_path / 'annotated'
+    proc = subprocess.Popen([sys.executable, '-m', 'timm_msanet.cli', 'predict', str(photos), *TINY, '--annotate',
+                             str(out), '--no-progress'], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not (out.is_dir() and len(list(out.iterdir())) >= 5):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and 'interrupted' in err and 'Traceback' not in err, err[-2000:]
+    written = list(out.iterdir())
+    assert 5 <= len(written) < 400 and not [p for p in written if p.name.startswith('.')]  # no .partial file
