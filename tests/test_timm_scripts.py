@@ -33,7 +33,8 @@ def face_data(tmp_path_factory):
 
 
 def _script(name, *args, cwd):
-    env = {k: v for k, v in os.environ.items() if k != 'TIMM_MSANET_AUTOLOAD'}
+    # PYTHONSAFEPATH (python -P, as the README runs them): a checkout's own timm/ folder must not shadow the installed
+    env = dict({k: v for k, v in os.environ.items() if k != 'TIMM_MSANET_AUTOLOAD'}, PYTHONSAFEPATH='1')
     proc = subprocess.run([sys.executable, str(Path(TIMM_REPO) / name), *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
