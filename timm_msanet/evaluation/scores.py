@@ -117,6 +117,3 @@ def plot_reliability(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Pa
     fig.tight_layout()
     save_figure(fig, path, overwrite)
     return True
-
-
-# ------------------------------------------------------------------------------------------- the command
