@@ -140,7 +140,8 @@ def photos(cache: Path) -> None:
 def _real_tilts(named_photos, min_tilt: float = 8.0) -> None:
     """Faces tilted in the photos themselves: the packaged model's probabilities for the square crop and the
     aligned crop, each as L1 distance to the same crop method on the photo turned so that face is upright."""
-    from timm_msanet.inference.faces import face_slot, framing_of, locate_faces
+    from timm_msanet.inference.faces import face_slot, locate_faces
+    from timm_msanet.notes import framing_of
     from timm_msanet.loading import load_model
     from timm_msanet.inference.predict import predict
     model = load_model('msanet_r18')

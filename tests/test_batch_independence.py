@@ -10,7 +10,7 @@ from PIL import Image
 
 import timm_msanet  # noqa: F401
 from timm_msanet.notes import temperature_of
-from timm_msanet.utils.images import make_transform
+from timm_msanet.loading import ExpressionModel
 
 SIZE = 64
 ATOL = 1e-4  # float32, different batch sizes may take different kernels
@@ -47,7 +47,7 @@ def images():
         pil += [im.crop((0, 0, w // 2, h // 2)), im.crop((w // 2, h // 2, w, h))]
     pil.append(Image.new('RGB', (80, 80), (128, 128, 128)))
     pil.append(Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 80, 3), dtype=np.uint8)))
-    transform, _ = make_transform(timm.create_model('msanet_r18', pretrained=False), SIZE)
+    transform, _ = ExpressionModel.of(timm.create_model('msanet_r18', pretrained=False)).transform(SIZE)
     return torch.stack([transform(im) for im in pil])
 
 

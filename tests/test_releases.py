@@ -14,7 +14,7 @@ import timm_msanet
 from timm_msanet import FER7_LABELS
 from timm_msanet.notes import GREY_INPUT_NOTE, framing_of, temperature_of
 from timm_msanet.loading import CheckpointError, load_model
-from timm_msanet.utils.images import make_transform
+from timm_msanet.loading import ExpressionModel
 from timm_msanet.inference.predict import predict
 from timm_msanet.releases import PUBLISHED, weights_path
 
@@ -133,8 +133,8 @@ def test_a_colour_photo_gets_the_same_probabilities_through_timms_transform_and_
     assert data_config['grey_step_in_graph'] is True and data_config['grey_input'] is False
     # the ImageNet starting point is a colour model: no step, no conversion
     tv = timm.create_model('msanet_r18.tv_in1k')
-    assert not tv.grey_input and not torch.equal(make_transform(tv, 64)[0](photo), make_transform(
-        tv, 64)[0](photo.convert('L').convert('RGB')))
+    assert not tv.grey_input and not torch.equal(ExpressionModel.of(tv).transform(64)[0](photo), ExpressionModel.of(
+        tv).transform(64)[0](photo.convert('L').convert('RGB')))
 
 
 def test_astronaut_smiles_through_the_cli_with_faces(astronaut_jpg, tmp_path):
@@ -284,3 +284,22 @@ def test_the_readme_tables_quote_the_recorded_test_metrics(dataset):
         assert metrics['split'] == 'test' and metrics['dataset'] == dataset, record
         for key in ('accuracy', 'mean_class_accuracy'):
             assert f"{metrics[key] * 100:.2f}%" in row, (row, key)
+
+
+def test_the_model_file_stands_alone_and_its_release_cfgs_are_releases_py():
+    """msanet.py imports nothing of the package but the label list (a model file timm could take as it is), so its
+    packaged release cfgs are literal data: they must be what releases.py derives from its entries, and its grey
+    note the tools' note."""
+    import ast
+    from timm_msanet import msanet, notes, releases
+    tree = ast.parse(Path(msanet.__file__).read_text())
+    own = sorted({n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level})
+    assert own == ['labels'], own
+    assert msanet.GREY_INPUT_NOTE == notes.GREY_INPUT_NOTE
+    expected = releases.published_cfgs(msanet._cfg)
+    for name, cfg in expected.items():
+        registered = timm.models.get_pretrained_cfg(name).to_dict()
+        for key, value in cfg.items():
+            assert registered.get(key) == value, f'msanet.py default_cfgs[{name!r}][{key!r}] should be {value!r}'
+    registered_tags = {n for n in timm.list_pretrained('msanet_*') if not n.endswith('.tv_in1k')}
+    assert registered_tags == set(expected)

@@ -9,6 +9,7 @@ already imported, `import timm_msanet` registers the models at once; if not, it 
 the moment timm is imported. That keeps `timm-msanet --help`, `--version` and `export` free of torch.
 `MSANet`, `MultiScaleBlock` and `MultiScaleBranch` are imported on first access.
 """
+import importlib
 import sys
 
 from .version import __version__
@@ -26,7 +27,7 @@ def __getattr__(name: str):
 
 
 if 'timm' in sys.modules:
-    from . import msanet  # noqa: F401  (registers the models)
+    importlib.import_module('.msanet', __name__)  # registers the models
 else:
     try:  # the copy installed at the top of site-packages (the wheel holds no other)
         import _timm_msanet_autoload as _hook

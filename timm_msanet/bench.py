@@ -157,7 +157,8 @@ def run_bench(models: Sequence[str] = DEFAULT_MODELS, device: Optional[str] = No
               warmup: int = 5, repeats: int = 5, log=print, amps: Sequence[Optional[str]] = (None,),
               channels_last: Sequence[Optional[bool]] = (None,)) -> List[Dict]:
     import torch
-    import timm_msanet  # noqa: F401  (registers the models should timm already be imported)
+    import importlib
+    importlib.import_module('timm_msanet')  # registers the models when the autoload hook is off
     if repeats < 1 or steps < 1:
         raise ToolError(f'--repeats and --steps must be at least 1, got {repeats} and {steps}')
     device = device or ('cuda' if torch.cuda.is_available() else 'cpu')

@@ -8,7 +8,7 @@ import argparse
 import json
 from typing import Dict, List, Optional, Sequence
 
-from .loading import label_names_of
+from .loading import ExpressionModel
 from .utils.options import positive_int
 
 DEFAULT_MODELS = ('resnet18', 'msanet_r18_ms', 'msanet_r18_as', 'msanet_r18')
@@ -23,7 +23,8 @@ def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] =
     head or a `num_classes` one, built with `model_kwargs` (e.g. hierarchy='post')."""
     import torch
     import timm
-    import timm_msanet  # noqa: F401  (registration when the autoload hook is turned off)
+    import importlib
+    importlib.import_module('timm_msanet')  # registers the models when the autoload hook is off
     from torch.utils.flop_counter import FlopCounterMode
 
     if num_classes is not None:
@@ -42,7 +43,7 @@ def model_costs(names: Sequence[str] = DEFAULT_MODELS, img_size: Optional[int] =
             params_m=round(sum(p.numel() for p in model.parameters()) / 1e6, 2),
             gmacs=round(counter.get_total_flops() / 2e9, 2),
             num_features=model.num_features,
-            label_names=label_names_of(model),
+            label_names=list(ExpressionModel.of(model).label_names),
             pretrained_tags=timm.list_pretrained(name + '.*'),
         ))
     return rows

@@ -53,6 +53,7 @@ from the ImageNet pre-extractor and installed with the package (see `releases.py
 ResNet-18 (`timm/resnet18.tv_in1k`) into the pre-extractor and leaves branches and head at their fresh
 init: the paper's starting point for training.
 """
+import os
 from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 import torch
@@ -66,9 +67,12 @@ from timm.models._builder import resolve_pretrained_cfg  # not re-exported by ti
 from timm.models._features import FeatureGetterNet, feature_take_indices  # not re-exported by timm.models
 from timm.models.resnet import BasicBlock, downsample_conv
 
-from .labels import FER7_LABELS
-from .notes import GREY_INPUT_NOTE
-from .releases import published_cfgs
+from .labels import FER7_LABELS, FER8_LABELS
+
+# In a cfg's `notes`: the weights were trained on grey faces, so the model gets its grey step (`_create_msanet`).
+# The same text is `timm_msanet.notes.GREY_INPUT_NOTE`, which the tools read (a test keeps the two equal).
+GREY_INPUT_NOTE = 'input: greyscale (trained on grey faces; convert colour images to grey, then to 3 channels)'
+_WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'weights')
 
 __all__ = ['ColourToGrey', 'MSANet', 'MSANetFeatures', 'MultiScaleBlock', 'MultiScaleBranch', 'checkpoint_filter_fn']
 
@@ -654,19 +658,40 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     }
 
 
-# Only tags whose weights exist, listed as data in releases.py. `fer2013` (packaged with the wheel, 64 px,
-# trained on FER2013 by examples/release.sh) is msanet_r18's default tag, so
-# `pretrained=True` gives a real expression model offline. `tv_in1k`: timm's ImageNet ResNet-18 in the
-# pre-extractor, branches and head fresh (the paper's starting point, named explicitly by the recipes).
+
+
+def _release_cfg(dataset: str, title: str, label_names: Tuple[str, ...], metrics: str, framing: str,
+                 temperature: str) -> Dict[str, Any]:
+    """A packaged release trained at 64 px on grey faces: weights installed beside this file."""
+    return _cfg(
+        file=os.path.join(_WEIGHTS_DIR, f'msanet_r18_{dataset}.safetensors'),
+        num_classes=len(label_names), label_names=label_names, input_size=(3, 64, 64), pool_size=(2, 2),
+        license='other', origin_url=None, description=f'MSA-Net trained on {title} ({len(label_names)} classes)',
+        notes=(f'dataset={dataset}; research / non-commercial dataset licence; {metrics}', GREY_INPUT_NOTE,
+               f'face framing: {framing}',
+               f'calibration: temperature={temperature} (fitted on the validation split by timm-msanet calibrate; '
+               f'probabilities are softmax(logits / temperature))'),
+    )
+
+
+# Only tags whose weights exist. The FER-trained releases are plain data here (their metrics, protocol and the
+# checks on them are in releases.py, whose `published_cfgs` a test compares with these). `fer2013` (packaged with
+# the wheel, 64 px, trained on FER2013 by examples/release.sh) is msanet_r18's default tag, so `pretrained=True`
+# gives a real expression model offline. `tv_in1k`: timm's ImageNet ResNet-18 in the pre-extractor, branches and
+# head fresh (the paper's starting point, named explicitly by the recipes).
 default_cfgs = generate_default_cfgs({
-    **published_cfgs(_cfg, default=True),
+    'msanet_r18.fer2013': _release_cfg(
+        'fer2013', 'FER2013', FER7_LABELS, 'accuracy=0.6679, mean_class_accuracy=0.6376, ece=0.0286',
+        'eye_y=0.396 eye_dist=0.362', '0.8343'),
     'msanet_r18.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
     'msanet_r18_ms.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
     'msanet_r18_as.tv_in1k': _cfg(
         hf_hub_id='timm/resnet18.tv_in1k', license='bsd-3-clause', origin_url='https://github.com/pytorch/vision'),
-    **published_cfgs(_cfg, default=False),
+    'msanet_r18.ferplus': _release_cfg(
+        'ferplus', 'FERPlus', FER8_LABELS, 'accuracy=0.8258, mean_class_accuracy=0.5877, ece=0.0351',
+        'eye_y=0.395 eye_dist=0.361', '0.7927'),
 })
 
 

@@ -33,7 +33,7 @@ Only list weights that exist: a cfg that points at missing weights breaks `pretr
 import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 
-from .notes import FRAMING_NOTE, GREY_INPUT_NOTE, calibration_note, check_temperature, expects_grey_input  # noqa: F401
+from .notes import FRAMING_NOTE, GREY_INPUT_NOTE, calibration_note, check_temperature
 from .labels import FER7_LABELS, labels_for
 
 # The one table of datasets: name -> title, allowed class counts, grey input, licence note and caveat (shown

@@ -14,7 +14,8 @@ from PIL import Image
 from safetensors import safe_open
 
 from timm_msanet.notes import set_temperature, temperature_of
-from timm_msanet.evaluation.scores import calibrated_probs, calibration_metrics, fit_temperature
+from timm_msanet.evaluation.scores import calibration_metrics, fit_temperature
+from timm_msanet.loading import calibrated
 from timm_msanet.loading import CheckpointError, load_model
 from timm_msanet.inference.predict import predict
 
@@ -51,8 +52,8 @@ def test_a_known_temperature_is_recovered_from_synthetic_logits(true_t):
     targets = torch.multinomial((logits / true_t).softmax(-1), 1, generator=g).squeeze(1)
     t = fit_temperature(logits, targets)
     assert t == pytest.approx(true_t, rel=0.05)
-    before = calibration_metrics(calibrated_probs(logits, 1.0), targets)
-    after = calibration_metrics(calibrated_probs(logits, t), targets)
+    before = calibration_metrics(calibrated(logits, 1.0), targets)
+    after = calibration_metrics(calibrated(logits, t), targets)
     assert after['nll'] < before['nll'] and after['ece'] < before['ece']
 
 
@@ -178,7 +179,7 @@ def test_explain_and_the_packaged_release_use_its_temperature(tmp_path):
     assert t == next(e for e in PUBLISHED if e['tag'] == 'fer2013')['temperature'] != 1.0
     _photo(7).save(tmp_path / 'face.png')
     result = explain(str(tmp_path / 'face.png'), model)
-    expected = calibrated_probs(torch.tensor(result['logits']), t)
+    expected = calibrated(torch.tensor(result['logits']), t)
     assert torch.allclose(torch.tensor(list(result['probabilities'].values())), expected, atol=1e-6)
     assert result['label'] == CLASSES[int(torch.tensor(result['logits']).argmax())]
 

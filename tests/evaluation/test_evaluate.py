@@ -12,7 +12,7 @@ from timm.data import create_transform, resolve_data_config
 
 from timm_msanet import FER7_LABELS
 from timm_msanet.evaluation.evaluate import EvalError, align_labels, evaluate, metrics_from_confusion
-from timm_msanet.loading import CheckpointError, load_model
+from timm_msanet.loading import CheckpointError, ExpressionModel, load_model
 
 from conftest import run_cli
 
@@ -159,8 +159,8 @@ def test_checkpoint_ema_and_model_weights(trained_checkpoint):
     path, model, ema, data = trained_checkpoint
     loaded_ema = load_model(checkpoint=path)
     loaded = load_model(checkpoint=path, use_ema=False)
-    assert loaded_ema.pretrained_cfg["checkpoint_weights"] == "state_dict_ema"
-    assert loaded.pretrained_cfg["checkpoint_weights"] == "state_dict"
+    assert ExpressionModel.of(loaded_ema).source.entry == "state_dict_ema" and ExpressionModel.of(loaded_ema).source.ema
+    assert ExpressionModel.of(loaded).source.entry == "state_dict" and ExpressionModel.of(loaded).source.ema is False
     assert loaded_ema.pretrained_cfg['label_names'] == FER7_LABELS
     for k, v in ema.state_dict().items():
         assert torch.equal(loaded_ema.state_dict()[k], v)

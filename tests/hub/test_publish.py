@@ -9,7 +9,7 @@ import torch
 import timm
 from safetensors.torch import load_file, save_file
 
-from timm_msanet.notes import DEFAULT_FRAMING, framing_of
+from timm_msanet.notes import DEFAULT_FRAMING, GREY_INPUT_NOTE, expects_grey_input, framing_of
 from timm_msanet import FER7_LABELS, FER8_LABELS
 from timm_msanet import releases
 from timm_msanet.loading import CheckpointError, create_published, load_model
@@ -294,7 +294,7 @@ def test_releases_lists_the_packaged_releases_and_an_entry_becomes_a_cfg():
     cfg = cfgs['msanet_r18.affectnet8']
     assert cfg['hf_hub_id'] == 'someorg/msanet-r18-affectnet8' and cfg['num_classes'] == 8 and 'file' not in cfg
     assert cfg['label_names'] == FER8_LABELS and cfg['crop_mode'] == 'squash' and cfg['input_size'] == (3, 224, 224)
-    assert not releases.expects_grey_input(cfg)
+    assert not expects_grey_input(cfg)
     default_cfgs = generate_default_cfgs({'msanet_r18.tv_in1k': _cfg(hf_hub_id='timm/resnet18.tv_in1k'), **cfgs})
     dc = default_cfgs['msanet_r18']
     assert list(dc.tags) == ['tv_in1k', 'affectnet8']  # not flagged default: after tv_in1k
@@ -304,7 +304,7 @@ def test_releases_lists_the_packaged_releases_and_an_entry_becomes_a_cfg():
     cfg = releases.published_cfgs(_cfg, [packaged])['msanet_r18.fer']
     assert cfg['file'] == os.path.join(releases.PACKAGE_DIR, 'weights', 'x.safetensors')
     assert 'hf_hub_id' not in cfg and cfg['input_size'] == (3, 48, 48) and cfg['pool_size'] == (2, 2)
-    assert releases.expects_grey_input(cfg)
+    assert expects_grey_input(cfg)
     framed = dict(packaged, face_framing=dict(eye_y=0.45, eye_dist=0.4))
     assert framing_of(releases.published_cfgs(_cfg, [framed])['msanet_r18.fer']) == dict(eye_y=0.45, eye_dist=0.4)
     assert releases.published_cfgs(_cfg, [packaged, entry], default=True).keys() == {'msanet_r18.fer'}
@@ -322,29 +322,28 @@ def test_releases_lists_the_packaged_releases_and_an_entry_becomes_a_cfg():
             releases.published_cfgs(_cfg, [bad])
 
 
-def test_a_published_entry_registers_a_loadable_tag(released, trained, tmp_path, make_offline_hub_cache, run_python):
-    """Adding one dict to releases.PUBLISHED (here in a child process) makes `arch.tag` load the release."""
+def test_a_published_entry_gives_a_cfg_that_loads_the_release(released, trained, tmp_path, make_offline_hub_cache,
+                                                               run_python):
+    """The cfg one dict of releases.PUBLISHED makes (what msanet.py's literal `default_cfgs` holds for a packaged
+    release; tests/test_releases.py keeps the two equal) loads the release through timm's own pretrained path."""
     hf_home = tmp_path / 'hf'
     make_offline_hub_cache(hf_home, REPO, {p.name: p for p in released.iterdir()})
     proc = run_python(f"""
-        import importlib, warnings, timm, torch
+        import timm, torch
         from safetensors.torch import load_file
-        import timm_msanet.releases as releases, timm_msanet.msanet as msanet
-        releases.PUBLISHED = (dict(arch={ARCH!r}, tag='rafdb', hf_hub_id={REPO!r}, dataset='rafdb',
-                                    label_names={tuple(FER7_LABELS)!r}, metrics=dict(accuracy=0.875)),)
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            importlib.reload(msanet)
-        assert timm.list_pretrained('{ARCH}.*') == ['{ARCH}.rafdb', '{ARCH}.tv_in1k']
-        assert timm.models.get_pretrained_cfg('{ARCH}').tag == 'tv_in1k'   # a release not flagged default
+        from timm_msanet import releases, msanet
+        entry = dict(arch={ARCH!r}, tag='rafdb', hf_hub_id={REPO!r}, dataset='rafdb',
+                     label_names={tuple(FER7_LABELS)!r}, metrics=dict(accuracy=0.875))
+        cfg = releases.published_cfgs(msanet._cfg, [entry])['{ARCH}.rafdb']
+        assert releases.published_cfgs(msanet._cfg, [entry], default=True) == {{}}   # not flagged default
         ref = load_file({str(trained['ref_file'])!r})
-        m = timm.create_model('{ARCH}.rafdb', pretrained=True).eval()
+        m = timm.create_model('{ARCH}', pretrained=True, pretrained_cfg=cfg).eval()
         with torch.no_grad():
             assert torch.equal(m(ref['x']), ref['ema'])
-        print('ok', m.pretrained_cfg['tag'], m.pretrained_cfg['hf_hub_id'])
+        print('ok', m.pretrained_cfg['hf_hub_id'], m.pretrained_cfg['label_names'] == {tuple(FER7_LABELS)!r})
     """, dict(HF_HOME=str(hf_home), HF_HUB_OFFLINE='1'))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == f'ok rafdb {REPO}'
+    assert proc.stdout.strip() == f'ok {REPO} True'
 
 
 def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_size(trained, tmp_path):
@@ -373,7 +372,7 @@ def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_
     assert proc.returncode == 0, proc.stderr
     cfg = json.loads((tmp_path / 'rel' / 'config.json').read_text())
     assert cfg['pretrained_cfg']['input_size'] == [3, SIZE, SIZE]
-    assert releases.GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
+    assert GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
     card = (tmp_path / 'rel' / 'README.md').read_text()
     assert 'the model makes it grey' in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
     assert "convert('L')" not in card  # msanet converts itself: the snippet feeds colour, as timm's scripts do
@@ -467,7 +466,7 @@ def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
     import torch as _torch
     from safetensors import safe_open
     from timm_msanet.evaluation.calibration import save_calibrated_weights
-    from timm_msanet.utils.images import make_transform
+    from timm_msanet.loading import ExpressionModel
     from timm_msanet.notes import GREY_INPUT_NOTE, expects_grey_input, recorded_framing
     weights = tmp_path / 'w.safetensors'
     proc = _cli(trained['ckpt'], '--weights-only', weights, '--dataset', 'fer2013', '--face-framing', '0.41,0.36')
@@ -481,8 +480,10 @@ def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
     # the file holds the EMA weights only: --no-ema has nothing to score, and says so instead of scoring them
     with pytest.raises(CheckpointError, match='no raw weights for --no-ema'):
         load_model(checkpoint=weights, use_ema=False)
-    from timm_msanet.evaluation.evaluate import format_table, weights_kind
-    assert weights_kind(model.pretrained_cfg) == 'ema'
+    from timm_msanet.evaluation.evaluate import format_table
+    from timm_msanet.loading import ExpressionModel
+    source = ExpressionModel.of(model).source
+    assert source.entry == 'file' and source.entry_origin == 'state_dict_ema' and source.ema is True
     line = format_table(dict(per_class={}, accuracy=0.5, mean_class_accuracy=0.5, num_samples=2, weights='ema',
                              weights_file=True))
     assert 'as a weights file (its only weights)' in line and '--no-ema' not in line
@@ -491,7 +492,7 @@ def test_a_models_facts_travel_with_its_weights_file(trained, tmp_path):
     from PIL import Image
     colour = Image.new('RGB', (SIZE, SIZE), (200, 30, 30))
     assert model.grey_input
-    x = model.input_grey(make_transform(model)[0](colour).unsqueeze(0))[0]
+    x = model.input_grey(ExpressionModel.of(model).transform()[0](colour).unsqueeze(0))[0]
     assert _torch.allclose(x[0] * 0.229 + 0.485, x[1] * 0.224 + 0.456, atol=1e-5)
     # calibrate keeps them, and publish takes dataset and framing from the file
     calibrated = save_calibrated_weights(model, tmp_path / 'cal.safetensors', 1.25, 'validation', str(weights))

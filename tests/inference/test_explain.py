@@ -8,7 +8,7 @@ from PIL import Image
 
 import timm_msanet  # noqa: F401
 from timm_msanet.inference.explain import PANEL, explain, render
-from timm_msanet.utils.images import make_transform
+from timm_msanet.loading import ExpressionModel
 
 from conftest import run_cli
 
@@ -34,7 +34,7 @@ def test_attention_maps_and_exact_cam(face):
     model = _model('msanet_r18')
     r = explain(str(face), model)
     assert [name for name, _ in r['attention']] == ['branch 0 (7x7)', 'branch 1 (5x5)', 'branch 2 (3x3)']
-    x = make_transform(model)[0](Image.open(face).convert('RGB')).unsqueeze(0)
+    x = ExpressionModel.of(model).transform()[0](Image.open(face).convert('RGB')).unsqueeze(0)
     with torch.no_grad():
         h = model.layer2(model.layer1(model.maxpool(model.act1(model.bn1(model.conv1(x))))))
         logits = model(x)[0]

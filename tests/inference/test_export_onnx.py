@@ -13,7 +13,8 @@ from safetensors.torch import save_file
 import timm_msanet  # noqa: F401
 from timm_msanet.inference.export_onnx import check_onnx, export_onnx, read_metadata
 from timm_msanet.loading import load_model
-from timm_msanet.utils.images import load_image, make_transform
+from timm_msanet.utils.images import load_image
+from timm_msanet.loading import ExpressionModel
 
 from conftest import run_cli
 
@@ -45,7 +46,7 @@ def real_batch(model, tmp_path_factory):
     Image.fromarray(skdata.astronaut()).save(d / 'astronaut.jpg', quality=90)
     Image.fromarray(skdata.chelsea()).save(d / 'chelsea.png')
     Image.fromarray(skdata.coffee()).resize((120, 80)).save(d / 'coffee.jpg')
-    transform, cfg = make_transform(model, SIZE)
+    transform, cfg = ExpressionModel.of(model).transform(SIZE)
     assert cfg['crop_mode'] == 'squash' and cfg['input_size'] == (3, SIZE, SIZE)
     return torch.stack([transform(load_image(d / n)) for n in ('astronaut.jpg', 'chelsea.png', 'coffee.jpg')])
 

@@ -188,7 +188,8 @@ def test_a_model_without_a_recorded_framing_says_which_framing_it_gets(astronaut
     for note in ('face framing: eye_y=0.41 eye_dist=x', 'face framing: eye_y=0.41 eye_dist=0.0015', 'face framing:'):
         with pytest.raises(FramingError):
             recorded_framing({'notes': (note,)})
-    assert framing_notice(object(), 'haar') is None
+    assert framing_notice(False, 'haar') is None and framing_notice(True, 'dlib') is None
+    assert 'records no face framing' in framing_notice(False, 'dlib')
 
 
 def test_auto_is_dlib_with_the_landmarks_extra_and_haar_without(astronaut, run_python, tmp_path):

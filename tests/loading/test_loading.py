@@ -19,7 +19,7 @@ from PIL import Image
 from timm.models import save_for_hf
 
 import timm_msanet  # noqa: F401
-from timm_msanet.loading import CheckpointError, create_published, load_model
+from timm_msanet.loading import CheckpointError, ExpressionModel, create_published, load_model
 
 from conftest import run_cli
 
@@ -198,7 +198,9 @@ def test_a_weights_file_reads_the_config_beside_it(tmp_path):
         assert type(model).__name__ == 'MSANet' and model.pretrained_cfg['architecture'] == ARCH
         assert model.pretrained_cfg['input_size'] == (3, 64, 64) and model.pretrained_cfg['pool_size'] == (2, 2)
         assert list(model.pretrained_cfg['label_names']) == names
-        assert model.pretrained_cfg['config'] == str(folder / 'config.json')
+        source = ExpressionModel.of(model).source  # provenance is the record's, not keys in the timm cfg
+        assert source.kind == 'checkpoint' and source.config == str(folder / 'config.json')
+        assert 'config' not in model.pretrained_cfg and 'checkpoint' not in model.pretrained_cfg
     # the caller still decides: an explicit resolution wins over the file's
     model = load_model(checkpoint=folder / 'model.safetensors', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
     assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
@@ -285,11 +287,11 @@ def test_a_hub_release_config_is_checked_the_same_way(beacon, tmp_path, make_off
 
 
 def test_the_callers_kwargs_apply_to_a_checkpoint_or_are_refused(tmp_path):
-    from timm_msanet.utils.images import make_transform
+    from timm_msanet.loading import ExpressionModel
     ckpt = _train_checkpoint(tmp_path / 'c.pth.tar')
     model = load_model(checkpoint=ckpt, pretrained_cfg_overlay=dict(input_size=(3, 96, 96)), drop_rate=0.25)
     assert model.pretrained_cfg['input_size'] == (3, 96, 96) and model.pretrained_cfg['pool_size'] == (3, 3)
-    assert make_transform(model)[1]['input_size'] == (3, 96, 96)
+    assert ExpressionModel.of(model).transform()[1]['input_size'] == (3, 96, 96)
     assert model.drop_rate == 0.25
     assert load_model(checkpoint=ckpt).pretrained_cfg['input_size'] == (3, 64, 64)  # the checkpoint's own
     with pytest.raises(ValueError, match='pretrained_cfg cannot apply with a checkpoint'):

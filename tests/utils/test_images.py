@@ -6,7 +6,8 @@ import torch
 from PIL import Image
 
 import timm_msanet  # noqa: F401
-from timm_msanet.utils.images import GreyInput, as_pil, load_image, make_transform, to_rgb
+from timm_msanet.utils.images import GreyInput, as_pil, load_image, to_rgb
+from timm_msanet.loading import ExpressionModel
 
 
 def _photo(seed=0, size=(80, 64)):
@@ -47,22 +48,22 @@ def test_arrays_and_tensors_and_their_shape_errors():
 
 def test_transform_is_the_models_data_config():
     model = timm.create_model('msanet_r18', pretrained=False, pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
-    transform, cfg = make_transform(model)
+    transform, cfg = ExpressionModel.of(model).transform()
     assert cfg['input_size'] == (3, 96, 96) and cfg['crop_mode'] == 'squash'
     assert transform(Image.fromarray(_photo(2, (300, 200)))).shape == (3, 96, 96)  # squash: the whole face
-    assert make_transform(model, img_size=64)[1]['input_size'] == (3, 64, 64)
+    assert ExpressionModel.of(model).transform(img_size=64)[1]['input_size'] == (3, 64, 64)
     # a grey-trained msanet release makes colour input grey inside its forward: its transform is timm's own
     grey_model = timm.create_model('msanet_r18', pretrained=True)  # the packaged file: offline
-    assert grey_model.grey_input and not isinstance(make_transform(grey_model)[0], GreyInput)
+    assert grey_model.grey_input and not isinstance(ExpressionModel.of(grey_model).transform()[0], GreyInput)
     # a grey-trained model without such a step (timm's resnet18, cfg notes say grey) sees photos made grey first
     from timm_msanet.notes import GREY_INPUT_NOTE
     r18 = timm.create_model('resnet18', pretrained=False, pretrained_cfg_overlay=dict(notes=(GREY_INPUT_NOTE,)))
-    transform, _ = make_transform(r18)
+    transform, _ = ExpressionModel.of(r18).transform()
     assert isinstance(transform, GreyInput)
     x = transform(Image.fromarray(_photo(3)))
     assert torch.allclose((x[0] * 0.229 + 0.485), (x[1] * 0.224 + 0.456), atol=1e-5)
     # one input channel: an 'L' image and the mean of the RGB mean/std
     mono = timm.create_model('msanet_r18', pretrained=False, in_chans=1)
-    transform, cfg = make_transform(mono)
+    transform, cfg = ExpressionModel.of(mono).transform()
     assert cfg['input_size'][0] == 1 and len(cfg['mean']) == 1
     assert transform(Image.fromarray(_photo(4))).shape[0] == 1

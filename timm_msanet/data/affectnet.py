@@ -8,8 +8,8 @@ from typing import Dict, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from ..labels import labels_for
-from .records import (DatasetLayoutError, Entry, ExportPlan, Record, Skip, _parse_box_number, _parse_uint,
-                      _require_dir, _require_file, count_lines, flat_name, read_csv, safe_parts)
+from .records import (DatasetLayoutError, Entry, ExportPlan, Record, Skip, parse_box_number, parse_uint,
+                      require_dir, require_file, count_lines, flat_name, read_csv, safe_parts)
 
 
 
@@ -47,7 +47,7 @@ def parse_affectnet_row(fields: Optional[Sequence[str]], columns: Dict[str, int]
     if fields is None or len(fields) <= max(columns.values()):
         return Skip(where, 'malformed_entry', 'row has fewer columns than the header', split)
     rel = fields[columns['subDirectory_filePath']].strip()
-    value = _parse_uint(fields[columns['expression']])
+    value = parse_uint(fields[columns['expression']])
     if value is None:
         text = fields[columns['expression']][:20]
         return Skip(where, 'malformed_entry', f'expression {text!r} is not an integer', split)
@@ -59,7 +59,7 @@ def parse_affectnet_row(fields: Optional[Sequence[str]], columns: Dict[str, int]
         return Skip(where, 'unsafe_path', f'{rel[:80]!r} is not a path inside {AFFECTNET_IMAGES_DIR}/', split)
     box = None
     if crop_face:
-        numbers = [_parse_box_number(fields[columns[c]]) for c in ('face_x', 'face_y', 'face_width', 'face_height')]
+        numbers = [parse_box_number(fields[columns[c]]) for c in ('face_x', 'face_y', 'face_width', 'face_height')]
         if any(n is None for n in numbers) or numbers[2] <= 0 or numbers[3] <= 0:  # type: ignore[operator]
             return Skip(where, 'bad_face_box', f'face box {numbers} is not a positive rectangle', split)
         box = tuple(numbers)  # type: ignore[assignment]
@@ -91,7 +91,7 @@ def read_npy_label(path: str) -> int:
     scalar = value.reshape(()).item()
     if isinstance(scalar, (bytes, str)):
         text = scalar.decode('ascii', 'replace') if isinstance(scalar, bytes) else scalar
-        parsed = _parse_uint(text)
+        parsed = parse_uint(text)
         if parsed is None:
             raise ValueError(f'holds {text[:20]!r}, expected an integer')
         return parsed
@@ -138,7 +138,7 @@ def plan_affectnet(source: str, classes: int = 7, crop_face: bool = False,
     """Legacy CSV release if `Manually_Annotated_file_lists/` exists, else the train_set/val_set release."""
     what = 'not an AffectNet folder'
     source = os.path.abspath(source)
-    _require_dir(source, what)
+    require_dir(source, what)
     names = labels_for(classes)
     common_rules = (
         'AffectNet expression 0..7 = neutral, happiness, sadness, surprise, fear, disgust, anger, contempt',
@@ -152,9 +152,9 @@ def plan_affectnet(source: str, classes: int = 7, crop_face: bool = False,
     if os.path.isdir(csv_dir):
         csv_paths = {n: os.path.join(csv_dir, n) for n in AFFECTNET_CSV_SPLITS}
         for path in csv_paths.values():
-            _require_file(path, what)
+            require_file(path, what)
         image_root = os.path.abspath(images_dir) if images_dir else os.path.join(source, AFFECTNET_IMAGES_DIR)
-        _require_dir(image_root, what)
+        require_dir(image_root, what)
         for path in csv_paths.values():  # header errors now, before OUTPUT is touched
             read_csv(path, AFFECTNET_COLUMNS, 'not an AffectNet CSV')[1].close()
         return ExportPlan(
@@ -174,7 +174,7 @@ def plan_affectnet(source: str, classes: int = 7, crop_face: bool = False,
             raise DatasetLayoutError('--images-dir applies to the legacy CSV release only')
         for set_dir in AFFECTNET_NPY_SPLITS:
             for sub in ('images', 'annotations'):
-                _require_dir(os.path.join(source, set_dir, sub), what)
+                require_dir(os.path.join(source, set_dir, sub), what)
         return ExportPlan(
             dataset='affectnet', layout='affectnet-npy', classes=names, splits=('train', 'validation'),
             evaluation_split='validation', entries=_affectnet_npy_entries(source, names), inputs=(source,),

@@ -77,8 +77,8 @@ from ..utils.options import positive_int
 from ..utils.outputs import printable
 from .leakage import DEFAULT_THRESHOLD, summary_lines
 from .export_options import ExportOptions, ExportResult, IMAGE_FORMATS, MODES, OptionsError, SystemExportError
-from .workers import _WAIT
-from .staging import _COMMIT, _reason_summary, export_plan
+from .workers import WAIT_STATE
+from .staging import COMMIT_STATE, reason_summary, export_plan
 
 # The export's public API lives here whatever module holds it: the options and results, the errors a caller
 # catches, and the pieces tests and tools reach for (the manifest format, the clean-up of a killed export).
@@ -173,7 +173,7 @@ def format_summary(manifest: Mapping[str, Any], elapsed_s: Optional[float] = Non
             lines.append(f'dedupe: dropped {leaks["dedupe"]["dropped"]} training copies of validation/test images '
                          f'(listed in manifest.json)')
     skipped = manifest['skipped']
-    reasons = f' ({_reason_summary(skipped["by_reason"])})' if skipped['total'] else ''
+    reasons = f' ({reason_summary(skipped["by_reason"])})' if skipped['total'] else ''
     lines.append(f'skipped: {skipped["total"]}{reasons}')
     for reason in sorted(skipped['by_reason'], key=lambda r: -skipped['by_reason'][r])[:6]:
         # one example per reason, with what was found and what was expected (all of them in manifest.json)
@@ -255,24 +255,24 @@ def _interrupts_unwind_once() -> Iterator[None]:
     removed; every later one is ignored, because interrupting that cleanup is what left partial folders,
     hung on workers or printed a traceback. After an interrupt the ignoring handler stays: the process is
     on its way out, and a signal arriving while it prints its one line must not raise again. Once the
-    finished tree is being put in place (`_COMMIT`), signals are deferred and then ignored: the run is
+    finished tree is being put in place (`COMMIT_STATE`), signals are deferred and then ignored: the run is
     complete, and exiting "interrupted" with a new OUTPUT in place would tell the user the opposite."""
     fired = False
     # an earlier export in this process (the Python API) leaves the commit state of its finished run
-    _COMMIT.active, _COMMIT.deferred = False, None
+    COMMIT_STATE.active, COMMIT_STATE.deferred = False, None
 
     def handler(signum: int, frame: Any) -> None:
         nonlocal fired
-        if _COMMIT.active:
-            _COMMIT.deferred = signum
+        if COMMIT_STATE.active:
+            COMMIT_STATE.deferred = signum
         elif not fired:
             fired = True
-            if _WAIT.active:  # inside a pool wait: `_wait_for_one` raises it outside the Condition's lock
-                _WAIT.interrupted = True
+            if WAIT_STATE.active:  # inside a pool wait: `_wait_for_one` raises it outside the Condition's lock
+                WAIT_STATE.interrupted = True
             else:
                 raise KeyboardInterrupt
 
-    _WAIT.interrupted = False
+    WAIT_STATE.interrupted = False
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
@@ -281,8 +281,8 @@ def _interrupts_unwind_once() -> Iterator[None]:
     try:
         yield
     finally:
-        completed = _COMMIT.active
-        _COMMIT.active, _COMMIT.deferred = False, None
+        completed = COMMIT_STATE.active
+        COMMIT_STATE.active, COMMIT_STATE.deferred = False, None
         if completed:  # the export is in place and the process is about to exit 0: nothing left to stop
             for sig in previous:
                 signal.signal(sig, signal.SIG_IGN)
@@ -309,8 +309,8 @@ def run(args: argparse.Namespace) -> int:
             result = exporter(args.source, args.output, options=options, **dataset_kwargs)
             if not args.quiet:
                 print(format_summary(result.manifest, result.elapsed_s))
-            if _COMMIT.deferred is not None:
-                print(f'timm-msanet export: a signal ({signal.Signals(_COMMIT.deferred).name}) arrived after the '
+            if COMMIT_STATE.deferred is not None:
+                print(f'timm-msanet export: a signal ({signal.Signals(COMMIT_STATE.deferred).name}) arrived after the '
                       f'export was complete; {args.output} holds the new export', file=sys.stderr)
     except ValueError as e:  # an option value the exporter refuses
         raise OptionsError(str(e)) from None

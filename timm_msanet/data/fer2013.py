@@ -9,8 +9,8 @@ from typing import Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 
 
 from ..labels import labels_for
-from .records import (CsvRows, DatasetLayoutError, _open_text, Entry, ExportPlan, IMAGE_EXTENSIONS, Record, Skip,
-                      _field, _parse_uint, _rel, _require_dir, _require_file, count_lines, flat_name, read_csv,
+from .records import (CsvRows, DatasetLayoutError, open_text, Entry, ExportPlan, IMAGE_EXTENSIONS, Record, Skip,
+                      csv_field, parse_uint, relative_to_root, require_dir, require_file, count_lines, flat_name, read_csv,
                       safe_parts)
 
 
@@ -46,7 +46,7 @@ def parse_fer2013_row(fields: Optional[Sequence[str]], columns: Dict[str, int], 
         return Skip(where, 'malformed_entry', 'row has fewer columns than the header')
     usage = fields[columns['Usage']].strip()
     split = FER2013_USAGE.get(usage)
-    value = _parse_uint(fields[columns['emotion']])
+    value = parse_uint(fields[columns['emotion']])
     if value is None:
         return Skip(where, 'malformed_entry', f'emotion {fields[columns["emotion"]][:20]!r} is not an integer', split)
     if value not in FER2013_LABELS:
@@ -106,8 +106,8 @@ def _fer2013_folder_entries(source: str, split_dirs: Sequence[str]) -> Iterator[
         split = FER2013_FOLDER_SPLITS[split_dir]
         top = os.path.join(source, split_dir)
         for path in _split_files(top):
-            rel = _rel(path, source)
-            parts = _rel(path, top).split(os.sep)
+            rel = relative_to_root(path, source)
+            parts = relative_to_root(path, top).split(os.sep)
             if os.path.splitext(path)[1].lower() not in IMAGE_EXTENSIONS:
                 yield Skip(rel, 'not_an_image', '', split)
                 continue
@@ -210,7 +210,7 @@ def parse_ferplus_row(fields: Optional[Sequence[str]], columns: Dict[str, int], 
         return Skip(where, 'malformed_entry', 'row has fewer columns than the header')
     usage = fields[columns['Usage']].strip()
     split = FER2013_USAGE.get(usage)
-    votes = [_parse_uint(fields[columns[c]]) for c in FERPLUS_VOTES]
+    votes = [parse_uint(fields[columns[c]]) for c in FERPLUS_VOTES]
     if any(v is None for v in votes):
         return Skip(where, 'malformed_entry', 'vote counts must be non-negative integers', split)
     if split is None:
@@ -261,7 +261,7 @@ class Fer2013Pixels:
                 break
             self._next = row.index + 1
             if row.index == index:
-                return _field(row.fields, self._columns, 'pixels') if row.fields is not None else None
+                return csv_field(row.fields, self._columns, 'pixels') if row.fields is not None else None
         return None
 
     def close(self) -> None:
@@ -310,7 +310,7 @@ def _label_csv_entries(images_dir: str, classes: Sequence[str]) -> Iterator[Entr
         path = os.path.join(images_dir, folder, FERPLUS_LABEL_FILE)
         if not os.path.isfile(path):
             continue
-        f = _open_text(path)
+        f = open_text(path)
         rows = CsvRows(f, csv.reader(f))
         try:
             for row in rows:
@@ -335,6 +335,20 @@ def _plan_ferplus_label_csv(images_dir: str, classes: int) -> ExportPlan:
         count_hint=lambda: sum(count_lines(f) for f in files if os.path.isfile(f)))
 
 
+def _ferplus_images(fer2013_csv: Optional[str], images_dir: Optional[str], what: str) -> 'FerplusImages':
+    """Where FERPlus's pixels come from: fer2013.csv rows, or the FER2013Train/Valid/Test folders."""
+    if fer2013_csv:
+        fer2013_csv = os.path.abspath(fer2013_csv)
+        require_file(fer2013_csv, what)
+        read_csv(fer2013_csv, ('pixels',), 'not a FER2013 CSV')[1].close()
+        return FerplusImages(fer2013_csv=fer2013_csv)
+    images_dir = os.path.abspath(images_dir)  # type: ignore[arg-type]
+    require_dir(images_dir, what)
+    if not any(os.path.isdir(os.path.join(images_dir, d)) for d in FERPLUS_IMAGE_DIRS.values()):
+        raise DatasetLayoutError(f'{what}: expected folders {", ".join(FERPLUS_IMAGE_DIRS.values())} in {images_dir}')
+    return FerplusImages(folder=images_dir)
+
+
 def plan_ferplus(source: str, classes: int = 7, fer2013_csv: Optional[str] = None,
                  images_dir: Optional[str] = None) -> ExportPlan:
     """fer2013new.csv (SOURCE itself or SOURCE/fer2013new.csv) + images from fer2013.csv or FER2013Train/ folders;
@@ -357,7 +371,7 @@ def plan_ferplus(source: str, classes: int = 7, fer2013_csv: Optional[str] = Non
             f'{what}: expected file {ferplus_csv} (the FERPlus votes), or split folders with their votes: '
             f'{os.path.join(source, FERPLUS_IMAGE_DIRS["Training"], FERPLUS_LABEL_FILE)} or '
             f'{os.path.join(source, FERPLUS_DATA_DIR, FERPLUS_IMAGE_DIRS["Training"], FERPLUS_LABEL_FILE)}')
-    _require_file(ferplus_csv, what)
+    require_file(ferplus_csv, what)
     base = os.path.dirname(ferplus_csv)
     if not fer2013_csv and not images_dir:
         if os.path.isfile(os.path.join(base, 'fer2013.csv')):
@@ -371,18 +385,7 @@ def plan_ferplus(source: str, classes: int = 7, fer2013_csv: Optional[str] = Non
                 f'{what}: expected FER2013 images: {os.path.join(base, "fer2013.csv")} or folders '
                 f'{", ".join(os.path.join(base, d) for d in FERPLUS_IMAGE_DIRS.values())} (also looked in '
                 f'{os.path.join(base, FERPLUS_DATA_DIR)}; or name them with --fer2013-csv / --images-dir)')
-    if fer2013_csv:
-        fer2013_csv = os.path.abspath(fer2013_csv)
-        _require_file(fer2013_csv, what)
-        read_csv(fer2013_csv, ('pixels',), 'not a FER2013 CSV')[1].close()
-        images = FerplusImages(fer2013_csv=fer2013_csv)
-    else:
-        images_dir = os.path.abspath(images_dir)  # type: ignore[arg-type]
-        _require_dir(images_dir, what)
-        if not any(os.path.isdir(os.path.join(images_dir, d)) for d in FERPLUS_IMAGE_DIRS.values()):
-            raise DatasetLayoutError(
-                f'{what}: expected folders {", ".join(FERPLUS_IMAGE_DIRS.values())} in {images_dir}')
-        images = FerplusImages(folder=images_dir)
+    images = _ferplus_images(fer2013_csv, images_dir, what)
     read_csv(ferplus_csv, FERPLUS_COLUMNS, 'not a FERPlus CSV')[1].close()
     names = labels_for(classes)
     label_map: Dict[str, Optional[str]] = {c: (c if c in names else None) for c in FERPLUS_VOTES}

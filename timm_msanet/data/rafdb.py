@@ -6,8 +6,8 @@ from typing import Dict, Iterator, Optional
 
 
 from ..labels import labels_for
-from .records import (DatasetLayoutError, Entry, ExportPlan, Record, Skip, _open_text, _parse_uint, _require_dir,
-                      _require_file, count_lines, safe_parts)
+from .records import (DatasetLayoutError, Entry, ExportPlan, Record, Skip, open_text, parse_uint, require_dir,
+                      require_file, count_lines, safe_parts)
 
 
 
@@ -45,7 +45,7 @@ def parse_rafdb_line(line: str, where: str, image_dir: str, images: str = 'align
     name, label_text = pieces
     prefix = name.split('_', 1)[0]
     split = RAFDB_SPLITS.get(prefix) if '_' in name else None
-    value = _parse_uint(label_text)
+    value = parse_uint(label_text)
     if value is None:
         return Skip(where, 'malformed_entry', f'label {label_text[:20]!r} is not an integer', split)
     if value not in RAFDB_LABELS:
@@ -61,7 +61,7 @@ def parse_rafdb_line(line: str, where: str, image_dir: str, images: str = 'align
 
 
 def _rafdb_entries(label_file: str, image_dir: str, images: str) -> Iterator[Entry]:
-    with _open_text(label_file) as f:
+    with open_text(label_file) as f:
         for lineno, line in enumerate(f, 1):
             entry = parse_rafdb_line(line, f'{RAFDB_LABEL_FILE}:{lineno}', image_dir, images)
             if entry is not None:
@@ -73,9 +73,9 @@ def plan_rafdb(source: str, images: str = 'aligned', classes: int = 7) -> Export
     source = os.path.abspath(source)
     if images not in RAFDB_IMAGE_DIRS:
         raise ValueError(f'images must be one of {", ".join(RAFDB_IMAGE_DIRS)}, got {images!r}')
-    _require_dir(source, what)
+    require_dir(source, what)
     label_file = os.path.join(source, RAFDB_LABEL_FILE)
-    _require_file(label_file, what)
+    require_file(label_file, what)
     image_dir = os.path.join(source, RAFDB_IMAGE_DIRS[images])
     if not os.path.isdir(image_dir):
         other = 'original' if images == 'aligned' else 'aligned'

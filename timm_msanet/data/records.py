@@ -89,7 +89,7 @@ class ExportPlan(NamedTuple):
 # ---------------------------------------------------------------------------------------------------
 # small shared helpers
 
-def _parse_uint(text: str) -> Optional[int]:
+def parse_uint(text: str) -> Optional[int]:
     """ASCII digits only: int() would also accept '+5', ' 5', '1_0' and non-ASCII digits."""
     text = text.strip()
     if text and text.isascii() and text.isdigit():
@@ -97,7 +97,7 @@ def _parse_uint(text: str) -> Optional[int]:
     return None
 
 
-def _parse_box_number(text: str) -> Optional[int]:
+def parse_box_number(text: str) -> Optional[int]:
     try:
         value = float(text)
     except ValueError:
@@ -124,7 +124,7 @@ def flat_name(parts: Sequence[str]) -> str:
     return '__'.join(parts)
 
 
-def _rel(path: str, root: str) -> str:
+def relative_to_root(path: str, root: str) -> str:
     try:
         return os.path.relpath(path, root)
     except ValueError:
@@ -140,17 +140,17 @@ def count_lines(path: str) -> int:
     return n
 
 
-def _require_dir(path: str, what: str) -> None:
+def require_dir(path: str, what: str) -> None:
     if not os.path.isdir(path):
         raise DatasetLayoutError(f'{what}: expected folder {path} is missing')
 
 
-def _require_file(path: str, what: str) -> None:
+def require_file(path: str, what: str) -> None:
     if not os.path.isfile(path):
         raise DatasetLayoutError(f'{what}: expected file {path} is missing')
 
 
-def _open_text(path: str):
+def open_text(path: str):
     # utf-8-sig drops a BOM; surrogateescape keeps undecodable bytes in file names round-trippable
     return open(path, 'r', encoding='utf-8-sig', errors='surrogateescape', newline='')
 
@@ -196,7 +196,7 @@ def read_csv(path: str, required: Sequence[str], what: str) -> Tuple[Dict[str, i
     Header matching ignores case and surrounding spaces. Blank lines are not rows. A row the csv
     module rejects comes back with `fields=None` instead of aborting the whole file.
     """
-    f = _open_text(path)
+    f = open_text(path)
     reader = csv.reader(f)
     try:
         header = next(reader)
@@ -216,6 +216,6 @@ def read_csv(path: str, required: Sequence[str], what: str) -> Tuple[Dict[str, i
     return {c: names.index(c.lower()) for c in required}, CsvRows(f, reader)
 
 
-def _field(fields: Sequence[str], columns: Dict[str, int], name: str) -> Optional[str]:
+def csv_field(fields: Sequence[str], columns: Dict[str, int], name: str) -> Optional[str]:
     i = columns[name]
     return fields[i] if i < len(fields) else None

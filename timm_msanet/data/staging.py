@@ -24,7 +24,7 @@ from .leakage import cross_split_pairs, leak_report, train_copies
 from ..version import __version__
 from .export_options import (ExportOptions, ExportResult, MANIFEST_FORMAT, MAX_LISTED_PER_REASON, NothingExportedError,
                              OutputError)
-from .workers import WorkerConfig, _NoProgress, _Tally, _chunks, _executor, _is_within, _progress_bar, _run_pipeline
+from .workers import WorkerConfig, NoProgress, Tally, record_chunks, make_executor, is_within, progress_bar, run_pipeline
 
 
 
@@ -47,9 +47,9 @@ def check_output(output: str, inputs: Sequence[str], overwrite: bool) -> None:
     real_out = os.path.realpath(output)
     for src in inputs:
         real_src = os.path.realpath(src)
-        if os.path.isdir(real_src) and _is_within(real_out, real_src):
+        if os.path.isdir(real_src) and is_within(real_out, real_src):
             raise OutputError(f'OUTPUT {output} is inside SOURCE {src}: an export never writes inside its source')
-        if _is_within(real_src, real_out):
+        if is_within(real_src, real_out):
             raise OutputError(f'SOURCE {src} is inside OUTPUT {output}: replacing OUTPUT would delete the source')
     if not os.path.lexists(output):
         return
@@ -94,7 +94,7 @@ def oversample(split_dir: str, classes: Sequence[str]) -> Dict[str, Any]:
     }
 
 
-def check_leaks(staging: str, plan: ExportPlan, options: ExportOptions, tally: _Tally) -> Dict[str, Any]:
+def check_leaks(staging: str, plan: ExportPlan, options: ExportOptions, tally: Tally) -> Dict[str, Any]:
     """Cross-split pairs of the exported images (leakage.py); with `--dedupe drop-from-train`, the training
     copies of validation/test images are removed from the staging tree (before any oversampling)."""
     started = time.perf_counter()
@@ -119,7 +119,7 @@ def check_leaks(staging: str, plan: ExportPlan, options: ExportOptions, tally: _
     return report
 
 
-def _build_manifest(plan: ExportPlan, output: str, options: ExportOptions, tally: _Tally,
+def _build_manifest(plan: ExportPlan, output: str, options: ExportOptions, tally: Tally,
                     balance: Optional[Dict[str, Any]], workers: Dict[str, Any],
                     leaks: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     return {
@@ -330,18 +330,18 @@ def _export_locked(plan: ExportPlan, output: str, options: ExportOptions,
                    state: Optional[Tuple[Tuple[str, ...], bytes]]) -> ExportResult:
     started = time.perf_counter()
     staging = _make_staging(output)
-    bar = _NoProgress()
+    bar = NoProgress()
     try:
         for split in plan.splits:
             for label in plan.classes:
                 os.makedirs(os.path.join(staging, split, label))
-        tally = _Tally(plan.splits, plan.classes)
+        tally = Tally(plan.splits, plan.classes)
         cfg = WorkerConfig(staging, options.mode, options.size, options.crop_face, options.verify,
                            options.image_format, options.quality, options.leak_check, _source_roots(plan))
-        kind, workers = _executor(options, plan)
-        bar = _progress_bar(options.progress, plan.count_hint, f'export {plan.dataset}')
-        chunks = _chunks(plan.entries, set(plan.classes), tally, bar, options.chunk_size)
-        _run_pipeline(chunks, cfg, kind, workers, tally, bar)
+        kind, workers = make_executor(options, plan)
+        bar = progress_bar(options.progress, plan.count_hint, f'export {plan.dataset}')
+        chunks = record_chunks(plan.entries, set(plan.classes), tally, bar, options.chunk_size)
+        run_pipeline(chunks, cfg, kind, workers, tally, bar)
         bar.close()
         leaks = check_leaks(staging, plan, options, tally) if options.leak_check else None
         balance = None
@@ -351,17 +351,17 @@ def _export_locked(plan: ExportPlan, output: str, options: ExportOptions,
         if tally.exported == 0:
             raise NothingExportedError(
                 f'nothing usable was exported from {plan.inputs[0]}: {tally.skipped} entries skipped '
-                f'({_reason_summary(tally.by_reason) or "no entries found"}); {output} was not written', manifest)
+                f'({reason_summary(tally.by_reason) or "no entries found"}); {output} was not written', manifest)
         _write_metadata(staging, plan.classes, manifest)
         os.remove(os.path.join(staging, PARTIAL_MARKER))
         if _output_state(output) != state:
             raise OutputError(f'{output} changed while the export ran (something was put there or removed); the new '
                               f'export was not put in place and {output} was left as it is')
         usual_permissions(staging)  # mkdtemp made it 0700
-        _COMMIT.active = True  # from here the export is finished: the CLI defers signals instead of unwinding
+        COMMIT_STATE.active = True  # from here the export is finished: the CLI defers signals instead of unwinding
         _publish(staging, output)
     except BaseException:
-        _COMMIT.active = False
+        COMMIT_STATE.active = False
         bar.close()
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -372,7 +372,7 @@ def _export_locked(plan: ExportPlan, output: str, options: ExportOptions,
 # ---------------------------------------------------------------------------------------------------
 # summary and CLI
 
-def _reason_summary(by_reason: Mapping[str, int]) -> str:
+def reason_summary(by_reason: Mapping[str, int]) -> str:
     return ', '.join(f'{r} {n}' for r, n in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
@@ -384,4 +384,4 @@ class _CommitState:
     deferred: Optional[int] = None
 
 
-_COMMIT = _CommitState()
+COMMIT_STATE = _CommitState()

@@ -53,7 +53,7 @@ def _check_inside(path: str, roots: Sequence[str]) -> None:
     """A source image must resolve inside SOURCE: a link in SOURCE that points elsewhere is not followed."""
     if roots:
         real = os.path.realpath(path)
-        if not any(_is_within(real, root) for root in roots):
+        if not any(is_within(real, root) for root in roots):
             raise _ItemError('outside_source', f'{path} resolves to {real}, outside SOURCE: not read')
 
 
@@ -267,7 +267,7 @@ def _spawning_workers(kind: str) -> Iterator[None]:
 # ---------------------------------------------------------------------------------------------------
 # the parent side: streaming, bounded parallelism, counting
 
-class _Tally:
+class Tally:
     """Counts per split and class, and skips per reason with a bounded list of examples."""
 
     def __init__(self, splits: Sequence[str], classes: Sequence[str]):
@@ -303,7 +303,7 @@ class _Tally:
             self.not_listed += 1
 
 
-class _NoProgress:
+class NoProgress:
     def update(self, n: int = 1) -> None:
         pass
 
@@ -311,13 +311,13 @@ class _NoProgress:
         pass
 
 
-def _progress_bar(enabled: bool, total: Optional[Callable[[], int]], desc: str) -> Any:
+def progress_bar(enabled: bool, total: Optional[Callable[[], int]], desc: str) -> Any:
     if not enabled or not sys.stderr.isatty():
-        return _NoProgress()
+        return NoProgress()
     try:
         from tqdm import tqdm
     except ImportError:
-        return _NoProgress()
+        return NoProgress()
 
     class _Bar(tqdm):  # type: ignore[misc,valid-type]
         monitor_interval = 0  # no monitor thread: worker processes are forked
@@ -325,7 +325,7 @@ def _progress_bar(enabled: bool, total: Optional[Callable[[], int]], desc: str) 
     return _Bar(total=total() if total else None, desc=desc, unit='img', file=sys.stderr, dynamic_ncols=True)
 
 
-def _chunks(entries: Iterable[Entry], classes: Set[str], tally: _Tally, bar: Any, size: int) -> Iterator[List[Record]]:
+def record_chunks(entries: Iterable[Entry], classes: Set[str], tally: Tally, bar: Any, size: int) -> Iterator[List[Record]]:
     """Records in chunks of `size`; Skips from the readers go straight into the tally."""
     chunk: List[Record] = []
     for entry in entries:
@@ -345,7 +345,7 @@ def _chunks(entries: Iterable[Entry], classes: Set[str], tally: _Tally, bar: Any
         yield chunk
 
 
-def _collect(result: ChunkResult, tally: _Tally, bar: Any) -> None:
+def _collect(result: ChunkResult, tally: Tally, bar: Any) -> None:
     done, skipped = result
     tally.add_done(done)
     for skip in skipped:
@@ -363,7 +363,7 @@ def _pool_context() -> Any:
 LINK_THREADS = 4
 
 
-def _executor(options: ExportOptions, plan: ExportPlan) -> Tuple[str, int]:
+def make_executor(options: ExportOptions, plan: ExportPlan) -> Tuple[str, int]:
     """('process', n) for CPU-bound work (decode, encode, hashing); ('thread', n) for plain link mode
     (`--no-leak-check`).
 
@@ -385,25 +385,25 @@ class _WaitState:
     interrupted = False
 
 
-_WAIT = _WaitState()
+WAIT_STATE = _WaitState()
 
 
 def _wait_for_one(futures: Set[Future]) -> Tuple[Set[Future], Set[Future]]:
     """`wait(futures, return_when=FIRST_COMPLETED)`, polled, so that an interrupt is raised here (`_WaitState`)."""
-    _WAIT.active = True
+    WAIT_STATE.active = True
     try:
         while True:
             done, rest = wait(futures, timeout=0.1, return_when=FIRST_COMPLETED)
-            if done or _WAIT.interrupted:
+            if done or WAIT_STATE.interrupted:
                 break
     finally:
-        _WAIT.active = False
-    if _WAIT.interrupted:  # checked after `active` is cleared: a signal from then on raises in the handler
+        WAIT_STATE.active = False
+    if WAIT_STATE.interrupted:  # checked after `active` is cleared: a signal from then on raises in the handler
         raise KeyboardInterrupt
     return done, rest
 
 
-def _run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, workers: int, tally: _Tally,
+def run_pipeline(chunks: Iterator[List[Record]], cfg: WorkerConfig, kind: str, workers: int, tally: Tally,
                   bar: Any) -> None:
     if workers <= 1:
         for chunk in chunks:
@@ -473,5 +473,5 @@ def _stop_pool(pool: Any, kind: str, before: Set[Any]) -> None:
 # ---------------------------------------------------------------------------------------------------
 # OUTPUT: safety checks, staging, balancing, metadata, publishing
 
-def _is_within(path: str, root: str) -> bool:
+def is_within(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)

@@ -31,12 +31,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError
 from .evaluate import collect_logits
-from ..loading import (add_model_args, model_from_args, model_input_paths, read_checkpoint, training_record,
-                       write_weights)
-from ..notes import check_temperature, temperature_of
+from ..loading import (ExpressionModel, add_model_args, calibrated, model_from_args, model_input_paths,
+                       read_checkpoint, training_record, write_weights)
+from ..notes import check_temperature
 from ..utils.options import device, non_negative_int, positive_int
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, check_output, write_output
-from .scores import calibrated_probs, calibration_metrics, fit_temperature, plot_reliability
+from .scores import calibration_metrics, fit_temperature, plot_reliability
 
 
 class CalibrationError(ToolError):
@@ -102,7 +102,8 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
     if fit_split == 'test' or (test_split is not None and fit_split == test_split):
         raise CalibrationError(f'refusing to fit the temperature on the test split ({fit_split!r}): fit on a '
                                f'validation split (--split validation) and measure on the test split')
-    before_t = temperature_of(model.pretrained_cfg)
+    model = ExpressionModel.of(model)
+    before_t = model.temperature
     fit = collect_logits(model, data_dir, fit_split, batch_size=batch_size, workers=workers, device=device,
                          progress=progress)
     test = (collect_logits(model, data_dir, test_split, batch_size=batch_size, workers=workers, device=device,
@@ -122,7 +123,7 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
             after = _decision_score(got['logits'], got['targets'])
             correction['splits'][name] = dict(before=dict(accuracy=before[0], mean_class_accuracy=before[1]),
                                               after=dict(accuracy=after[0], mean_class_accuracy=after[1]))
-        apply_prior_correction(model, tau, prior)
+        apply_prior_correction(model.module, tau, prior)
     t = fit_temperature(fit['logits'], fit['targets'])
     n, classes = int(fit['targets'].numel()), int(fit['logits'].shape[1])
     accuracy = float((fit['logits'].argmax(1) == fit['targets']).float().mean()) if n else 0.0
@@ -133,13 +134,13 @@ def calibrate(model, data_dir: str, fit_split: str = 'validation', test_split: O
                           'scores' if accuracy < 1.5 / classes else 'fewer than 500 images make the fitted T noisy'),
                       UserWarning, stacklevel=2)
     result: Dict[str, Any] = dict(temperature=t, previous_temperature=before_t, fit_split=fit_split,
-                                  model=model.pretrained_cfg.get('architecture'), fit_accuracy=accuracy, splits={})
+                                  model=model.architecture, fit_accuracy=accuracy, splits={})
     if correction is not None:
         result['prior_correction'] = correction
     splits = [(fit_split, fit)] + ([(test_split, test)] if test is not None else [])
     for name, got in splits:
-        before = calibration_metrics(calibrated_probs(got['logits'], 1.0), got['targets'])
-        after = calibration_metrics(calibrated_probs(got['logits'], t), got['targets'])
+        before = calibration_metrics(calibrated(got['logits'], 1.0), got['targets'])
+        after = calibration_metrics(calibrated(got['logits'], t), got['targets'])
         result['splits'][name] = dict(num_samples=int(got['targets'].numel()), before=before, after=after)
     return result
 
@@ -168,7 +169,9 @@ def save_calibrated_weights(model, out_file: Path, temperature: float, fit_split
                             overwrite: bool = False, prior_correction: Optional[Mapping[str, Any]] = None) -> Path:
     """The model's weights as safetensors with its architecture, training record and `temperature` in the
     metadata: what `load_model(checkpoint=...)` reads back. Written as timm_msanet.utils.outputs writes files
-    (never over `source` or `inputs`; an existing file only with `overwrite`)."""
+    (never over `source` or `inputs`; an existing file only with `overwrite`). `model`: an `ExpressionModel` or a
+    timm model."""
+    model = ExpressionModel.of(model).module
     out_file = Path(out_file)
     if out_file.suffix != '.safetensors':
         raise CalibrationError(f'--save writes a .safetensors file, got {out_file}')

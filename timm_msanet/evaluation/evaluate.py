@@ -32,11 +32,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from ..utils import safe_json
 from ..utils.errors import ToolError
 from ..utils.options import device, non_negative_int, positive_int
-from ..utils.images import GreyInput, needs_grey_conversion
-from ..notes import expects_grey_input, temperature_of
-from ..loading import add_model_args, eval_mode, fit_batch, label_names_of, model_from_args, model_input_paths
+from ..utils.images import GreyInput
+from ..loading import ExpressionModel, add_model_args, calibrated, model_from_args, model_input_paths
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, csv_text, save_figure, write_output
-from .scores import calibrated_probs, calibration_metrics, plot_reliability
+from .scores import calibration_metrics, plot_reliability
 from ..version import __version__
 
 LABEL_ALIASES = {
@@ -110,16 +109,43 @@ def collect_logits(
         progress: bool = False,
 ) -> Dict[str, Any]:
     """Raw logits of every image of `data_dir/split` (and of its mirror with `hflip_tta`), with the true class
-    as a model output index. Returns dict(logits, flipped (or None), targets, classes, data_cfg)."""
+    as a model output index. `model`: an `ExpressionModel` or a timm model. Returns dict(logits, flipped (or
+    None), targets, classes, data_cfg, root, samples, grey_input)."""
     import torch
-    from timm.data import create_dataset, create_loader, resolve_data_config
+    from timm.data import create_loader
 
+    record = ExpressionModel.of(model)
     root = Path(data_dir) / split
+    dataset = _split_dataset(root, data_dir, split)
+    classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
+    to_model = torch.tensor(align_labels(classes, record.label_names))
+    engine = record.engine(device=device, batch_size=batch_size, amp=amp)
+    loader = create_loader(dataset, batch_size=engine.batch_size, is_training=False, num_workers=workers,
+                           use_prefetcher=False, device=engine.device, **engine.data_config)
+    if record.needs_grey_transform:  # as predict shows photos to a grey-trained model without a grey step
+        dataset.transform = GreyInput(dataset.transform)
+    iterator = loader
+    if progress:
+        from tqdm import tqdm
+        iterator = tqdm(loader, desc=f'eval {split}', unit='batch', file=sys.stderr)
+    logits, flipped, targets = [], [], []
+    for x, y in iterator:
+        logits.append(engine.logits(x))
+        if hflip_tta:
+            flipped.append(engine.logits(x.flip(-1)))
+        targets.append(to_model[y.cpu()])
+    return dict(logits=torch.cat(logits), flipped=torch.cat(flipped) if hflip_tta else None,
+                targets=torch.cat(targets), classes=classes, data_cfg=engine.data_config, root=str(root),
+                samples=list(dataset.reader.samples), grey_input=record.grey_input)
+
+
+def _split_dataset(root: Path, data_dir, split: str):
+    """timm's ImageFolder dataset of one split, every file checked to be a regular file before any is opened."""
+    from timm.data import create_dataset
     if not root.is_dir():
         found = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
         raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
                         f'folders in {data_dir}: {found or "none"})')
-    label_names = label_names_of(model)
     try:
         dataset = create_dataset('', root=str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
@@ -132,34 +158,7 @@ def collect_logits(
         if not stat.S_ISREG(mode):
             raise EvalError(f'{path} is not a regular file (a FIFO, device or a link to one): a split holds image '
                             f'files only; remove it')
-    classes = sorted(dataset.reader.class_to_idx, key=dataset.reader.class_to_idx.get)
-    to_model = torch.tensor(align_labels(classes, label_names))
-
-    data_cfg = resolve_data_config({}, model=model)
-    batch_size = fit_batch(model, data_cfg['input_size'], batch_size)  # before anything is allocated
-    dev = torch.device(device)
-    loader = create_loader(dataset, batch_size=batch_size, is_training=False, num_workers=workers,
-                           use_prefetcher=False, device=dev, **data_cfg)
-    if needs_grey_conversion(model):  # as predict shows photos to a grey-trained model without a grey step
-        dataset.transform = GreyInput(dataset.transform)
-    model = model.to(dev)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16 if dev.type == 'cpu' else torch.float16, enabled=amp)
-    iterator = loader
-    if progress:
-        from tqdm import tqdm
-        iterator = tqdm(loader, desc=f'eval {split}', unit='batch', file=sys.stderr)
-    logits, flipped, targets = [], [], []
-    with eval_mode(model), torch.inference_mode():
-        for x, y in iterator:
-            x = x.to(dev)
-            with autocast:
-                logits.append(model(x).float().cpu())
-                if hflip_tta:
-                    flipped.append(model(x.flip(-1)).float().cpu())
-            targets.append(to_model[y.cpu()])
-    return dict(logits=torch.cat(logits), flipped=torch.cat(flipped) if hflip_tta else None,
-                targets=torch.cat(targets), classes=classes, data_cfg=data_cfg, root=str(root),
-                samples=list(dataset.reader.samples), grey_input=expects_grey_input(model.pretrained_cfg))
+    return dataset
 
 
 def exported_dataset(data_dir: Union[str, Path]) -> Optional[str]:
@@ -190,15 +189,16 @@ def evaluate(
     none), and, when T is not 1, the same at T = 1 under `uncalibrated`."""
     import torch
 
-    got = collect_logits(model, data_dir, split, batch_size=batch_size, workers=workers, device=device, amp=amp,
+    record = ExpressionModel.of(model)
+    got = collect_logits(record, data_dir, split, batch_size=batch_size, workers=workers, device=device, amp=amp,
                          hflip_tta=hflip_tta, progress=progress)
-    label_names = label_names_of(model)
-    temperature = temperature_of(model.pretrained_cfg)
+    label_names = record.label_names
+    temperature = record.temperature
 
     def probs_at(t: float):
-        p = calibrated_probs(got['logits'], t)
+        p = calibrated(got['logits'], t)
         if hflip_tta:  # average the probabilities of the image and its mirror
-            p = (p + calibrated_probs(got['flipped'], t)) / 2
+            p = (p + calibrated(got['flipped'], t)) / 2
         return p
 
     probs = probs_at(temperature)
@@ -213,15 +213,15 @@ def evaluate(
         raw = calibration_metrics(probs_at(1.0), true)
         metrics['uncalibrated'] = {k: raw[k] for k in ('ece', 'nll', 'brier', 'reliability')}
     metrics.update(
-        model=model.pretrained_cfg.get('architecture'),
-        model_source=_model_source(model.pretrained_cfg), weights=weights_kind(model.pretrained_cfg),
-        weights_file=model.pretrained_cfg.get('checkpoint_weights') == 'file',
+        model=record.architecture, model_source=model_source(record),
+        weights=None if record.source.ema is None else 'ema' if record.source.ema else 'raw',
+        weights_file=record.source.entry == 'file',
         data_dir=str(Path(data_dir).resolve()), split=split, dataset_classes=got['classes'],
         input_size=list(got['data_cfg']['input_size']), hflip_tta=hflip_tta, amp=amp, timm_msanet=__version__,
     )
     metrics['dataset'] = exported_dataset(data_dir)
     metrics['protocol'] = evaluation_protocol(got, split=split, hflip_tta=hflip_tta, dataset=metrics.get('dataset'),
-                                              model=model)
+                                              model=record)
     return metrics
 
 
@@ -263,13 +263,15 @@ def weights_sha256(model) -> str:
 
 def weights_file(model) -> Optional[str]:
     """The file the model's weights were read from, when it can be told (checkpoint, packaged release,
-    local-dir or Hub cache)."""
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    if cfg.get('random_weights'):  # load_model(pretrained=False): the cfg still names the tag's file
+    local-dir or Hub cache). `model`: an `ExpressionModel` or a timm model."""
+    record = ExpressionModel.of(model)
+    cfg = record.pretrained_cfg
+    if record.source.kind == 'random':  # load_model(pretrained=False): the cfg still names the tag's file
         return None
-    for key in ('checkpoint', 'file'):
-        if cfg.get(key) and Path(cfg[key]).is_file():
-            return str(cfg[key])
+    if record.source.checkpoint and Path(record.source.checkpoint).is_file():
+        return record.source.checkpoint
+    if cfg.get('file') and Path(cfg['file']).is_file():
+        return str(cfg['file'])
     hub_id = cfg.get('hf_hub_id')
     if hub_id and cfg.get('source') == 'local-dir':
         path = Path(hub_id) / 'model.safetensors'
@@ -312,7 +314,7 @@ def evaluation_protocol(got: Mapping[str, Any], *, split: str, hflip_tta: bool, 
     protocol['sha256'] = protocol_sha256(protocol)
     ckpt = weights_file(model)
     protocol['checkpoint'] = {'file': ckpt and os.path.basename(ckpt), 'sha256': ckpt and file_sha256(ckpt)}
-    protocol['weights_sha256'] = weights_sha256(model)
+    protocol['weights_sha256'] = weights_sha256(ExpressionModel.of(model).module)
     return protocol
 
 
@@ -321,20 +323,12 @@ def protocol_sha256(protocol: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(core, sort_keys=True, separators=(',', ':')).encode()).hexdigest()
 
 
-def weights_kind(cfg: Mapping[str, Any]) -> Optional[str]:
-    """Which weights of a checkpoint were scored: 'ema' or 'raw' (of a train.py checkpoint; a weights file says
-    which it was made from), None for a named model or release."""
-    kind = cfg.get('checkpoint_weights')
-    if kind == 'file':
-        kind = cfg.get('checkpoint_weights_origin')
-    return {'state_dict_ema': 'ema', 'state_dict': 'raw', 'model': 'raw'}.get(kind) if kind else None
-
-
-def _model_source(cfg: Mapping[str, Any]) -> Optional[str]:
+def model_source(record) -> Optional[str]:
     """Where the weights came from: a checkpoint path, a Hub repo or folder, or a registered tag."""
-    if cfg.get('checkpoint') or cfg.get('hf_hub_id'):
-        return cfg.get('checkpoint') or cfg.get('hf_hub_id')
-    if cfg.get('random_weights'):
+    cfg = record.pretrained_cfg
+    if record.source.checkpoint or cfg.get('hf_hub_id'):
+        return record.source.checkpoint or cfg.get('hf_hub_id')
+    if record.source.kind == 'random':
         return None
     return f"{cfg['architecture']}.{cfg['tag']}" if cfg.get('architecture') and cfg.get('tag') else None
 

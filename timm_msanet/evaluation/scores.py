@@ -12,7 +12,8 @@ number T fitted on held-out data; the argmax, and so accuracy, never changes.
   the mean of -log p(true class); Brier the mean over samples of the squared distance between the
   probability vector and the one-hot label (summed over classes, so it ranges 0..2).
 
-Used by eval (every metrics.json), calibrate (the fit) and the inference tools (calibrated_probs).
+Used by eval (every metrics.json) and calibrate (the fit); probabilities themselves are
+`loading.engine.calibrated` (softmax(logits / T)), the engine's.
 """
 import math
 from pathlib import Path
@@ -22,11 +23,6 @@ from ..notes import MAX_T, MIN_T
 from ..utils.outputs import save_figure
 
 N_BINS = 15
-
-
-def calibrated_probs(logits, temperature: float = 1.0):
-    """softmax(logits / T) in float32."""
-    return (logits.float() / temperature).softmax(-1)
 
 
 # ---------------------------------------------------------------------------------------------- metrics

@@ -7,8 +7,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from ..utils import safe_json
 from ..evaluation.evaluate import weights_sha256
-from ..loading import RECORD_ARG_KEYS, Checkpoint, CheckpointError, checkpoint_cfg
-from ..notes import DEFAULT_FRAMING, temperature_of
+from ..loading import RECORD_ARG_KEYS, Checkpoint, CheckpointError, ExpressionModel, checkpoint_cfg
+from ..notes import DEFAULT_FRAMING
 from ..releases import DATASETS, export_name
 from ..version import __version__
 
@@ -24,7 +24,6 @@ CITATION = """@misc{ghadai2022msanet,
 # train.py args shown on the card as the recipe, in this order, when present and set: what a weights file
 # records of its training (loading.RECORD_ARG_KEYS), plus the model's constructor arguments
 RECIPE_KEYS = (*RECORD_ARG_KEYS, 'model_kwargs')
-
 
 
 class PublishError(CheckpointError):
@@ -153,181 +152,145 @@ def _framing_line(framing: Optional[Mapping[str, Any]]) -> str:
             f'--faces --detector dlib` aligns faces in photos the same way')
 
 
+CARD_TEMPLATE = Path(__file__).with_name('model_card.md')
+WEIGHTS_TEXT = {'state_dict_ema': 'the EMA (exponential moving average) weights of the checkpoint',
+                'state_dict': 'the raw (non-EMA) weights of the checkpoint',
+                'model': 'the raw weights of the checkpoint', 'file': 'the weights file as given'}
+
+
 def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequence[str], ckpt: Checkpoint,
                      model, data_config: Mapping[str, Any], eval_results: Optional[Mapping[str, Any]] = None,
                      has_cm_png: bool = False, has_reliability_png: bool = False,
                      face_framing: Optional[Mapping[str, Any]] = None) -> str:
+    """The README.md of a release: `model_card.md` with its named fields filled in. `model`: an
+    `ExpressionModel` or a timm model."""
+    record = ExpressionModel.of(model)
     ds = DATASETS[dataset]
-    n = len(label_names)
-    params = sum(p.numel() for p in model.parameters()) / 1e6
-    weights = {'state_dict_ema': 'the EMA (exponential moving average) weights of the checkpoint',
-               'state_dict': 'the raw (non-EMA) weights of the checkpoint',
-               'model': 'the raw weights of the checkpoint', 'file': 'the weights file as given'}[ckpt.weights]
+    size = data_config['input_size']
+    weights = WEIGHTS_TEXT[ckpt.weights]
     if ckpt.weights == 'file' and ckpt.extra.get('weights_origin') == 'state_dict_ema':  # publish --weights-only
         weights = 'the EMA (exponential moving average) weights of the training checkpoint, as a weights file'
-    size = data_config['input_size']
     grey_step = arch.startswith('msanet')  # msanet models loaded with grey notes convert colour input themselves
-    temperature = temperature_of(model.pretrained_cfg)
-    out = [
-        '---',
-        'library_name: timm',
-        'pipeline_tag: image-classification',
-        'license: other',
-        'license_name: research-only-training-data',
-        'tags:', '- image-classification', '- timm', '- timm-msanet', '- facial-expression-recognition', '- msanet',
-        '---',
-        f'# {repo_id.split("/")[-1]}',
-        '',
-        f'MSA-Net (`{arch}`), a multi-branch multi-scale attention CNN, trained to classify the facial expression '
-        f'of an aligned face crop into {n} classes on {ds["title"]}. MSA-Net is the model of Ghadai & Patra, '
-        f'*{PAPER_TITLE}* (2022), as implemented by the [timm-msanet](https://pypi.org/project/timm-msanet/) '
-        f'plugin for [timm](https://github.com/huggingface/pytorch-image-models).',
-        '',
-        '> **Install the plugin first** (from its repository today: `git clone REPOSITORY timm-msanet && pip install '
-        './timm-msanet`; `pip install timm-msanet` once it is on PyPI). The architecture is not part of timm '
-        'itself. The timm snippet the Hub shows for this repo leaves that step out; without the plugin, '
-        f'timm stops with `Unknown model ({arch})`. Once it is installed, `import timm` registers the '
-        'model by itself, no extra import needed.',
-        '',
-        '## Usage',
-        '',
-        '```bash',
-        'git clone REPOSITORY timm-msanet && pip install ./timm-msanet   # REPOSITORY: the timm-msanet repository',
-        '```',
-        '',
-        '```python',
-        'import timm, torch',
-        'from PIL import Image',
-        '',
-        f"model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()",
-        'cfg = timm.data.resolve_data_config({}, model=model)   # size, squash resize, normalisation',
-        'transform = timm.data.create_transform(**cfg)',
-        ("img = Image.open('face.jpg').convert('L')   # an aligned face crop" if size[0] == 1 else
-         "img = Image.open('face.jpg').convert('RGB')   # colour is fine: the model makes it grey, as it was trained"
-         if ds.get('grey') and grey_step else
-         "img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
-         if ds.get('grey') else "img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"),
-        'with torch.no_grad():',
-        *(['    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]'] if temperature == 1.0 else
-          ['    logits = model(transform(img).unsqueeze(0))',
-           f'    probs = (logits / {temperature:.4f}).softmax(-1)[0]   # calibrated (temperature from its notes)']),
-        "print(dict(zip(model.pretrained_cfg['label_names'], probs.tolist())))",
-        '```',
-        '',
-        '## Model details',
-        '',
-        f'- **Architecture:** `{arch}` ({params:.2f} M parameters), timm-msanet {__version__}',
-        f'- **Task:** facial expression recognition, {n} classes',
-        f'- **Training data:** {ds["title"]} (`--dataset {dataset}`)',
-        f'- **Weights:** {weights}',
-        f'- **Input:** {size[0]} x {size[1]} x {size[2]}; the whole face crop is resized (crop_pct '
-        f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, {data_config["interpolation"]}), '
-        f'mean {tuple(round(m, 4) for m in data_config["mean"])}, std {tuple(round(s, 4) for s in data_config["std"])}',
-        f'- **Paper:** Ghadai & Patra, *{PAPER_TITLE}*, 2022',
-        *(['- **Grey input:** trained on greyscale faces; the model turns colour input into its grey image '
-           'itself (`grey_input`, the first step of its forward), in timm\'s pipeline, ONNX and `timm-msanet '
-           'predict` alike'] if ds.get('grey') and size[0] != 1 and grey_step else
-          ['- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
-           'first, as `timm-msanet predict` does'] if ds.get('grey') and size[0] != 1 else []),
-        _framing_line(face_framing),
-        '',
-        '## Class order',
-        '',
-        'Output index i is the class below; `config.json` and `model.pretrained_cfg["label_names"]` carry the '
-        'same list. It is the sorted folder order that `timm-msanet export` writes for every dataset.',
-        '',
-        '| index | label |', '|---|---|',
-        *[f'| {i} | {name} |' for i, name in enumerate(label_names)],
-        '',
-        '## Training',
-        '',
-    ]
+    grey = bool(ds.get('grey')) and size[0] != 1
+    fields = dict(
+        repo_name=repo_id.split('/')[-1], repo_id=repo_id, arch=arch, num_classes=len(label_names),
+        dataset=dataset, dataset_title=ds['title'], paper_title=PAPER_TITLE, version=__version__,
+        params_m=sum(p.numel() for p in record.module.parameters()) / 1e6, weights=weights,
+        usage_image=_usage_image_line(size[0], bool(ds.get('grey')), grey_step),
+        usage_probs=_usage_probs_lines(record.temperature),
+        input_line=(f'{size[0]} x {size[1]} x {size[2]}; the whole face crop is resized (crop_pct '
+                    f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, '
+                    f'{data_config["interpolation"]}), mean {tuple(round(m, 4) for m in data_config["mean"])}, '
+                    f'std {tuple(round(s, 4) for s in data_config["std"])}'),
+        grey_line=_grey_line(grey, grey_step), framing_line=_framing_line(face_framing),
+        class_rows='\n'.join(f'| {i} | {name} |' for i, name in enumerate(label_names)),
+        training=_training_section(ckpt),
+        evaluation=(_evaluation_section(eval_results, label_names, repo_id, has_cm_png, has_reliability_png)
+                    if eval_results else 'No evaluation results were supplied with this release.\n'),
+        caveat=f"**Known property of the data:** {ds['caveat']}\n\n" if ds.get('caveat') else '',
+        licence=ds['licence'], citation=CITATION)
+    return CARD_TEMPLATE.read_text(encoding='utf-8').format_map(fields)
+
+
+def _usage_image_line(chans: int, grey_data: bool, grey_step: bool) -> str:
+    if chans == 1:
+        return "img = Image.open('face.jpg').convert('L')   # an aligned face crop"
+    if grey_data and grey_step:
+        return "img = Image.open('face.jpg').convert('RGB')   # colour is fine: the model makes it grey, as it was trained"
+    if grey_data:
+        return "img = Image.open('face.jpg').convert('L').convert('RGB')   # trained on grey faces: grey, 3 channels"
+    return "img = Image.open('face.jpg').convert('RGB')   # an aligned face crop"
+
+
+def _usage_probs_lines(temperature: float) -> str:
+    if temperature == 1.0:
+        return '    probs = model(transform(img).unsqueeze(0)).softmax(-1)[0]'
+    return ('    logits = model(transform(img).unsqueeze(0))\n'
+            f'    probs = (logits / {temperature:.4f}).softmax(-1)[0]   # calibrated (temperature from its notes)')
+
+
+def _grey_line(grey: bool, grey_step: bool) -> str:
+    if grey and grey_step:
+        return ('- **Grey input:** trained on greyscale faces; the model turns colour input into its grey image '
+                'itself (`grey_input`, the first step of its forward), in timm\'s pipeline, ONNX and `timm-msanet '
+                'predict` alike\n')
+    if grey:
+        return ('- **Grey input:** trained on greyscale faces; convert colour images to grey (3 equal channels) '
+                'first, as `timm-msanet predict` does\n')
+    return ''
+
+
+def _training_section(ckpt: Checkpoint) -> str:
     recipe = _recipe_lines(ckpt.args, ckpt)
-    if recipe:
-        out += ['Recorded in the checkpoint (timm `train.py` arguments):', '', '| setting | value |', '|---|---|',
-                *recipe, '']
-    else:
-        out += ['The checkpoint records no training arguments.', '']
+    if not recipe:
+        return 'The checkpoint records no training arguments.\n'
+    return '\n'.join(['Recorded in the checkpoint (timm `train.py` arguments):', '', '| setting | value |',
+                      '|---|---|', *recipe, ''])
 
-    out += ['## Evaluation', '']
-    if eval_results:
-        ev = eval_results
-        where = ', '.join(f'{k}: {ev[k]}' for k in ('dataset', 'split', 'num_samples') if k in ev)
-        out += [f'Accuracy in %{" (" + where + ")" if where else ""}.', '', '| metric | value |', '|---|---|']
-        for key, title in (('accuracy', 'accuracy'), ('mean_class_accuracy', 'mean class accuracy')):
-            if key in ev:
-                out.append(f'| {title} | {_pct(ev[key])} |')
-        per_class = ev.get('per_class') or {}
-        if per_class:
-            out += ['', '| class | precision | recall | F1 | support |', '|---|---|---|---|---|']
-            for name in label_names:
-                row = per_class.get(name)
-                if isinstance(row, Mapping):
-                    out.append(f'| {name} | {_pct(row.get("precision", "-"))} | {_pct(row.get("recall", "-"))} | '
-                               f'{_pct(row.get("f1", "-"))} | {row.get("support", "-")} |')
-        cm = ev.get('confusion_matrix')
-        if cm:
-            out += ['', 'Confusion matrix (rows: true class, columns: predicted class):', '',
-                    '| true \\ predicted | ' + ' | '.join(label_names) + ' |',
-                    '|---|' + '---|' * len(label_names),
-                    *[f'| {label_names[i]} | ' + ' | '.join(str(c) for c in row) + ' |' for i, row in enumerate(cm)]]
-        if has_cm_png:
-            out += ['', '![confusion matrix](confusion_matrix.png)']
-        if isinstance(ev.get('ece'), (int, float)):
-            t = ev.get('temperature', 1.0)
-            raw = ev.get('uncalibrated') if isinstance(ev.get('uncalibrated'), Mapping) else None
-            out += ['', f'Calibration on the same split (expected calibration error over {ev.get("calibration_bins", 15)} '
-                        f'confidence bins, negative log-likelihood, Brier score; lower is better). '
-                        + (f'The scores are softmax(logits / {t:.4f}): the temperature was fitted on the validation '
-                           f'split with `timm-msanet calibrate` and is applied by predict, eval and the ONNX export; '
-                           f'`model(x)` itself returns the raw logits.' if t != 1.0 else
-                           'No temperature was fitted: the scores are softmax(logits).'),
-                    '', '| | ECE | NLL | Brier |', '|---|---|---|---|']
-            if raw:
-                out.append(f'| before (T = 1) | {raw["ece"] * 100:.2f}% | {raw["nll"]:.4f} | {raw["brier"]:.4f} |')
-            after = f'after (T = {t:.4f})' if raw else 'as published'
-            out.append(f'| {after} | {ev["ece"] * 100:.2f}% | '
-                       f'{ev["nll"]:.4f} | {ev["brier"]:.4f} |')
-            if has_reliability_png:
-                out += ['', '![reliability diagram](reliability.png)']
-        protocol = ev.get('protocol') if isinstance(ev.get('protocol'), Mapping) else None
-        if protocol and isinstance(protocol.get('sha256'), str):
-            out += ['', f'Evaluation protocol `{protocol["sha256"][:16]}` ({protocol.get("num_images", "?")} images; '
-                        f'the hash covers the split\'s file names and labels, class order, preprocessing and TTA; '
-                        f'`eval.json` also has the hash of the files\' bytes and of the weights). Check these '
-                        f'figures on your own copy of the data:', '', '```bash',
-                    f'timm-msanet verify hf-hub:{repo_id} --data-dir YOUR_EXPORT', '```']
-        out += ['', 'The full results are in `eval.json`.', '']
-    else:
-        out += ['No evaluation results were supplied with this release.', '']
 
-    if ds.get('caveat'):
-        out += ['**Known property of the data:** ' + ds['caveat'], '']
-    out += [
-        '## Training data and licence',
-        '',
-        ds['licence'],
-        '',
-        'These weights are derived from that data. Use them for non-commercial research only, and check the '
-        'dataset terms before any other use; the Apache-2.0 licence of the timm-msanet code does not extend to '
-        'the training data or to the weights learned from it.',
-        '',
-        'Expression classifiers infer a displayed expression, not a felt emotion; they are less accurate on '
-        'faces unlike the training data (pose, occlusion, age, skin tone, image quality). Do not use them for '
-        'decisions about people.',
-        '',
-        '## Citation',
-        '',
-        '```bibtex',
-        CITATION,
-        '```',
-        '',
-    ]
+def _evaluation_section(ev: Mapping[str, Any], label_names: Sequence[str], repo_id: str, has_cm_png: bool,
+                        has_reliability_png: bool) -> str:
+    where = ', '.join(f'{k}: {ev[k]}' for k in ('dataset', 'split', 'num_samples') if k in ev)
+    out = [f'Accuracy in %{" (" + where + ")" if where else ""}.', '', '| metric | value |', '|---|---|']
+    for key, title in (('accuracy', 'accuracy'), ('mean_class_accuracy', 'mean class accuracy')):
+        if key in ev:
+            out.append(f'| {title} | {_pct(ev[key])} |')
+    out += _per_class_lines(ev, label_names)
+    if has_cm_png:
+        out += ['', '![confusion matrix](confusion_matrix.png)']
+    if isinstance(ev.get('ece'), (int, float)):
+        out += _calibration_lines(ev, has_reliability_png)
+    protocol = ev.get('protocol') if isinstance(ev.get('protocol'), Mapping) else None
+    if protocol and isinstance(protocol.get('sha256'), str):
+        out += ['', f'Evaluation protocol `{protocol["sha256"][:16]}` ({protocol.get("num_images", "?")} images; '
+                    f'the hash covers the split\'s file names and labels, class order, preprocessing and TTA; '
+                    f'`eval.json` also has the hash of the files\' bytes and of the weights). Check these '
+                    f'figures on your own copy of the data:', '', '```bash',
+                f'timm-msanet verify hf-hub:{repo_id} --data-dir YOUR_EXPORT', '```']
+    out += ['', 'The full results are in `eval.json`.', '']
     return '\n'.join(out)
 
 
+def _per_class_lines(ev: Mapping[str, Any], label_names: Sequence[str]) -> List[str]:
+    out: List[str] = []
+    per_class = ev.get('per_class') or {}
+    if per_class:
+        out += ['', '| class | precision | recall | F1 | support |', '|---|---|---|---|---|']
+        for name in label_names:
+            row = per_class.get(name)
+            if isinstance(row, Mapping):
+                out.append(f'| {name} | {_pct(row.get("precision", "-"))} | {_pct(row.get("recall", "-"))} | '
+                           f'{_pct(row.get("f1", "-"))} | {row.get("support", "-")} |')
+    cm = ev.get('confusion_matrix')
+    if cm:
+        out += ['', 'Confusion matrix (rows: true class, columns: predicted class):', '',
+                '| true \\ predicted | ' + ' | '.join(label_names) + ' |',
+                '|---|' + '---|' * len(label_names),
+                *[f'| {label_names[i]} | ' + ' | '.join(str(c) for c in row) + ' |' for i, row in enumerate(cm)]]
+    return out
+
+
+def _calibration_lines(ev: Mapping[str, Any], has_reliability_png: bool) -> List[str]:
+    t = ev.get('temperature', 1.0)
+    raw = ev.get('uncalibrated') if isinstance(ev.get('uncalibrated'), Mapping) else None
+    out = ['', f'Calibration on the same split (expected calibration error over {ev.get("calibration_bins", 15)} '
+               f'confidence bins, negative log-likelihood, Brier score; lower is better). '
+               + (f'The scores are softmax(logits / {t:.4f}): the temperature was fitted on the validation '
+                  f'split with `timm-msanet calibrate` and is applied by predict, eval and the ONNX export; '
+                  f'`model(x)` itself returns the raw logits.' if t != 1.0 else
+                  'No temperature was fitted: the scores are softmax(logits).'),
+           '', '| | ECE | NLL | Brier |', '|---|---|---|---|']
+    if raw:
+        out.append(f'| before (T = 1) | {raw["ece"] * 100:.2f}% | {raw["nll"]:.4f} | {raw["brier"]:.4f} |')
+    after = f'after (T = {t:.4f})' if raw else 'as published'
+    out.append(f'| {after} | {ev["ece"] * 100:.2f}% | {ev["nll"]:.4f} | {ev["brier"]:.4f} |')
+    if has_reliability_png:
+        out += ['', '![reliability diagram](reliability.png)']
+    return out
+
+
 # ---------------------------------------------------------------------------------------- the release
-def _data_config(arch: str, args: Mapping[str, Any], in_chans: int) -> Dict[str, Any]:
+def release_data_config(arch: str, args: Mapping[str, Any], in_chans: int) -> Dict[str, Any]:
     """The release's data config: the architecture's (squash resize of the whole face) at the resolution and
     mean/std the checkpoint records, as `loading.checkpoint_cfg` reads them back."""
     cfg = checkpoint_cfg(arch, args)

@@ -62,10 +62,10 @@ from ..loading import (Checkpoint, CheckpointError, model_from_checkpoint, msane
     training_record, write_weights)
 from ..notes import FRAMING_NOTE, GREY_INPUT_NOTE, parse_framing, recorded_framing, set_temperature
 from ..utils.outputs import add_overwrite_argument, check_output, finish_permissions, replace_folder
-from ..inference.predict import collect_files
+from ..utils.images import collect_files
 from ..releases import DATASETS
 from ..version import __version__
-from .card import PublishError, _data_config, build_model_card, check_eval_describes, read_eval_json
+from .card import PublishError, build_model_card, release_data_config, check_eval_describes, read_eval_json
 
 
 __all__ = ['DATASETS', 'PublishError', 'build_model', 'build_model_card', 'stage_release', 'publish',
@@ -153,9 +153,30 @@ def stage_release(checkpoint: Union[str, Path], repo_id: str, dataset: str, out_
     return dict(summary, files=sorted(p.name for p in out_dir.iterdir()), folder=str(out_dir))
 
 
+def _as_published(model, ckpt: Checkpoint, repo_id: str, dataset: str, label_names, face_framing):
+    """The model with the published weights' own cfg (no source: tv_in1k's hub id, licence and url do not describe
+    them), its facts in the notes, the file's temperature, and float16 when it was given float16."""
+    import torch
+    in_chans = model.conv1.in_channels
+    model.pretrained_cfg = dict(
+        {k: v for k, v in model.pretrained_cfg.items()
+         if k not in ('hf_hub_id', 'url', 'file', 'source', 'license', 'origin_url', 'tag', 'notes')},
+        num_classes=model.num_classes, label_names=tuple(label_names), tag=dataset, license='other',
+        origin_url=f'https://huggingface.co/{repo_id}',
+        description=f'MSA-Net trained on {DATASETS[dataset]["title"]} ({len(label_names)} classes)',
+        notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',
+               *((GREY_INPUT_NOTE,) if DATASETS[dataset].get('grey') and in_chans == 3 else ()),
+               *((FRAMING_NOTE.format(**face_framing),) if face_framing else ())),
+    )
+    if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
+        set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
+    if {t.dtype for t in ckpt.state_dict.values() if t.is_floating_point()} == {torch.float16}:
+        model = model.half()  # a float16 weights file is published as float16: the dtype it was given
+    return model
+
+
 def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_name: Optional[str],
                    eval_json, use_ema: Optional[bool], face_framing: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
-    import torch
     from timm.models import save_for_hf
 
     try:
@@ -182,22 +203,8 @@ def _write_release(checkpoint, repo_id: str, dataset: str, out_dir: Path, model_
     rel_png = Path(eval_json).with_name('reliability.png') if eval_json else None
     has_rel_png = bool(rel_png and rel_png.is_file())
 
-    data_config = _data_config(arch, ckpt.args, in_chans)
-    # the published weights' own cfg: no source (tv_in1k's hub id, licence and url do not describe them)
-    model.pretrained_cfg = dict(
-        {k: v for k, v in model.pretrained_cfg.items()
-         if k not in ('hf_hub_id', 'url', 'file', 'source', 'license', 'origin_url', 'tag', 'notes')},
-        num_classes=model.num_classes, label_names=tuple(label_names), tag=dataset, license='other',
-        origin_url=f'https://huggingface.co/{repo_id}',
-        description=f'MSA-Net trained on {DATASETS[dataset]["title"]} ({len(label_names)} classes)',
-        notes=(f'trained on {DATASETS[dataset]["title"]}: research / non-commercial dataset licence',
-               *((GREY_INPUT_NOTE,) if DATASETS[dataset].get('grey') and in_chans == 3 else ()),
-               *((FRAMING_NOTE.format(**face_framing),) if face_framing else ())),
-    )
-    if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
-        set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
-    if {t.dtype for t in ckpt.state_dict.values() if t.is_floating_point()} == {torch.float16}:
-        model = model.half()  # a float16 weights file is published as float16: the dtype it was given
+    data_config = release_data_config(arch, ckpt.args, in_chans)
+    model = _as_published(model, ckpt, repo_id, dataset, label_names, face_framing)
     from safetensors import SafetensorError
     try:
         save_for_hf(model, str(out_dir), model_config=dict(label_names=label_names), safe_serialization=True,

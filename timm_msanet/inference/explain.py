@@ -29,15 +29,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError
-from .faces import (DEFAULT_MARGIN, DETECTORS, box_area, face_slot, framing_notice, framing_of, locate_faces,
-                    require_detector)
-from ..utils.images import as_pil, font, make_transform
-from ..loading import (add_model_args, eval_mode, fit_batch, label_names_of, model_from_args, model_input_paths,
-                       warn_if_untrained)
-from ..notes import temperature_of
+from .faces import DEFAULT_MARGIN, DETECTORS, box_area, face_slot, framing_notice, locate_faces, require_detector
+from ..utils.images import as_pil, font
+from ..loading import ExpressionModel, add_model_args, calibrated, model_from_args, model_input_paths
 from ..utils.options import device, face_margin, positive_int
 from ..utils.outputs import add_overwrite_argument, atomic_path, check_output, printable
-from ..evaluation.scores import calibrated_probs
 
 PANEL = 224
 
@@ -65,7 +61,8 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
 
     Args:
         image: Path, PIL image, numpy array or CHW tensor (as `timm_msanet.inference.predict.predict` takes).
-        model: A timm classifier with `forward_features` and a linear classifier (MSA-Net or others).
+        model: An `ExpressionModel` or a timm classifier with `forward_features` and a linear classifier
+            (MSA-Net or others).
         img_size: Override the model cfg's input size.
         target: Class index for the CAM (default: the predicted class).
 
@@ -74,55 +71,61 @@ def explain(image, model, img_size: Optional[int] = None, target: Optional[int] 
         preprocessed input as an RGB PIL image), 'attention' ([(name, H x W numpy array in [0, 1])]),
         'cam' (h x w numpy array, raw), 'logits' (list) and 'cam_bias' (the class's fc bias).
     """
-    import numpy as np
     import torch
-    from timm.data import IMAGENET_DEFAULT_MEAN
-    from PIL import Image
 
-
-    warn_if_untrained(model)
-    transform, cfg = make_transform(model, img_size)
-    fit_batch(model, cfg['input_size'], 1)  # one image: refused in one line if even that does not fit
-    img = as_pil(image)
-    x = transform(img).unsqueeze(0)
-    param = next(model.parameters(), None)
-    if param is not None:
-        x = x.to(param.device, param.dtype)
-    names = label_names_of(model)
-
+    record = ExpressionModel.of(model)
+    record.warn_if_untrained()
+    engine = record.engine(device=_device_of(record.module), batch_size=1, img_size=img_size)
+    x = engine.transform(as_pil(image)).unsqueeze(0)
     maps: Dict[str, Any] = {}
+    spatial = _spatial_modules(record.module)
     hooks = []
-    spatial = _spatial_modules(model)
     for name, module in spatial:
         def hook(mod, _inp, out, name=name, parent=module):
             maps[name] = parent.gate(out.detach().float())[0, 0].cpu().numpy()
         hooks.append(module.conv.register_forward_hook(hook))
     try:
-        with eval_mode(model), torch.inference_mode():
-            feats = model.forward_features(x)
-            logits = model.forward_head(feats)[0].float()
+        feats, logits = engine.run(x, lambda m, x: _features_and_logits(m, x))
     finally:
         for h in hooks:
             h.remove()
-    probs = calibrated_probs(logits, temperature_of(model.pretrained_cfg)).tolist()
+    logits = logits[0].float().cpu()
+    names = record.label_names
+    probs = calibrated(logits, record.temperature).tolist()
     pred = int(logits.argmax())
     c = pred if target is None else int(target)
-    fc = model.get_classifier()
+    fc = record.module.get_classifier()
     weight = fc.weight.detach().float().reshape(fc.weight.shape[0], -1)[c]
     cam = torch.einsum('k,khw->hw', weight.cpu(), feats[0].detach().float().cpu()).numpy()
     bias = float(fc.bias.detach()[c]) if getattr(fc, 'bias', None) is not None else 0.0
+    return dict(label=names[pred], probabilities=dict(zip(names, probs)), target=names[c],
+                image=_model_view(engine, x), attention=[(name, maps[name]) for name, _ in spatial if name in maps],
+                cam=cam, logits=logits.tolist(), cam_bias=bias)
 
-    # the input as the model sees it: undo the normalisation of the transformed tensor
+
+def _device_of(module):
+    param = next(module.parameters(), None)
+    return param.device if param is not None else 'cpu'
+
+
+def _features_and_logits(module, x):
+    feats = module.forward_features(x)
+    return feats, module.forward_head(feats)
+
+
+def _model_view(engine, x):
+    """The input as the model sees it (its own grey step applied): the transformed tensor, normalisation undone."""
+    import numpy as np
+    from PIL import Image
+    from timm.data import IMAGENET_DEFAULT_MEAN
+
+    cfg = engine.data_config
     mean = np.array(cfg.get('mean', IMAGENET_DEFAULT_MEAN), np.float32).reshape(-1, 1, 1)
     std = np.array(cfg['std'], np.float32).reshape(-1, 1, 1)
-    grey_step = getattr(model, 'input_grey', None)  # a grey-trained msanet sees its own grey image of the input
-    with torch.inference_mode():
-        seen = grey_step(x) if grey_step is not None else x
+    grey_step = getattr(engine.record.module, 'input_grey', None)
+    seen = engine.run(x, lambda m, x: grey_step(x)) if grey_step is not None else x
     view = np.clip((seen[0].float().cpu().numpy() * std + mean) * 255, 0, 255).round().astype(np.uint8)
-    view = Image.fromarray(view.transpose(1, 2, 0) if view.shape[0] == 3 else view[0]).convert('RGB')
-    return dict(label=names[pred], probabilities=dict(zip(names, probs)), target=names[c], image=view,
-                attention=[(name, maps[name]) for name, _ in spatial if name in maps], cam=cam,
-                logits=logits.tolist(), cam_bias=bias)
+    return Image.fromarray(view.transpose(1, 2, 0) if view.shape[0] == 3 else view[0]).convert('RGB')
 
 
 def explain_faces(image, model, margin: Optional[float] = None, max_faces: int = 8, img_size: Optional[int] = None,
@@ -135,15 +138,15 @@ def explain_faces(image, model, margin: Optional[float] = None, max_faces: int =
     ('dlib', 'dlib-cnn') and `align`, 'aligned' (rotation, side, framing), plus 'detector_score' and
     'landmarks'. An empty list when no face is found. Needs the `faces` extra (Haar) or the `landmarks`
     extra (dlib)."""
-
+    record = ExpressionModel.of(model)
     img = as_pil(image)
-    framing = framing_of(getattr(model, 'pretrained_cfg', None)) if align else None
+    framing = record.framing if align else None
     results = []
     found = locate_faces(img, detector)
     keep = sorted(range(len(found)), key=lambda i: -box_area(found[i].box))[:max_faces]  # the largest, in order
     for face in [found[i] for i in sorted(keep)]:
         slot, face_img = face_slot(img, face, DEFAULT_MARGIN if margin is None else margin, framing)
-        r = explain(face_img, model, img_size=img_size, target=target)
+        r = explain(face_img, record, img_size=img_size, target=target)
         results.append(dict(r, face=len(results), **slot))
     return results
 
@@ -264,13 +267,14 @@ def run(args: argparse.Namespace) -> int:
     check_output(out, [image, *model_input_paths(args)], args.overwrite, '--out')
     if args.faces:
         require_detector(args.detector)
-    model = model_from_args(args).to(args.device)
-    note = framing_notice(model, args.detector, not args.no_align) if args.faces else None
+    model = model_from_args(args)
+    model.module.to(args.device)
+    note = framing_notice(model.framing_recorded, args.detector, not args.no_align) if args.faces else None
     if note:
         print(note, file=sys.stderr)
     target = args.target
     if target is not None:
-        names = label_names_of(model)
+        names = list(model.label_names)
         if target in names:
             target = names.index(target)
         elif target.isdigit() and int(target) < len(names):

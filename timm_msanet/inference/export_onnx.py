@@ -35,40 +35,38 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Sequence, Union
 
 from ..utils import safe_json
-from ..loading import add_model_args, eval_mode, label_names_of, model_from_args, model_input_paths
+from ..loading import ExpressionModel, add_model_args, model_from_args, model_input_paths
 from ..utils.errors import ToolError, install_hint
-from ..utils.images import make_transform, needs_grey_conversion
-from ..notes import temperature_of
 from ..utils.options import non_negative_float, positive_int
 from ..utils.outputs import add_overwrite_argument, atomic_path, check_output
 from ..version import __version__
 
 
 def onnx_metadata(model, img_size: Optional[int] = None) -> Dict[str, str]:
-    """The metadata_props written into an exported file (all values JSON-encoded strings)."""
-
-    _, cfg = make_transform(model, img_size)  # the data config predict uses (1 channel for in_chans=1 models)
-    names = label_names_of(model)
+    """The metadata_props written into an exported file (all values JSON-encoded strings). `model`: an
+    `ExpressionModel` or a timm model."""
+    record = ExpressionModel.of(model)
+    _, cfg = record.transform(img_size)  # the data config predict uses (1 channel for in_chans=1 models)
     data_config = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items()}
     # grey_input: the runtime must make colour images grey (3 equal channels) before the transform (a grey-trained
     # model without a grey step of its own); grey_step_in_graph: the graph does it itself (msanet `grey_input`)
-    data_config['grey_input'] = needs_grey_conversion(model)
-    data_config['grey_step_in_graph'] = bool(getattr(model, 'grey_input', False))
+    data_config['grey_input'] = record.needs_grey_transform
+    data_config['grey_step_in_graph'] = record.grey_step
     return {
-        'label_names': json.dumps(names),
+        'label_names': json.dumps(list(record.label_names)),
         'data_config': json.dumps(data_config),
-        'model_name': json.dumps(model.pretrained_cfg.get('architecture') or type(model).__name__),
-        'num_classes': json.dumps(int(model.num_classes)),
-        'temperature': json.dumps(temperature_of(model.pretrained_cfg)),
+        'model_name': json.dumps(record.architecture or type(record.module).__name__),
+        'num_classes': json.dumps(int(record.module.num_classes)),
+        'temperature': json.dumps(record.temperature),
         'timm_msanet_version': json.dumps(__version__),
     }
 
 
-def _with_temperature(model):
-    """`model` itself, or a wrapper whose output is its logits divided by its calibration temperature."""
+def _with_temperature(record):
+    """The module itself, or a wrapper whose output is its logits divided by its calibration temperature."""
     import torch
 
-    t = temperature_of(model.pretrained_cfg)
+    model, t = record.module, record.temperature
     if t == 1.0:
         return model
 
@@ -114,9 +112,13 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
     import torch
 
     path = check_output(path, inputs, overwrite, 'ONNX output')
-    meta = onnx_metadata(model, img_size)
+    record = ExpressionModel.of(model)
+    meta = onnx_metadata(record, img_size)
     c, h, w = json.loads(meta['data_config'])['input_size']
-    with eval_mode(model):
+    model = record.module
+    was_training = model.training
+    model.eval()
+    try:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device('cpu')
         x = torch.randn(2 if dynamic_batch else 1, c, h, w, device=device)
@@ -130,7 +132,9 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
                 raise ToolError(f'ONNX opset {opset} does not exist for the installed onnx (1 to {newest}); '
                                 f'leave --opset out for torch\'s default')
             kwargs['opset_version'] = opset
-        program = torch.onnx.export(_with_temperature(model), (x,), **kwargs)
+        program = torch.onnx.export(_with_temperature(record), (x,), **kwargs)
+    finally:
+        model.train(was_training)
     made = program.model.opset_imports.get('')
     if opset is not None and made != opset:  # torch's version converter failed and kept its own opset
         raise ToolError(f'torch could not write this model as ONNX opset {opset} (it made opset {made}); nothing '
@@ -143,7 +147,8 @@ def export_onnx(model, path: Union[str, Path], img_size: Optional[int] = None, o
 
 
 def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence[int] = (1, 3)) -> float:
-    """Max abs difference of logits between onnxruntime (CPU) and the torch model (divided by its temperature).
+    """Max abs difference of logits between onnxruntime (CPU) and the torch model (divided by its temperature),
+    the torch side run by the engine (`loading.engine.Classifier`, CPU float32).
 
     `inputs`: preprocessed N x C x H x W tensors to compare on (default: random ones of each batch size).
     """
@@ -151,19 +156,20 @@ def check_onnx(path: Union[str, Path], model, inputs=None, batch_sizes: Sequence
     import onnxruntime as ort
     import torch
 
+    record = ExpressionModel.of(model)
+    engine = record.engine(device='cpu', batch_size=max(batch_sizes))
+
     sess = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     shape = sess.get_inputs()[0].shape
     if inputs is None:
         g = torch.Generator().manual_seed(0)
         inputs = [torch.randn(b, *[int(s) for s in shape[1:]], generator=g) for b in batch_sizes]
     diff = 0.0
-    with eval_mode(model):
-        for x in inputs:
-            x = x.float().cpu()
-            with torch.inference_mode():
-                ref = _with_temperature(model.cpu())(x).float().numpy()
-            (got,) = sess.run(['logits'], {'input': x.numpy()})
-            diff = max(diff, float(np.abs(got - ref).max()))
+    for x in inputs:
+        x = x.float().cpu()
+        ref = (engine.logits(x) / record.temperature).numpy()
+        (got,) = sess.run(['logits'], {'input': x.numpy()})
+        diff = max(diff, float(np.abs(got - ref).max()))
     return diff
 
 
@@ -195,7 +201,8 @@ def run(args: argparse.Namespace) -> int:
     require_onnx('onnx', 'onnxscript', *(('onnxruntime',) if args.check else ()))  # before loading the model
     inputs = model_input_paths(args)
     check_output(args.output, inputs, args.overwrite, '--output')
-    model = model_from_args(args).cpu().float()
+    model = model_from_args(args)
+    model.module.cpu().float()
     path = export_onnx(model, args.output, opset=args.opset, dynamic_batch=not args.static_batch, inputs=inputs,
                        overwrite=args.overwrite)
     meta = read_metadata(path)

@@ -30,8 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError, install_hint
-from ..notes import (DEFAULT_FRAMING, FRAMING_NOTE, FramingError, framing_of, parse_framing,  # noqa: F401
-                    recorded_framing)
+from ..notes import DEFAULT_FRAMING, FramingError
 
 DEFAULT_MARGIN = 0.2
 # The longest side each detector sees on a photo by default. dlib's HOG at 4096 keeps a 12-megapixel phone photo
@@ -270,9 +269,10 @@ def locate_faces(img, detector: str = 'auto', max_side: Optional[int] = None) ->
     return [faces[i] for i in reading_order([f.box for f in faces])]
 
 
-def framing_notice(model, detector: str, align: bool = True) -> Optional[str]:
-    """A line for stderr when faces will be aligned to FER2013's framing because the model records none."""
-    if resolve_detector(detector) == 'haar' or not align or recorded_framing(getattr(model, 'pretrained_cfg', None)):
+def framing_notice(framing_recorded: bool, detector: str, align: bool = True) -> Optional[str]:
+    """A line for stderr when faces will be aligned to FER2013's framing because the model records none
+    (`ExpressionModel.framing_recorded`)."""
+    if resolve_detector(detector) == 'haar' or not align or framing_recorded:
         return None
     return (f'note: this model records no face framing; faces are aligned as FER2013\'s training faces are framed '
             f'(eye_y {DEFAULT_FRAMING["eye_y"]}, eye_dist {DEFAULT_FRAMING["eye_dist"]}). `timm-msanet publish '

@@ -36,19 +36,15 @@ Choices made here (where FER tools differ and nothing fixes one answer):
 * Videos (`predict VIDEO --faces`) go through `timm_msanet.inference.video` (tracking, smoothing, timeline, annotated
   video); one run takes images or videos, not both, since the two give different tables.
 """
-import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from ..utils.errors import ToolError
-from .faces import (DEFAULT_MARGIN, NoFaceDetector, face_slot, framing_of, largest_index, locate_faces, no_face,
-                    require_detector)
+from .faces import DEFAULT_MARGIN, NoFaceDetector, face_slot, largest_index, locate_faces, no_face, require_detector
 from .faces import detect_max_side as detect_max_side_for
-from ..utils.images import annotate_image, as_pil, make_transform  # noqa: F401  (annotate_image: API)
-from ..loading import eval_mode, fit_batch, label_names_of, load_model, warn_if_untrained
-from ..notes import temperature_of
-from ..evaluation.scores import calibrated_probs
+from ..utils.images import as_pil
+from ..loading import ExpressionModel, load_model
 
 if TYPE_CHECKING:  # annotations only: torch is imported inside the functions
     import torch
@@ -84,12 +80,8 @@ def _flatten_inputs(inputs) -> List[Tuple[str, Any]]:
 
 # ---------------------------------------------------------------------------------------- predicting
 
-def _device_of(device):
-    import torch
-    return torch.device(device) if device is not None else torch.device('cpu')
-
-
-def _fill(slot: Dict[str, Any], probs: List[float], names: Sequence[str], topk: Optional[int]) -> None:
+def fill_scores(slot: Dict[str, Any], probs: List[float], names: Sequence[str], topk: Optional[int] = None) -> None:
+    """Write label, score, probabilities (and the top k) of one image or face into its result dict."""
     best = max(range(len(probs)), key=probs.__getitem__)
     slot['label'] = names[best]
     slot['score'] = probs[best]
@@ -97,6 +89,35 @@ def _fill(slot: Dict[str, Any], probs: List[float], names: Sequence[str], topk: 
     if topk:
         order = sorted(range(len(probs)), key=lambda i: -probs[i])[:topk]
         slot['topk'] = [dict(label=names[i], probability=probs[i]) for i in order]
+
+
+def _crops_of(name: str, x, transform, faces: Optional[Dict[str, Any]]) -> Tuple[Dict[str, Any], List[Any]]:
+    """(result, [(tensor, slot to fill)]) of one input: the whole image, or each face found in it. A bad input
+    gives a result with an error and no crop: one bad file never stops the batch."""
+    result: Dict[str, Any] = dict(input=name)
+    try:
+        img = as_pil(x)
+        result['width'], result['height'] = img.size
+        if faces is None:
+            return result, [(transform(img), result)]
+        found = locate_faces(img, faces['detector'], max_side=faces['max_side'])
+        result.update(detector=faces['detector'], faces=[])
+        crops = []
+        for face in found:
+            slot, face_img = face_slot(img, face, faces['margin'], faces['framing'])
+            result['faces'].append(slot)
+            crops.append((transform(face_img), slot))
+        if not found:
+            result.update(no_face(img.size, detect_max_side_for(faces['detector'], faces['max_side'])))
+            if 'error' not in result:  # a face crop: the whole image is the face
+                crops.append((transform(img), result))
+        return result, crops
+    except NoFaceDetector:
+        raise
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else ''
+        result.update(label=None, error=f'{type(e).__name__}: {msg}'.rstrip(': '))
+        return result, []
 
 
 def iter_predict(
@@ -116,91 +137,35 @@ def iter_predict(
     """Like `predict`, but yields each input's result (in input order) as soon as its batch has run.
 
     Only preprocessed tensors are held between batches, not decoded images, so a folder of large
-    photos streams through in constant memory.
+    photos streams through in constant memory (`loading.engine.Batcher`).
     """
-    import torch
     from tqdm import tqdm
 
-    if isinstance(model, str):
-        model = load_model(model_name=model)
-    if batch_size < 1:
-        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
-    names = label_names_of(model)
-    warn_if_untrained(model)
-    transform, cfg = make_transform(model, img_size)
-    batch_size = fit_batch(model, cfg['input_size'], batch_size)  # before anything is allocated
-    temperature = temperature_of(model.pretrained_cfg)  # calibrated scores (1.0 when the model has none)
-    framing = framing_of(model.pretrained_cfg)
-    if faces:
-        detector = require_detector(detector)
-    device = _device_of(device)
-    model.to(device)
-    param = next(model.parameters(), None)
-    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
-
+    record = ExpressionModel.of(load_model(model_name=model) if isinstance(model, str) else model)
+    record.warn_if_untrained()
+    engine = record.engine(device=device, batch_size=batch_size, img_size=img_size)
+    face_options = dict(detector=require_detector(detector), max_side=detect_max_side, margin=margin,
+                        framing=record.framing if align else None) if faces else None
     items = _flatten_inputs(inputs)
     bar = tqdm(total=len(items), unit='img', file=sys.stderr, dynamic_ncols=True,
                disable=not (progress if progress is not None else len(items) >= PROGRESS_MIN_INPUTS))
-    pending: List[List[Any]] = []                    # [result, crops still to classify], input order
-    queue: List[Tuple[Any, Dict[str, Any], List[Any]]] = []  # (tensor, slot to fill, its pending entry)
 
-    def run_batch():
-        batch = queue[:batch_size]
-        del queue[:batch_size]
-        x = torch.stack([t for t, _, _ in batch]).to(device, dtype)
-        with torch.inference_mode():
-            probs = calibrated_probs(model(x), temperature).cpu().tolist()
-        for (_, slot, entry), p in zip(batch, probs):
-            _fill(slot, p, names, topk)
-            entry[1] -= 1
-
-    def ready():
-        while pending and pending[0][1] == 0:
-            result = pending.pop(0)[0]
+    def finished(done):
+        for (result, slots), probs in done:
+            for slot, p in zip(slots, probs):
+                fill_scores(slot, p, record.label_names, topk)
             if faces and result.get('faces'):
                 main = result['faces'][largest_index([f['box'] for f in result['faces']])]
                 result.update({k: v for k, v in main.items() if k in ('label', 'score', 'probabilities', 'topk')})
             bar.update(1)
             yield result
 
+    batcher = engine.batcher()
     try:
-        with eval_mode(model):
-            for name, x in items:
-                result: Dict[str, Any] = dict(input=name)
-                crops = []
-                try:
-                    img = as_pil(x)
-                    result['width'], result['height'] = img.size
-                    if faces:
-                        found = locate_faces(img, detector, max_side=detect_max_side)
-                        result['detector'] = detector
-                        result['faces'] = []
-                        for face in found:
-                            slot, face_img = face_slot(img, face, margin, framing if align else None)
-                            result['faces'].append(slot)
-                            crops.append((transform(face_img), slot))
-                        if not found:
-                            result.update(no_face(img.size, detect_max_side_for(detector, detect_max_side)))
-                            if 'error' not in result:  # a face crop: the whole image is the face
-                                crops.append((transform(img), result))
-                    else:
-                        crops.append((transform(img), result))
-                except NoFaceDetector:
-                    raise
-                except Exception as e:  # one bad input never stops the batch
-                    msg = str(e).splitlines()[0] if str(e) else ''
-                    result.update(label=None, error=f'{type(e).__name__}: {msg}'.rstrip(': '))
-                    crops = []
-                del x
-                entry = [result, len(crops)]
-                pending.append(entry)
-                queue.extend((t, slot, entry) for t, slot in crops)
-                while len(queue) >= batch_size:
-                    run_batch()
-                yield from ready()
-            while queue:
-                run_batch()
-            yield from ready()
+        for name, x in items:
+            result, crops = _crops_of(name, x, engine.transform, face_options)
+            yield from finished(batcher.add((result, [slot for _, slot in crops]), [t for t, _ in crops]))
+        yield from finished(batcher.finish())
     finally:
         bar.close()
 
@@ -252,45 +217,3 @@ def predict(
     return list(iter_predict(inputs, model, batch_size=batch_size, device=device, faces=faces, topk=topk,
                              margin=margin, img_size=img_size, progress=progress, detect_max_side=detect_max_side,
                              detector=detector, align=align))
-
-
-# ------------------------------------------------------------------------------------------ drawing
-
-
-def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[Tuple[Path, Path]]:
-    """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted). A file
-    reached twice (given and inside a given folder) comes once. `exclude` is predict's own --annotate folder,
-    whose copies would come back as inputs on the next run: inside a searched folder it is not searched, and
-    when it is the searched folder itself, its `*_annotated*` copies are left out."""
-    import re
-    from PIL import Image
-
-    exts = {e.lower() for e in Image.registered_extensions()}
-    skip = Path(os.path.realpath(exclude)) if exclude is not None and exclude.is_dir() else None
-    out, seen = [], set()
-
-    def real(f: Path) -> Path:  # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
-        return Path(os.path.realpath(f))
-
-    def ours(f: Path, root: Path) -> bool:
-        if skip is None:
-            return False
-        where = real(f)
-        if skip == real(root):
-            return where.parent == skip and re.search(r'_annotated\d*$', f.stem) is not None
-        return skip in where.parents
-
-    def add(f: Path, root: Path) -> None:
-        key = real(f)
-        if key not in seen:
-            seen.add(key)
-            out.append((f, root))
-    for p in map(Path, paths):
-        if p.is_dir():
-            files = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in exts
-                           and not any(part.startswith('.') for part in f.relative_to(p).parts) and not ours(f, p))
-            for f in files:
-                add(f, p)
-        else:
-            add(p, p.parent)  # a missing path is reported as that input's error
-    return out

@@ -10,16 +10,16 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .faces import (DEFAULT_MARGIN, DETECT_MAX_SIDE, DETECTORS, VIDEO_DETECT_MAX_SIDE, NoFaceDetector,
                     framing_notice, require_detector, resolve_detector)
-from ..utils.images import annotate_image, as_pil
-from ..loading import add_model_args, label_names_of, model_from_args
+from ..utils.images import annotate_image, as_pil, collect_files
+from ..loading import add_model_args, model_from_args
 from ..utils.options import device, face_margin, non_negative_float, positive_float, positive_int
 from ..utils.outputs import (OutputError, add_overwrite_argument, atomic_path, check_output, csv_text, printable,
                              write_output)
-from .predict import NoInputError, PROGRESS_MIN_INPUTS, collect_files, iter_predict
+from .predict import NoInputError, PROGRESS_MIN_INPUTS, iter_predict
 from .video import (DEFAULT_SMOOTH_S, AnnotatedVideoWriter, VideoError, VideoReader, analyze_video, is_video,
                     plot_timeline, summary_lines)
 from .video import csv_rows as video_csv_rows
@@ -142,16 +142,14 @@ def _write_tables(args: argparse.Namespace, results: List[Dict[str, Any]], csv_r
             write_output(target, render(), inputs, args.overwrite, flag)
 
 
-def _note_framing(model, args: argparse.Namespace) -> None:
-    note = framing_notice(model, args.detector, not args.no_align)
+def _note_framing(record, args: argparse.Namespace) -> None:
+    note = framing_notice(record.framing_recorded, args.detector, not args.no_align)
     if note:
         print(note, file=sys.stderr)
 
 
 def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
     """`predict VIDEO... --faces`: a per-frame, per-face table, a summary per face, timelines, annotated videos."""
-    import time
-
     if not args.faces:
         raise VideoError('a video is analysed face by face: add --faces (each face is followed across frames)')
     require_detector(args.detector)
@@ -161,73 +159,70 @@ def run_videos(args: argparse.Namespace, videos: List[Path]) -> int:
         for video in videos:
             for suffix in ('_annotated.mp4', '_timeline.png'):
                 check_output(outdir / f'{video.stem}{suffix}', videos, args.overwrite, '--annotate output')
-    model = model_from_args(args)
-    _note_framing(model, args)
-    names = label_names_of(model)
+    record = model_from_args(args)
+    _note_framing(record, args)
     results = []
     for video in videos:
-        writer = None
-        started = time.perf_counter()
-        try:
-            if outdir is not None:
-                probe = VideoReader(video)  # the annotated video plays at the analysed rate
-                probe.cap.release()
-                reader_fps = args.fps or probe.info['nominal_fps'] or 25.0
-                writer = AnnotatedVideoWriter(outdir / f'{video.stem}_annotated.mp4', reader_fps, videos,
-                                              args.overwrite)
-            res = analyze_video(video, model, fps=args.fps, batch_size=args.batch_size, device=args.device,
-                                margin=args.margin, smooth=args.smooth, on_frame=writer, detector=args.detector,
-                                align=not args.no_align,
-                                detect_max_side=args.detect_max_side or VIDEO_DETECT_MAX_SIDE,
-                                progress=not args.no_progress and sys.stderr.isatty())
-        except VideoError as e:
-            if writer is not None:
-                writer.close(ok=False)
-            if len(videos) == 1:
-                raise
-            res = dict(input=str(video), error=str(e), rows=[], faces={}, info=None)
-        except BaseException:
-            if writer is not None:
-                writer.close(ok=False)
-            raise
-        else:
-            if writer is not None:
-                writer.close()
-        elapsed = time.perf_counter() - started
-        if res.get('info'):
-            info = res['info']
-            res['timing'] = dict(res.get('timing') or {}, total_s=round(elapsed, 3),
-                                 frames_per_s=round(info['frames_sampled'] / max(elapsed, 1e-9), 2))
-            if writer is not None and writer.writer is not None:
-                res['annotated'] = str(writer.path)
-            if outdir is not None and res['rows']:
-                png = outdir / f'{video.stem}_timeline.png'
-                if plot_timeline(res, png, args.overwrite):
-                    res['timeline'] = str(png)
+        res = _analyse_video(args, video, record, outdir, videos)
         results.append(res)
-        if '-' not in (args.json, args.csv):
-            for line in (summary_lines(res) if res.get('info') else [f"{res['input']}: ERROR {res['error']}"]):
-                print(printable(line))
-            for key in ('annotated', 'timeline'):
-                if res.get(key):
-                    print(f'  wrote {res[key]}')
-        if res.get('info'):
-            t = res['timing']
-            print(f"{video}: {res['info']['frames_sampled']} frames in {t['total_s']:.1f} s = {t['frames_per_s']:.1f} "
-                  f"frames/s (decode {res['info']['decode_s']:.1f} s, detect {t['detect_s']:.1f} s, model "
-                  f"{t['model_s']:.1f} s)", file=sys.stderr)
-    _write_tables(args, results, video_csv_rows(results, names), videos)
+        _report_video(args, res, video)
+    _write_tables(args, results, list(video_csv_rows(results, record.label_names)), videos)
     return 0 if any(r['rows'] for r in results) else 1
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _analyse_video(args: argparse.Namespace, video: Path, record, outdir: Optional[Path], videos: List[Path]):
+    """One video's result, its annotated copy and timeline written; a video that cannot be read is a row with its
+    error when there are others (alone, its VideoError is the command's)."""
+    import time
+    writer = None
+    started = time.perf_counter()
+    try:
+        if outdir is not None:
+            probe = VideoReader(video)  # the annotated video plays at the analysed rate
+            probe.cap.release()
+            writer = AnnotatedVideoWriter(outdir / f'{video.stem}_annotated.mp4',
+                                          args.fps or probe.info['nominal_fps'] or 25.0, videos, args.overwrite)
+        res = analyze_video(video, record, fps=args.fps, batch_size=args.batch_size, device=args.device,
+                            margin=args.margin, smooth=args.smooth, on_frame=writer, detector=args.detector,
+                            align=not args.no_align, detect_max_side=args.detect_max_side or VIDEO_DETECT_MAX_SIDE,
+                            progress=not args.no_progress and sys.stderr.isatty())
+    except BaseException as e:
+        if writer is not None:
+            writer.close(ok=False)
+        if not isinstance(e, VideoError) or len(videos) == 1:
+            raise
+        return dict(input=str(video), error=str(e), rows=[], faces={}, info=None)
+    if writer is not None:
+        writer.close()
+    elapsed = time.perf_counter() - started
+    res['timing'] = dict(res.get('timing') or {}, total_s=round(elapsed, 3),
+                         frames_per_s=round(res['info']['frames_sampled'] / max(elapsed, 1e-9), 2))
+    if writer is not None and writer.writer is not None:
+        res['annotated'] = str(writer.path)
+    if outdir is not None and res['rows']:
+        png = outdir / f'{video.stem}_timeline.png'
+        if plot_timeline(res, png, args.overwrite):
+            res['timeline'] = str(png)
+    return res
 
-    videos = [Path(p) for p in args.paths if is_video(p)]
-    if videos:
-        if len(videos) != len(args.paths):
-            raise VideoError('give either videos or images (and folders of images), not both in one run')
-        return run_videos(args, videos)
+
+def _report_video(args: argparse.Namespace, res: Dict[str, Any], video: Path) -> None:
+    """The summary lines of one video on stdout (unless a table goes there) and its timing on stderr."""
+    if '-' not in (args.json, args.csv):
+        for line in (summary_lines(res) if res.get('info') else [f"{res['input']}: ERROR {res['error']}"]):
+            print(printable(line))
+        for key in ('annotated', 'timeline'):
+            if res.get(key):
+                print(f'  wrote {res[key]}')
+    if res.get('info'):
+        t = res['timing']
+        print(f"{video}: {res['info']['frames_sampled']} frames in {t['total_s']:.1f} s = {t['frames_per_s']:.1f} "
+              f"frames/s (decode {res['info']['decode_s']:.1f} s, detect {t['detect_s']:.1f} s, model "
+              f"{t['model_s']:.1f} s)", file=sys.stderr)
+
+
+def _image_files(args: argparse.Namespace) -> List[Tuple[Path, Path]]:
+    """(file, root) of every image the paths name; NoInputError (saying what was found) when there is none."""
     files = collect_files(args.paths, exclude=Path(args.annotate) if args.annotate else None)
     if not files:
         found_videos = [f for p in map(Path, args.paths) if p.is_dir() for f in p.rglob('*') if is_video(f)]
@@ -240,7 +235,32 @@ def run(args: argparse.Namespace) -> int:
         import warnings
         warnings.warn('--margin sets the square crop around a detected face; it is unused '
                       + ('without --faces' if not args.faces else 'when faces are aligned by their landmarks '
-                         '(add --no-align to crop the box with a margin)'), UserWarning, stacklevel=2)
+                         '(add --no-align to crop the box with a margin)'), UserWarning, stacklevel=3)
+    return files
+
+
+def _write_annotated(file: Path, r: Dict[str, Any], out: Path, input_paths: set, overwrite: bool) -> None:
+    """The annotated copy of one input; a copy that cannot be written is recorded in `annotate_error`."""
+    try:
+        with atomic_path(out, input_paths, overwrite, '--annotate output') as tmp:
+            annotate_image(file, r).save(tmp, **(dict(format='JPEG', quality=92) if out.suffix == '.jpg'
+                                                 else dict(format='PNG')))
+        r['annotated'] = str(out)
+    except OutputError as e:
+        r['annotate_error'] = str(e)
+    except Exception as e:
+        r['annotate_error'] = f'{type(e).__name__}: {e}'
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    videos = [Path(p) for p in args.paths if is_video(p)]
+    if videos:
+        if len(videos) != len(args.paths):
+            raise VideoError('give either videos or images (and folders of images), not both in one run')
+        return run_videos(args, videos)
+    files = _image_files(args)
     if args.faces:
         require_detector(args.detector)
     outdir = Path(args.annotate) if args.annotate else None
@@ -252,37 +272,30 @@ def run(args: argparse.Namespace) -> int:
         by_root = len({root for _, root in files}) > 1
         annotated = [check_output(_annotated_path(file, root, outdir, input_paths, taken, by_root), input_paths,
                                   args.overwrite, '--annotate output') for file, root in files]
-    model = model_from_args(args)
+    record = model_from_args(args)
     if args.faces:
-        _note_framing(model, args)
-    names = label_names_of(model)
+        _note_framing(record, args)
     results = []
-    quiet_stdout = '-' in (args.json, args.csv)
     progress = False if args.no_progress or not sys.stderr.isatty() else len(files) >= PROGRESS_MIN_INPUTS
-    predictions = iter_predict([str(f) for f, _ in files], model, batch_size=args.batch_size, device=args.device,
+    predictions = iter_predict([str(f) for f, _ in files], record, batch_size=args.batch_size, device=args.device,
                                faces=args.faces, topk=args.topk, margin=args.margin, detector=args.detector,
-                               align=not args.no_align, progress=progress,
-                               detect_max_side=args.detect_max_side)
-    for i, ((file, root), r) in enumerate(zip(files, predictions)):
+                               align=not args.no_align, progress=progress, detect_max_side=args.detect_max_side)
+    for i, ((file, _), r) in enumerate(zip(files, predictions)):
         if outdir is not None and 'width' in r:
-            out = annotated[i]
-            try:
-                with atomic_path(out, input_paths, args.overwrite, '--annotate output') as tmp:
-                    annotate_image(file, r).save(tmp, **(dict(format='JPEG', quality=92) if out.suffix == '.jpg'
-                                                         else dict(format='PNG')))
-                r['annotated'] = str(out)
-            except OutputError as e:
-                r['annotate_error'] = str(e)
-            except Exception as e:
-                r['annotate_error'] = f'{type(e).__name__}: {e}'
+            _write_annotated(file, r, annotated[i], input_paths, args.overwrite)
         results.append(r)
         if r.get('note'):  # a face crop classified whole; an image scaled down for the detector with no face found
             tqdm.write(f"{printable(r['input'])}: note: {r['note']}", file=sys.stderr)
-        if not quiet_stdout:
+        if '-' not in (args.json, args.csv):
             # through the bar: in a terminal a plain print lands after the bar's text on the same line
             tqdm.write(_line(r, args.topk), file=sys.stdout)
             sys.stdout.flush()
-    _write_tables(args, results, _csv_rows(results, names), input_paths)
+    _write_tables(args, results, list(_csv_rows(results, record.label_names)), input_paths)
+    return _finish(args, files, results, record)
+
+
+def _finish(args: argparse.Namespace, files, results: List[Dict[str, Any]], record) -> int:
+    """The closing lines on stderr and the exit status: 1 when nothing was predicted or a copy was not written."""
     ok = sum(1 for r in results if r.get('label'))
     failed = len(results) - ok
     print(f'{ok} of {len(results)} inputs predicted' + (f', {failed} failed' if failed else ''), file=sys.stderr)
@@ -293,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     if unwritten:
         return 1
     if not args.faces:
-        hint = _whole_photo_hint(files, results, model)
+        hint = _whole_photo_hint(files, results, record.module)
         if hint:
             print(hint, file=sys.stderr)
     return 0 if ok else 1

@@ -35,15 +35,13 @@ import os
 import sys
 import time as _time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from ..utils.errors import ToolError, install_hint
-from .faces import DEFAULT_MARGIN, VIDEO_DETECT_MAX_SIDE, face_slot, framing_of, locate_faces, require_detector
-from ..utils.images import annotate_image, make_transform
-from ..loading import eval_mode, fit_batch, label_names_of, warn_if_untrained
-from ..notes import temperature_of
+from .faces import DEFAULT_MARGIN, VIDEO_DETECT_MAX_SIDE, face_slot, locate_faces, require_detector
+from ..utils.images import annotate_image
+from ..loading import ExpressionModel
 from ..utils.outputs import atomic_path, check_output, printable, save_figure
-from ..evaluation.scores import calibrated_probs
 
 VIDEO_EXTENSIONS = ('.mp4', '.m4v', '.mov', '.avi', '.mkv', '.webm')
 DEFAULT_SMOOTH_S = 1.0
@@ -180,6 +178,21 @@ def _smooth(history: List[Tuple[float, List[float]]], t: float, window: float) -
     return [sum(col) / len(recent) for col in zip(*recent)]
 
 
+class _Smoother:
+    """Each face's trailing mean of probabilities over `window` s (causal), written into its rows."""
+
+    def __init__(self, names: Sequence[str], window: float):
+        self.names, self.window = list(names), window
+        self.history: Dict[int, List[Tuple[float, List[float]]]] = {}
+
+    def __call__(self, row: Dict[str, Any], t: float) -> None:
+        h = self.history.setdefault(row['face'], [])
+        h.append((t, list(row['probabilities'].values())))
+        sm = _smooth(h, t, self.window) if self.window > 0 else list(row['probabilities'].values())
+        row['smoothed'] = dict(zip(self.names, sm))
+        row['smoothed_label'] = self.names[max(range(len(sm)), key=sm.__getitem__)]
+
+
 def analyze_video(
         path,
         model,
@@ -201,91 +214,78 @@ def analyze_video(
     [x0, y0, x1, y1], crop or aligned (with landmarks: detector_score, landmarks), label, score, probabilities,
     smoothed, smoothed_label. faces: per track id, first and last time, samples, and its most frequent
     smoothed label. `on_frame(index, time, image, rows)` is called once per sampled frame after its faces are
-    classified (in order), e.g. to write an annotated video.
+    classified (in order), e.g. to write an annotated video. The crops of consecutive frames share batches of
+    the one engine (`loading.engine.Batcher`); tracking and smoothing are added around it.
     """
-    import torch
     from tqdm import tqdm
-
 
     detector = require_detector(detector)
     if smooth < 0:
         raise VideoError(f'--smooth must be >= 0 seconds, got {smooth}')
     reader = VideoReader(path, fps)
-    names = label_names_of(model)
-    warn_if_untrained(model)
-    transform, cfg = make_transform(model)
-    batch_size = fit_batch(model, cfg['input_size'], batch_size)
-    temperature = temperature_of(model.pretrained_cfg)
-    framing = framing_of(model.pretrained_cfg) if align else None
-    dev = torch.device(device)
-    model.to(dev)
+    record = ExpressionModel.of(model)
+    record.warn_if_untrained()
+    engine = record.engine(device=device, batch_size=batch_size)
     tracker = FaceTracker(max_gap_s=max_gap_for(fps))
+    smoother = _Smoother(record.label_names, smooth)
     rows: List[Dict[str, Any]] = []
-    history: Dict[int, List[Tuple[float, List[float]]]] = {}
-    frames: List[Tuple[int, float, Any, List[Dict[str, Any]]]] = []  # waiting for their crops' batch
-    queue: List[Tuple[Any, Dict[str, Any]]] = []
     timing = dict(detect_s=0.0, model_s=0.0)
-    total = reader.info['frames_declared'] or None
-    if total and fps and reader.info['nominal_fps']:
-        total = max(1, math.ceil(total * min(1.0, fps / reader.info['nominal_fps'])))
-    bar = tqdm(total=total, unit='frame', file=sys.stderr, dynamic_ncols=True, disable=not progress,
-               desc=Path(str(path)).name)
-
-    def run_batch(n: int) -> None:
-        batch = queue[:n]
-        del queue[:n]
-        start = _time.perf_counter()
-        x = torch.stack([t for t, _ in batch]).to(dev)
-        with torch.inference_mode():
-            probs = calibrated_probs(model(x), temperature).cpu().tolist()
-        timing['model_s'] += _time.perf_counter() - start
-        for (_, row), p in zip(batch, probs):
-            best = max(range(len(p)), key=p.__getitem__)
-            row.update(label=names[best], score=p[best], probabilities=dict(zip(names, p)))
-
-    def flush_ready() -> None:
-        while frames and all('label' in r for r in frames[0][3]):
-            index, t, img, frame_rows = frames.pop(0)
-            for r in frame_rows:  # smoothing in time order, once the frame's own scores are known
-                h = history.setdefault(r['face'], [])
-                h.append((t, list(r['probabilities'].values())))
-                sm = _smooth(h, t, smooth) if smooth > 0 else list(r['probabilities'].values())
-                r['smoothed'] = dict(zip(names, sm))
-                r['smoothed_label'] = names[max(range(len(sm)), key=sm.__getitem__)]
-                rows.append(r)
-            if on_frame is not None:
-                on_frame(index, t, img, frame_rows)
-            bar.update(1)
-
-    error = None
+    bar = tqdm(total=_frames_to_sample(reader.info, fps), unit='frame', file=sys.stderr, dynamic_ncols=True,
+               disable=not progress, desc=Path(str(path)).name)
+    faces = dict(detector=detector, max_side=detect_max_side, margin=margin, framing=record.framing if align else None)
+    batcher = engine.batcher()
     try:
-        with eval_mode(model):
-            for index, t, img in reader:
-                start = _time.perf_counter()
-                found = locate_faces(img, detector, max_side=detect_max_side)
-                timing['detect_s'] += _time.perf_counter() - start
-                ids = tracker.update([f.box for f in found], t)
-                frame_rows = []
-                for face, face_id in sorted(zip(found, ids), key=lambda fi: fi[1]):
-                    slot, face_img = face_slot(img, face, margin, framing)
-                    row = dict(time=t, frame=index, face=face_id, **slot)
-                    frame_rows.append(row)
-                    queue.append((transform(face_img), row))
-                frames.append((index, t, img if on_frame is not None else None, frame_rows))
-                while len(queue) >= batch_size:
-                    run_batch(batch_size)
-                    flush_ready()
-                if not queue:
-                    flush_ready()
-            while queue:
-                run_batch(batch_size)
-            flush_ready()
+        for index, t, img in reader:
+            crops, frame = _frame_crops(index, t, img, tracker, engine.transform, faces, timing)
+            done = batcher.add(frame + ((img if on_frame is not None else None),), crops)
+            rows += _finished_frames(done, record.label_names, smoother, on_frame, bar)
+        rows += _finished_frames(batcher.finish(), record.label_names, smoother, on_frame, bar)
     finally:
         bar.close()
-    info = reader.info
-    if not rows:
-        error = f'no face detected in any of the {info["frames_sampled"]} sampled frames'
-    faces = {}
+    timing['model_s'] = engine.seconds
+    return _video_result(path, reader.info, rows, record.label_names, smooth, detector, timing)
+
+
+def _frame_crops(index: int, t: float, img, tracker: FaceTracker, transform, faces: Mapping[str, Any],
+                 timing: Dict[str, float]):
+    """(preprocessed crop of each face, (index, time, its rows)) of one sampled frame, faces in track order."""
+    start = _time.perf_counter()
+    found = locate_faces(img, faces['detector'], max_side=faces['max_side'])
+    ids = tracker.update([f.box for f in found], t)
+    frame_rows, crops = [], []
+    for face, face_id in sorted(zip(found, ids), key=lambda fi: fi[1]):
+        slot, face_img = face_slot(img, face, faces['margin'], faces['framing'])
+        frame_rows.append(dict(time=t, frame=index, face=face_id, **slot))
+        crops.append(transform(face_img))
+    timing['detect_s'] += _time.perf_counter() - start
+    return crops, (index, t, frame_rows)
+
+
+def _finished_frames(done, names: Sequence[str], smoother: '_Smoother', on_frame, bar) -> List[Dict[str, Any]]:
+    """The rows of frames whose faces are classified, labelled and smoothed in time order; `on_frame` per frame."""
+    rows = []
+    for (index, t, frame_rows, img), probs in done:
+        for row, p in zip(frame_rows, probs):
+            best = max(range(len(p)), key=p.__getitem__)
+            row.update(label=names[best], score=p[best], probabilities=dict(zip(names, p)))
+            smoother(row, t)
+            rows.append(row)
+        if on_frame is not None:
+            on_frame(index, t, img, frame_rows)
+        bar.update(1)
+    return rows
+
+
+def _frames_to_sample(info: Mapping[str, Any], fps: Optional[float]) -> Optional[int]:
+    total = info['frames_declared'] or None
+    if total and fps and info['nominal_fps']:
+        total = max(1, math.ceil(total * min(1.0, fps / info['nominal_fps'])))
+    return total
+
+
+def _video_result(path, info, rows, names, smooth, detector, timing) -> Dict[str, Any]:
+    """The result dict of `analyze_video`: rows, per-face summary (first/last time, most frequent label)."""
+    faces: Dict[int, Dict[str, Any]] = {}
     for r in rows:
         f = faces.setdefault(r['face'], dict(first_time=r['time'], last_time=r['time'], samples=0, labels={}))
         f['last_time'] = r['time']
@@ -294,11 +294,11 @@ def analyze_video(
     for f in faces.values():
         f['label'] = max(f['labels'], key=f['labels'].get)
         f['share'] = f['labels'][f['label']] / f['samples']
-    result: Dict[str, Any] = dict(input=str(path), info=info, rows=rows, faces=faces, label_names=names,
+    result: Dict[str, Any] = dict(input=str(path), info=info, rows=rows, faces=faces, label_names=list(names),
                                   smooth_s=smooth, detector=detector,
                                   timing={k: round(v, 3) for k, v in timing.items()})
-    if error:
-        result['error'] = error
+    if not rows:
+        result['error'] = f'no face detected in any of the {info["frames_sampled"]} sampled frames'
     return result
 
 

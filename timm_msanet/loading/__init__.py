@@ -29,6 +29,7 @@ train.py used); other class counts need `label_names` given explicitly.
 # The public names of the four modules below, so that `from timm_msanet.loading import load_model` is the
 # one import a tool or a user needs; the modules hold one concern each:
 #   checks (what a file may say about its model) <- checkpoint (reading and writing weights files)
+#   <- record (ExpressionModel: a loaded model and its facts) <- engine (Classifier: the one batching engine)
 #   <- sources (names, releases, the Hub; load_model) <- arguments (the tools' shared model options)
 from .checks import (CheckpointError, msanet_archs, MIN_SIDE, MAX_SIDE, MAX_CHANS, MAX_PARAMS, INTERPOLATIONS,
     CROP_MODES, MAX_NOTE_CHARS, STEERING_KEYS, COMMON_MODEL_ARGS, MSANET_MODEL_ARGS, allowed_model_args,
@@ -37,8 +38,10 @@ from .checks import (CheckpointError, msanet_archs, MIN_SIDE, MAX_SIDE, MAX_CHAN
 from .checkpoint import (DEFAULT_MODEL, WEIGHT_KEYS, EMA_KEY, Checkpoint, RECORD_ARG_KEYS, training_record,
     write_weights, read_checkpoint, describe_mismatch, CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, config_beside,
     model_from_checkpoint)
-from .sources import (create_published, needs_hub, HUB_PROBE_TIMEOUT_S, hub_reachable, load_model, check_finite,
-    label_names_of, eval_mode, set_input_size, untrained_head_reason, warn_if_untrained)
+from .record import ExpressionModel, WeightsSource
+from .engine import Classifier, calibrated
+from .sources import (create_published, needs_hub, HUB_PROBE_TIMEOUT_S, hub_reachable, load_model, load_expression_model,
+    check_finite)
 from .arguments import (add_model_args, model_input_paths, model_from_args)
 
 __all__ = ['CheckpointError', 'msanet_archs', 'MIN_SIDE', 'MAX_SIDE', 'MAX_CHANS', 'MAX_PARAMS', 'INTERPOLATIONS',
@@ -48,6 +51,6 @@ __all__ = ['CheckpointError', 'msanet_archs', 'MIN_SIDE', 'MAX_SIDE', 'MAX_CHANS
     'DEFAULT_MODEL', 'WEIGHT_KEYS', 'EMA_KEY',
     'Checkpoint', 'RECORD_ARG_KEYS', 'training_record', 'write_weights', 'read_checkpoint', 'describe_mismatch',
     'CONFIG_DATA_KEYS', 'WEIGHTS_BESIDE_CONFIG', 'config_beside', 'model_from_checkpoint', 'create_published',
-    'needs_hub', 'HUB_PROBE_TIMEOUT_S', 'hub_reachable', 'load_model', 'check_finite', 'label_names_of', 'eval_mode',
-    'set_input_size', 'untrained_head_reason', 'warn_if_untrained', 'add_model_args', 'model_input_paths',
+    'needs_hub', 'HUB_PROBE_TIMEOUT_S', 'hub_reachable', 'load_model', 'load_expression_model', 'check_finite',
+    'ExpressionModel', 'WeightsSource', 'Classifier', 'calibrated', 'add_model_args', 'model_input_paths',
     'model_from_args']

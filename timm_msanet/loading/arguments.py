@@ -7,7 +7,8 @@ from typing import List
 from ..utils.options import positive_int
 from .checks import CheckpointError, check_label_names
 from .checkpoint import DEFAULT_MODEL
-from .sources import load_model, set_input_size
+from .record import ExpressionModel
+from .sources import load_expression_model
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +44,8 @@ def model_input_paths(args: argparse.Namespace) -> List[str]:
     return paths
 
 
-def model_from_args(args: argparse.Namespace):
+def model_from_args(args: argparse.Namespace) -> ExpressionModel:
+    """The `ExpressionModel` the model options name (the packaged FER2013 model when they name none)."""
     model_name = args.model
     if not (args.model or args.checkpoint or args.hf_hub):
         model_name = DEFAULT_MODEL  # the packaged expression model: the commands work out of the box
@@ -55,24 +57,23 @@ def model_from_args(args: argparse.Namespace):
                   use_ema=False if args.no_ema else None, pretrained=not args.no_pretrained)
     try:
         try:
-            model = load_model(**source)  # with its own names, when it has them (its record, or canonical)
+            record = load_expression_model(**source)  # with its own names, when it has them (or canonical)
         except CheckpointError as e:
             if names is None or 'no label names' not in str(e):
                 raise
-            model = load_model(**source, label_names=names)
+            record = load_expression_model(**source, label_names=names)
     except ValueError as e:  # options that contradict each other (two sources, --no-pretrained with a checkpoint)
         raise CheckpointError(str(e)) from None
-    own = list(model.pretrained_cfg.get('label_names') or [])
-    if names is not None and names != own:
-        if len(names) != model.num_classes:
-            raise CheckpointError(f'{len(names)} label names given for a {model.num_classes}-class model; expected one '
-                                  f'name per class in output order')
+    if names is not None and tuple(names) != record.label_names:
+        if len(names) != record.num_classes:
+            raise CheckpointError(f'{len(names)} label names given for a {record.num_classes}-class model; expected '
+                                  f'one name per class in output order')
         import warnings
         warnings.warn('--label-names renames the outputs of a model that has its own names: '
-                      + ', '.join(f'{a} -> {b}' for a, b in zip(own, names) if a != b)
+                      + ', '.join(f'{a} -> {b}' for a, b in zip(record.label_names, names) if a != b)
                       + '. Drop --label-names unless the model really was trained with that class order',
                       UserWarning, stacklevel=2)
-        model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names))
+        record.set_label_names(names)
     if getattr(args, 'img_size', None):
-        set_input_size(model, args.img_size)
-    return model
+        record.set_input_size(args.img_size)
+    return record

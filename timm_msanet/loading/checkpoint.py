@@ -226,69 +226,10 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
     if not path.is_file():
         raise CheckpointError(f'checkpoint {path} does not exist (or is not a file)')
     if path.suffix == '.safetensors':
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-        try:
-            sd = load_file(str(path), device='cpu')
-            with safe_open(str(path), framework='pt') as f:
-                meta = f.metadata() or {}
-        except Exception as e:
-            raise CheckpointError(f'cannot read {path} as safetensors: {type(e).__name__}: {e}') from None
-        if use_ema is True:
-            raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain weights file without any '
-                                  f'(drop --ema)')
-        args, arch = _training_record(meta, path)
-        extra = {}
-        for key in ('epoch', 'metric'):  # what train.py recorded about the checkpoint the file came from
-            try:
-                extra[key] = (int if key == 'epoch' else float)(meta[f'checkpoint_{key}'])
-            except (KeyError, ValueError):
-                pass
-        if meta.get('checkpoint_weights') in (EMA_KEY,) + WEIGHT_KEYS:  # which weights of the train.py checkpoint
-            extra['weights_origin'] = meta['checkpoint_weights']
-        if meta.get('temperature') is not None:  # written by `timm-msanet calibrate --save`
-            try:
-                extra['temperature'] = check_temperature(meta['temperature'], f'{path}: metadata "temperature"')
-            except ValueError as e:
-                raise CheckpointError(str(e)) from None
-            extra['temperature_fit_split'] = str(meta.get('temperature_fit_split') or 'validation')
-        extra.update(_recorded_facts(meta, path))
-        if use_ema is False and extra.get('weights_origin') == EMA_KEY:
-            raise CheckpointError(f'{path} holds one set of weights, the EMA of its train.py checkpoint: there are '
-                                  f'no raw weights for --no-ema. Drop --no-ema, or give the train.py checkpoint '
-                                  f'(or a file from publish --weights-only --no-ema)')
-        return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra, str(path))
+        return _read_safetensors(path, use_ema)
     obj: Any = _torch_load_safely(path)
-
     if isinstance(obj, Mapping) and any(k in obj for k in WEIGHT_KEYS + (EMA_KEY,)) and not _is_state_dict(obj):
-        raw_args = obj.get('args')
-        if isinstance(raw_args, argparse.Namespace):
-            args = dict(vars(raw_args))
-        elif isinstance(raw_args, Mapping):
-            args = dict(raw_args)
-        else:
-            args = {}
-        for key, value in args.items():  # before anything prints, compares or serialises them (all recursive)
-            if nesting_depth(value, MAX_ARG_DEPTH) > MAX_ARG_DEPTH:
-                raise CheckpointError(f'{path}: its train.py args.{key} nests lists or dicts more than '
-                                      f'{MAX_ARG_DEPTH} levels deep; no train.py setting does: not loaded')
-        has_ema = _is_state_dict(obj.get(EMA_KEY))
-        plain_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
-        if use_ema is True and not has_ema:
-            raise CheckpointError(f'--ema asked for EMA weights but {path} has no "{EMA_KEY}" (train without '
-                               f'--model-ema, or publish with --no-ema / without --ema)')
-        if use_ema is False or not has_ema:
-            if plain_key is None:
-                raise CheckpointError(f'{path} is a training checkpoint without a usable "state_dict"; '
-                                   f'keys: {sorted(map(str, obj))[:12]}' + (' (it has EMA weights: use --ema)'
-                                                                              if has_ema else ''))
-            key = plain_key
-        else:
-            key = EMA_KEY
-        arch = obj.get('arch') if isinstance(obj.get('arch'), str) else None
-        extra = {k: obj[k] for k in ('epoch', 'metric') if isinstance(obj.get(k), (int, float))}
-        return Checkpoint(_strip_module(obj[key]), args, arch, key, has_ema, extra, str(path))
-
+        return _read_train_checkpoint(obj, path, use_ema)
     if _is_state_dict(obj):
         if use_ema is True:
             raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain state dict without any '
@@ -297,6 +238,74 @@ def read_checkpoint(path: Union[str, Path], use_ema: Optional[bool] = None) -> C
     what = type(obj).__name__ if not isinstance(obj, Mapping) else f'dict with keys {sorted(map(str, obj))[:12]}'
     raise CheckpointError(f'{path} is not a model checkpoint: expected a state dict of tensors or a timm train.py '
                        f'checkpoint (with "state_dict"), found a {what}')
+
+
+def _read_safetensors(path: Path, use_ema: Optional[bool]) -> Checkpoint:
+    """A .safetensors weights file and what its metadata records (training args, weights origin, temperature,
+    dataset, notes)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+    try:
+        sd = load_file(str(path), device='cpu')
+        with safe_open(str(path), framework='pt') as f:
+            meta = f.metadata() or {}
+    except Exception as e:
+        raise CheckpointError(f'cannot read {path} as safetensors: {type(e).__name__}: {e}') from None
+    if use_ema is True:
+        raise CheckpointError(f'--ema asked for EMA weights but {path} is a plain weights file without any '
+                              f'(drop --ema)')
+    args, arch = _training_record(meta, path)
+    extra: Dict[str, Any] = {}
+    for key in ('epoch', 'metric'):  # what train.py recorded about the checkpoint the file came from
+        try:
+            extra[key] = (int if key == 'epoch' else float)(meta[f'checkpoint_{key}'])
+        except (KeyError, ValueError):
+            pass
+    if meta.get('checkpoint_weights') in (EMA_KEY,) + WEIGHT_KEYS:  # which weights of the train.py checkpoint
+        extra['weights_origin'] = meta['checkpoint_weights']
+    if meta.get('temperature') is not None:  # written by `timm-msanet calibrate --save`
+        try:
+            extra['temperature'] = check_temperature(meta['temperature'], f'{path}: metadata "temperature"')
+        except ValueError as e:
+            raise CheckpointError(str(e)) from None
+        extra['temperature_fit_split'] = str(meta.get('temperature_fit_split') or 'validation')
+    extra.update(_recorded_facts(meta, path))
+    if use_ema is False and extra.get('weights_origin') == EMA_KEY:
+        raise CheckpointError(f'{path} holds one set of weights, the EMA of its train.py checkpoint: there are '
+                              f'no raw weights for --no-ema. Drop --no-ema, or give the train.py checkpoint '
+                              f'(or a file from publish --weights-only --no-ema)')
+    return Checkpoint(_strip_module(sd), args, arch, 'file', False, extra, str(path))
+
+
+def _read_train_checkpoint(obj: Mapping[str, Any], path: Path, use_ema: Optional[bool]) -> Checkpoint:
+    """A timm train.py checkpoint: its EMA or raw weights (`use_ema`), args, arch, epoch and metric."""
+    raw_args = obj.get('args')
+    if isinstance(raw_args, argparse.Namespace):
+        args = dict(vars(raw_args))
+    elif isinstance(raw_args, Mapping):
+        args = dict(raw_args)
+    else:
+        args = {}
+    for key, value in args.items():  # before anything prints, compares or serialises them (all recursive)
+        if nesting_depth(value, MAX_ARG_DEPTH) > MAX_ARG_DEPTH:
+            raise CheckpointError(f'{path}: its train.py args.{key} nests lists or dicts more than '
+                                  f'{MAX_ARG_DEPTH} levels deep; no train.py setting does: not loaded')
+    has_ema = _is_state_dict(obj.get(EMA_KEY))
+    plain_key = next((k for k in WEIGHT_KEYS if _is_state_dict(obj.get(k))), None)
+    if use_ema is True and not has_ema:
+        raise CheckpointError(f'--ema asked for EMA weights but {path} has no "{EMA_KEY}" (train without '
+                              f'--model-ema, or publish with --no-ema / without --ema)')
+    if use_ema is False or not has_ema:
+        if plain_key is None:
+            raise CheckpointError(f'{path} is a training checkpoint without a usable "state_dict"; '
+                                  f'keys: {sorted(map(str, obj))[:12]}' + (' (it has EMA weights: use --ema)'
+                                                                           if has_ema else ''))
+        key = plain_key
+    else:
+        key = EMA_KEY
+    arch = obj.get('arch') if isinstance(obj.get('arch'), str) else None
+    extra = {k: obj[k] for k in ('epoch', 'metric') if isinstance(obj.get(k), (int, float))}
+    return Checkpoint(_strip_module(obj[key]), args, arch, key, has_ema, extra, str(path))
 
 
 def describe_mismatch(model, sd: Mapping[str, Any]) -> str:
@@ -357,7 +366,7 @@ def config_beside(path: Union[str, Path]) -> Optional[Tuple[Path, Dict[str, Any]
     return cfg_path, config, model_args
 
 
-def _with_config(ckpt: 'Checkpoint', cfg_path: Path, config: Mapping[str, Any], model_args: Mapping[str, Any]):
+def with_config(ckpt: 'Checkpoint', cfg_path: Path, config: Mapping[str, Any], model_args: Mapping[str, Any]):
     """The checkpoint's record with what its config.json says: architecture, class count, constructor args."""
     args = dict(ckpt.args)
     arch = config['architecture'].split('.')[0]
@@ -370,6 +379,17 @@ def _with_config(ckpt: 'Checkpoint', cfg_path: Path, config: Mapping[str, Any], 
         args['num_classes'] = config['num_classes']
     args['model_kwargs'] = dict(args.get('model_kwargs') or {}, **model_args)
     return Checkpoint(ckpt.state_dict, args, arch, ckpt.weights, ckpt.has_ema, ckpt.extra, ckpt.source)
+
+def _class_count(ckpt: Checkpoint, num_classes: Optional[int]) -> int:
+    """The checkpoint's class count, which a given `num_classes` must agree with."""
+    recorded = ckpt.num_classes
+    if num_classes is not None and recorded is not None and num_classes != recorded:
+        raise CheckpointError(f'wrong class count: the checkpoint has {recorded} classes, not {num_classes}')
+    if (recorded or num_classes) is None:
+        raise CheckpointError('cannot tell the number of classes: the checkpoint has no args.num_classes and no '
+                              'classifier weight; pass num_classes (--num-classes)')
+    return recorded or num_classes
+
 
 def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, num_classes: Optional[int] = None,
                           caller_kwargs: Optional[Mapping[str, Any]] = None):
@@ -384,13 +404,7 @@ def model_from_checkpoint(ckpt: Checkpoint, model_name: Optional[str] = None, nu
         if ckpt.args.get(key) is not None and not COMMON_MODEL_ARGS[key][0](ckpt.args[key]):
             raise CheckpointError(f'{where}: its args.{key} {ckpt.args[key]!r} is not valid; expected '
                                   f'{COMMON_MODEL_ARGS[key][1]}')
-    recorded_classes = ckpt.num_classes
-    if num_classes is not None and recorded_classes is not None and num_classes != recorded_classes:
-        raise CheckpointError(f'wrong class count: the checkpoint has {recorded_classes} classes, not {num_classes}')
-    num_classes = recorded_classes or num_classes
-    if num_classes is None:
-        raise CheckpointError('cannot tell the number of classes: the checkpoint has no args.num_classes and no '
-                              'classifier weight; pass num_classes (--num-classes)')
+    num_classes = _class_count(ckpt, num_classes)
     model_kwargs: Dict[str, Any] = dict(num_classes=num_classes)
     in_chans = ckpt.args.get('in_chans') or (int(sd['conv1.weight'].shape[1]) if 'conv1.weight' in sd else None)
     if in_chans and in_chans != 3:

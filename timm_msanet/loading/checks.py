@@ -15,7 +15,8 @@ class CheckpointError(ToolError):
 
 def msanet_archs() -> List[str]:
     import timm
-    import timm_msanet  # noqa: F401  (registration when the autoload hook is off)
+    import importlib
+    importlib.import_module('timm_msanet')  # registers the models when the autoload hook is off
     return timm.list_models('msanet_*')
 
 
@@ -191,11 +192,12 @@ def memory_budget() -> int:
         return 8 * 2**30
 
 
-def fit_batch(model, input_size: Tuple[int, int, int], batch_size: int, budget: Optional[int] = None) -> int:
+def fit_batch(model, input_size: Tuple[int, int, int], batch_size: int, budget: Optional[int] = None,
+              per_image: Optional[int] = None) -> int:
     """The batch size, shrunk so that one batch's activations (`activation_bytes`) fit the memory budget
     (`memory_budget`); a ToolError when not even one image fits: a config's allowed 2048 px input or a wide
     model is refused in one line before anything is allocated, instead of a multi-GB allocation traceback."""
-    per_image = activation_bytes(model, tuple(input_size))
+    per_image = activation_bytes(model, tuple(input_size)) if per_image is None else per_image
     budget = memory_budget() if budget is None else budget
     fits = budget // max(per_image, 1)
     if fits < 1:

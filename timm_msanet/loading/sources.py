@@ -12,8 +12,9 @@ from ..labels import labels_for
 from ..notes import expects_grey_input, set_temperature, temperature_of
 from ..releases import pool_size_for
 from .checks import CheckpointError, STEERING_KEYS, check_input_size, check_release_config, msanet_archs
-from .checkpoint import (CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, _with_config, config_beside, model_from_checkpoint,
-                         read_checkpoint)
+from .checkpoint import (CONFIG_DATA_KEYS, WEIGHTS_BESIDE_CONFIG, config_beside, model_from_checkpoint, read_checkpoint,
+                         with_config)
+from .record import ExpressionModel, WeightsSource
 
 
 def _hf_cache_hint() -> str:
@@ -46,9 +47,9 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
     such as `msanet_r18.rafdb`. `num_classes`, if given, must match the release: replacing the head is
     fine-tuning, done with `timm.create_model(..., num_classes=N)` directly.
     """
+    import importlib
     import timm
-    import timm_msanet  # noqa: F401
-    from huggingface_hub import errors as hf_errors
+    importlib.import_module('timm_msanet')  # registers the models when the autoload hook is off
 
     name = str(name_or_path)
     if ':' not in name or re.match(r'^[A-Za-z]:[\\/]', name):  # no source prefix (a Windows drive is not one)
@@ -59,48 +60,7 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
     source, _, ident = name.partition(':') if name.startswith(('hf-hub:', 'local-dir:')) else (None, '', name)
 
     def explain(e: BaseException) -> CheckpointError:
-        if isinstance(e, hf_errors.LocalEntryNotFoundError) or (
-                isinstance(e, OSError) and 'offline' in str(e).lower()):
-            repo = ident if source == 'hf-hub' else _hub_repo_of(ident)
-            what = ident if repo == ident else f'{ident} (its weights are the Hub repo {repo})'
-            return CheckpointError(
-                f'{what} is not in the local Hugging Face cache ({_hf_cache_hint()}) and the Hub cannot be '
-                f'reached ({_why_offline()}). '
-                f'Connect and unset HF_HUB_OFFLINE, download it once while online (`hf download {repo}`), '
-                f'or load a local copy with local-dir:PATH.')
-        if isinstance(e, hf_errors.GatedRepoError):
-            return CheckpointError(f'{ident} is gated on the Hub: accept its terms on https://huggingface.co/{ident} '
-                                f'and log in (`hf auth login` or HF_TOKEN).')
-        if isinstance(e, hf_errors.RepositoryNotFoundError):
-            return CheckpointError(f'repo {ident} was not found on the Hugging Face Hub (or it is private and you are '
-                                f'not logged in). Check ORG/NAME; for a private repo run `hf auth login` or set '
-                                f'HF_TOKEN.')
-        if isinstance(e, hf_errors.RevisionNotFoundError):
-            return CheckpointError(f'{ident}: that revision does not exist on the Hub; check the part after "@".')
-        if source == 'local-dir' and isinstance(e, FileNotFoundError):
-            return CheckpointError(f'folder {ident} has no config.json (or does not exist): give a folder written '
-                                f'by `timm-msanet publish --dry-run` or downloaded from a model repo. ({e})')
-        if isinstance(e, (hf_errors.EntryNotFoundError, FileNotFoundError)):
-            return CheckpointError(f'{ident} has no config.json / model.safetensors: it is not a timm model repo '
-                                f'(publish one with `timm-msanet publish`). ({e})')
-        msg = str(e)
-        if 'Invalid pretrained tag' in msg:
-            arch = ident.split('.')[0]
-            return CheckpointError(f'{msg} Registered tags: {timm.list_pretrained(arch + ".*")}; FER-trained '
-                                f'releases are listed in timm_msanet/releases.py.')
-        if 'Unknown model' in msg:
-            import difflib
-            arch = ident.split('.')[0]
-            near = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.75)
-            return CheckpointError(f'{arch!r} is not a registered model'
-                                   + (f'; did you mean {" or ".join(near)}?' if near else '')
-                                   + f' The msanet models: {", ".join(msanet_archs())}; their pretrained tags: '
-                                   f'{", ".join(timm.list_pretrained("msanet_*"))}')
-        if 'Error(s) in loading state_dict' in msg or 'size mismatch' in msg or 'Missing key' in msg:
-            return CheckpointError(f'architecture mismatch: the weights of {ident} do not fit the architecture '
-                                f'its config (or your arguments) asks for; do not override model arguments, or '
-                                f're-publish the checkpoint with the right --model. ({msg.splitlines()[0]})')
-        return CheckpointError(f'cannot load {ident}: {type(e).__name__}: {e}')
+        return load_error(e, source, ident)
 
     expected = None
     if source in ('hf-hub', 'local-dir'):
@@ -128,6 +88,54 @@ def create_published(name_or_path: str, pretrained: bool = True, num_classes: Op
             return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as e:
         raise explain(e) from e
+
+
+def load_error(e: BaseException, source: Optional[str], ident: str) -> CheckpointError:
+    """The CheckpointError that says what to do about an exception of `timm.create_model` on a release."""
+    import timm
+    from huggingface_hub import errors as hf_errors
+    if isinstance(e, hf_errors.LocalEntryNotFoundError) or (
+            isinstance(e, OSError) and 'offline' in str(e).lower()):
+        repo = ident if source == 'hf-hub' else _hub_repo_of(ident)
+        what = ident if repo == ident else f'{ident} (its weights are the Hub repo {repo})'
+        return CheckpointError(
+            f'{what} is not in the local Hugging Face cache ({_hf_cache_hint()}) and the Hub cannot be '
+            f'reached ({_why_offline()}). '
+            f'Connect and unset HF_HUB_OFFLINE, download it once while online (`hf download {repo}`), '
+            f'or load a local copy with local-dir:PATH.')
+    if isinstance(e, hf_errors.GatedRepoError):
+        return CheckpointError(f'{ident} is gated on the Hub: accept its terms on https://huggingface.co/{ident} '
+                            f'and log in (`hf auth login` or HF_TOKEN).')
+    if isinstance(e, hf_errors.RepositoryNotFoundError):
+        return CheckpointError(f'repo {ident} was not found on the Hugging Face Hub (or it is private and you are '
+                            f'not logged in). Check ORG/NAME; for a private repo run `hf auth login` or set '
+                            f'HF_TOKEN.')
+    if isinstance(e, hf_errors.RevisionNotFoundError):
+        return CheckpointError(f'{ident}: that revision does not exist on the Hub; check the part after "@".')
+    if source == 'local-dir' and isinstance(e, FileNotFoundError):
+        return CheckpointError(f'folder {ident} has no config.json (or does not exist): give a folder written '
+                            f'by `timm-msanet publish --dry-run` or downloaded from a model repo. ({e})')
+    if isinstance(e, (hf_errors.EntryNotFoundError, FileNotFoundError)):
+        return CheckpointError(f'{ident} has no config.json / model.safetensors: it is not a timm model repo '
+                            f'(publish one with `timm-msanet publish`). ({e})')
+    msg = str(e)
+    if 'Invalid pretrained tag' in msg:
+        arch = ident.split('.')[0]
+        return CheckpointError(f'{msg} Registered tags: {timm.list_pretrained(arch + ".*")}; FER-trained '
+                            f'releases are listed in timm_msanet/releases.py.')
+    if 'Unknown model' in msg:
+        import difflib
+        arch = ident.split('.')[0]
+        near = difflib.get_close_matches(arch, timm.list_models(), n=3, cutoff=0.75)
+        return CheckpointError(f'{arch!r} is not a registered model'
+                               + (f'; did you mean {" or ".join(near)}?' if near else '')
+                               + f' The msanet models: {", ".join(msanet_archs())}; their pretrained tags: '
+                               f'{", ".join(timm.list_pretrained("msanet_*"))}')
+    if 'Error(s) in loading state_dict' in msg or 'size mismatch' in msg or 'Missing key' in msg:
+        return CheckpointError(f'architecture mismatch: the weights of {ident} do not fit the architecture '
+                            f'its config (or your arguments) asks for; do not override model arguments, or '
+                            f're-publish the checkpoint with the right --model. ({msg.splitlines()[0]})')
+    return CheckpointError(f'cannot load {ident}: {type(e).__name__}: {e}')
 
 
 def needs_hub(name: str, pretrained: bool = True) -> bool:
@@ -210,7 +218,8 @@ def load_model(
         pretrained: bool = True,
         **kwargs: Any,
 ):
-    """Create an eval-mode model from one source, with `pretrained_cfg['label_names']` set.
+    """Create an eval-mode timm model from one source, with `pretrained_cfg['label_names']` set; its
+    `ExpressionModel` record (`ExpressionModel.of(model)`) knows where the weights came from.
 
     Args:
         model_name: A registered name (`msanet_r18`, `msanet_r18.tv_in1k`, `hf-hub:org/repo`,
@@ -222,74 +231,98 @@ def load_model(
         use_ema: None prefers EMA weights of a train.py checkpoint, True requires them, False skips them.
         pretrained: Load pretrained weights for a plain model name.
     """
+    return load_expression_model(model_name, checkpoint, hf_hub, num_classes, label_names, use_ema, pretrained,
+                                 **kwargs).module
+
+
+def load_expression_model(
+        model_name: Optional[str] = None,
+        checkpoint: Optional[Union[str, Path]] = None,
+        hf_hub: Optional[str] = None,
+        num_classes: Optional[int] = None,
+        label_names: Optional[Sequence[str]] = None,
+        use_ema: Optional[bool] = None,
+        pretrained: bool = True,
+        **kwargs: Any,
+) -> ExpressionModel:
+    """`load_model`, returning the `ExpressionModel` record (the module, its facts and its `WeightsSource`)."""
     if checkpoint is not None and hf_hub is not None or (model_name is None and checkpoint is None and hf_hub is None):
         raise ValueError('give one model source: a model name, a checkpoint file (with --model if it does not '
                          'name its architecture) or a Hub repo id')
     if checkpoint is not None:
-        refused = sorted(k for k in kwargs if k in STEERING_KEYS and k != 'pretrained_cfg_overlay')
-        if refused or not pretrained:
-            raise ValueError(f'{", ".join(refused) or "pretrained=False"} cannot apply with a checkpoint: its '
-                             f'weights are the checkpoint\'s. Drop it, or load a model name instead.')
-        caller_overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
-        overlay = dict(caller_overlay)
-        if Path(checkpoint).is_dir():  # a save_for_hf / publish --dry-run folder
-            if not (Path(checkpoint) / WEIGHTS_BESIDE_CONFIG).is_file():
-                raise CheckpointError(f'checkpoint {checkpoint} is a folder without {WEIGHTS_BESIDE_CONFIG}: expected '
-                                      f'a weights file, or a folder as timm\'s save_for_hf writes it')
-            checkpoint = Path(checkpoint) / WEIGHTS_BESIDE_CONFIG
-        ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
-        beside = config_beside(checkpoint)
-        if beside is not None:
-            ckpt = _with_config(ckpt, *beside)
-            pcfg = beside[1].get('pretrained_cfg', beside[1])
-            names = beside[1].get('label_names') or pcfg.get('label_names')
-            if label_names is None and names:
-                label_names = list(names)
-            data = {k: pcfg[k] for k in CONFIG_DATA_KEYS if pcfg.get(k) is not None}
-            overlay = dict(data, **overlay, config=str(beside[0]))
-            if pcfg.get('temperature') is not None and 'temperature' not in ckpt.extra:
-                ckpt.extra = dict(ckpt.extra, temperature=temperature_of(pcfg),
-                                  temperature_fit_split=pcfg.get('temperature_fit_split', 'validation'))
-        model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes, caller_kwargs=kwargs)
-        if overlay.get('input_size') is not None:  # the caller's resolution, with the pool size that goes with it
-            size = check_input_size(tuple(overlay['input_size']), 'pretrained_cfg_overlay')
-            overlay['input_size'] = size
-            if model.pretrained_cfg.get('pool_size') and 'pool_size' not in caller_overlay:
-                overlay['pool_size'] = pool_size_for(size[1:])
-        model.pretrained_cfg = dict(model.pretrained_cfg, **overlay, checkpoint=str(checkpoint),
-                                    checkpoint_weights=ckpt.weights,
-                                    checkpoint_weights_origin=ckpt.extra.get('weights_origin'))
-        if ckpt.extra.get('notes') and 'notes' not in caller_overlay:  # the file's own grey input and framing
-            notes = tuple(model.pretrained_cfg.get('notes') or ())
-            model.pretrained_cfg['notes'] = notes + tuple(n for n in ckpt.extra['notes'] if n not in notes)
-        if hasattr(model, 'set_grey_input') and model.in_chans == 3 and expects_grey_input(model.pretrained_cfg):
-            model.set_grey_input(True)  # known from the file's notes after construction: the model converts itself
-        if 'temperature' in ckpt.extra:
-            set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
+        model, source, names = _from_checkpoint(checkpoint, model_name, num_classes, use_ema, pretrained, kwargs)
+        label_names = names if label_names is None else label_names
     else:
         name = f'hf-hub:{hf_hub}' if hf_hub is not None else model_name
         model = create_published(name, pretrained=pretrained, num_classes=num_classes, **kwargs).eval()
-        if not pretrained:
-            model.pretrained_cfg = dict(model.pretrained_cfg, random_weights=True)
+        release = model.pretrained_cfg.get('source') in ('hf-hub', 'local-dir')
+        source = WeightsSource(kind='random' if not pretrained else 'release' if release else 'registered', name=name)
+    names = _label_names_for(model, label_names, source)
+    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=model.num_classes)
+    check_finite(model, str(checkpoint or hf_hub or model_name))
+    return ExpressionModel.from_module(model, source)
 
+
+def _from_checkpoint(checkpoint, model_name, num_classes, use_ema, pretrained, kwargs):
+    """(model, WeightsSource, label names of a config.json beside it or None) of a checkpoint or weights file."""
+    refused = sorted(k for k in kwargs if k in STEERING_KEYS and k != 'pretrained_cfg_overlay')
+    if refused or not pretrained:
+        raise ValueError(f'{", ".join(refused) or "pretrained=False"} cannot apply with a checkpoint: its '
+                         f'weights are the checkpoint\'s. Drop it, or load a model name instead.')
+    caller_overlay = dict(kwargs.pop('pretrained_cfg_overlay', None) or {})
+    overlay, names, config = dict(caller_overlay), None, None
+    if Path(checkpoint).is_dir():  # a save_for_hf / publish --dry-run folder
+        if not (Path(checkpoint) / WEIGHTS_BESIDE_CONFIG).is_file():
+            raise CheckpointError(f'checkpoint {checkpoint} is a folder without {WEIGHTS_BESIDE_CONFIG}: expected '
+                                  f'a weights file, or a folder as timm\'s save_for_hf writes it')
+        checkpoint = Path(checkpoint) / WEIGHTS_BESIDE_CONFIG
+    ckpt = read_checkpoint(checkpoint, use_ema=use_ema)
+    beside = config_beside(checkpoint)
+    if beside is not None:
+        ckpt, config = with_config(ckpt, *beside), str(beside[0])
+        pcfg = beside[1].get('pretrained_cfg', beside[1])
+        names = beside[1].get('label_names') or pcfg.get('label_names') or None
+        overlay = dict({k: pcfg[k] for k in CONFIG_DATA_KEYS if pcfg.get(k) is not None}, **overlay)
+        if pcfg.get('temperature') is not None and 'temperature' not in ckpt.extra:
+            ckpt.extra = dict(ckpt.extra, temperature=temperature_of(pcfg),
+                              temperature_fit_split=pcfg.get('temperature_fit_split', 'validation'))
+    model, _ = model_from_checkpoint(ckpt, model_name=model_name, num_classes=num_classes, caller_kwargs=kwargs)
+    if overlay.get('input_size') is not None:  # the caller's resolution, with the pool size that goes with it
+        overlay['input_size'] = check_input_size(tuple(overlay['input_size']), 'pretrained_cfg_overlay')
+        if model.pretrained_cfg.get('pool_size') and 'pool_size' not in caller_overlay:
+            overlay['pool_size'] = pool_size_for(overlay['input_size'][1:])
+    model.pretrained_cfg = dict(model.pretrained_cfg, **overlay)
+    if ckpt.extra.get('notes') and 'notes' not in caller_overlay:  # the file's own grey input and framing
+        notes = tuple(model.pretrained_cfg.get('notes') or ())
+        model.pretrained_cfg['notes'] = notes + tuple(n for n in ckpt.extra['notes'] if n not in notes)
+    if hasattr(model, 'set_grey_input') and model.in_chans == 3 and expects_grey_input(model.pretrained_cfg):
+        model.set_grey_input(True)  # known from the file's notes after construction: the model converts itself
+    if 'temperature' in ckpt.extra:
+        set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
+    source = WeightsSource(kind='checkpoint', name=str(checkpoint), checkpoint=str(checkpoint), entry=ckpt.weights,
+                           entry_origin=ckpt.extra.get('weights_origin'), config=config)
+    return model, source, list(names) if names else None
+
+
+def _label_names_for(model, label_names: Optional[Sequence[str]], source: WeightsSource) -> List[str]:
+    """The class names in output order: the caller's, else the cfg's, else the canonical FER names; a release's
+    own names are never guessed."""
     n_out = model.num_classes
     names = list(label_names) if label_names is not None else list(model.pretrained_cfg.get('label_names') or [])
-    if len(names) != n_out:
-        if label_names is not None:
-            raise CheckpointError(f'{len(names)} label names given for a {n_out}-class model; expected one name '
-                                  f'per class in output order')
-        if model.pretrained_cfg.get('source') in ('hf-hub', 'local-dir'):  # a release's own names: never guess
-            raise CheckpointError(f'{model_name or hf_hub}: its config has {len(names)} label_names for a '
-                                  f'{n_out}-class model; expected one name per class in output order')
-        try:
-            names = list(labels_for(n_out))
-        except ValueError:
-            raise CheckpointError(
-                f'the model has {n_out} outputs and no label names: give them in output order '
-                f'(--label-names a,b,c on the command line, label_names=[...] in Python)') from None
-    model.pretrained_cfg = dict(model.pretrained_cfg, label_names=tuple(names), num_classes=n_out)
-    check_finite(model, str(checkpoint or hf_hub or model_name))
-    return model
+    if len(names) == n_out:
+        return names
+    if label_names is not None:
+        raise CheckpointError(f'{len(names)} label names given for a {n_out}-class model; expected one name '
+                              f'per class in output order')
+    if source.kind == 'release':
+        raise CheckpointError(f'{source.name}: its config has {len(names)} label_names for a '
+                              f'{n_out}-class model; expected one name per class in output order')
+    try:
+        return list(labels_for(n_out))
+    except ValueError:
+        raise CheckpointError(
+            f'the model has {n_out} outputs and no label names: give them in output order '
+            f'(--label-names a,b,c on the command line, label_names=[...] in Python)') from None
 
 
 def check_finite(model, where: str) -> None:
@@ -302,69 +335,3 @@ def check_finite(model, where: str) -> None:
         raise CheckpointError(f'{where}: {len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}), '
                               f'so every output would be NaN; the file is damaged or came from a diverged training '
                               f'run. Use another checkpoint (an earlier epoch, or model_best)')
-
-
-def label_names_of(model) -> List[str]:
-    """The model's class names in output order: `pretrained_cfg['label_names']` when it names every output
-    (as `load_model` guarantees), else the canonical FER names for 7 or 8 outputs, else the output indices."""
-    n = int(getattr(model, 'num_classes', 0) or 0)
-    names = list((getattr(model, 'pretrained_cfg', None) or {}).get('label_names') or [])
-    if len(names) == n:
-        return [str(x) for x in names]
-    try:
-        return list(labels_for(n))
-    except ValueError:
-        return [str(i) for i in range(n)]
-
-
-@contextlib.contextmanager
-def eval_mode(model):
-    """Switch `model` to eval mode for the block, then restore the mode it had, also when the block fails."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def set_input_size(model, img_size: int):
-    """Make `img_size` the model's data-config resolution (square), with the pool size that goes with it."""
-    chans = tuple(model.pretrained_cfg.get('input_size') or (3,))[0]
-    size = check_input_size((chans, img_size, img_size), '--img-size')
-    cfg = dict(model.pretrained_cfg, input_size=size)
-    cfg.pop('test_input_size', None)  # the caller's size is the one to evaluate at
-    if cfg.get('pool_size'):
-        cfg['pool_size'] = pool_size_for(size[1:])
-    model.pretrained_cfg = cfg
-    return model
-
-
-def untrained_head_reason(model) -> Optional[str]:
-    """Why a model's classifier has never learned expressions (None when it has, or when it cannot be told).
-
-    `load_model` records random weights (`pretrained=False`); the `tv_in1k` tags hold only an ImageNet
-    pre-extractor. Checkpoints, Hub / folder releases and FER-trained tags count as trained.
-    """
-    cfg = getattr(model, 'pretrained_cfg', None) or {}
-    if cfg.get('checkpoint'):
-        return None
-    if cfg.get('random_weights'):
-        return 'it has random weights (no pretrained weights were loaded)'
-    if cfg.get('tag') == 'tv_in1k':
-        return ('its pretrained tag tv_in1k holds only an ImageNet ResNet-18 pre-extractor; the branches and '
-                'the classifier were never trained on expressions')
-    return None
-
-
-def warn_if_untrained(model) -> Optional[str]:
-    """Warn (UserWarning) when the model's labels would be guesses; returns the message, if any."""
-    import warnings
-    reason = untrained_head_reason(model)
-    if reason is None:
-        return None
-    name = (getattr(model, 'pretrained_cfg', None) or {}).get('architecture') or type(model).__name__
-    msg = (f'{name}: {reason}, so its labels and probabilities are meaningless. For a real expression model '
-           f'use the default tag (--model msanet_r18, i.e. msanet_r18.fer2013), a trained checkpoint or a release.')
-    warnings.warn(msg, UserWarning, stacklevel=3)
-    return msg

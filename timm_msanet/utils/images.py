@@ -7,7 +7,8 @@ Used by predict, video, explain, eval (grey input) and export-onnx (the data con
   eval mode): squash resize to the cfg's input size, ImageNet mean/std, exactly what training used.
   `img_size` overrides only the size. Grayscale (`in_chans=1`) models get an 'L' image and the mean of
   the RGB mean/std. Models trained on grey faces (cfg note `notes.GREY_INPUT_NOTE`) without a grey step of
-  their own get the image converted to grey and back to 3 equal channels (`needs_grey_conversion`).
+  their own get the image converted to grey and back to 3 equal channels (`eval_transform(grey=True)`;
+  `loading.record.ExpressionModel` decides it).
 * Every input is made 8-bit RGB before the transform: EXIF orientation applied; CMYK, YCbCr, LAB, HSV,
   1-bit, 'L' and palette images converted; transparency (RGBA, LA, palette with a transparent index)
   composited over white; 16-bit ('I;16*', and 'I' holding values above 255) scaled by 1/257, 32-bit
@@ -16,9 +17,7 @@ Used by predict, video, explain, eval (grey input) and export-onnx (the data con
   not already normalised: they go through the same transform.
 """
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
-
-from ..notes import expects_grey_input
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 if TYPE_CHECKING:  # annotations only: PIL is imported inside the functions
     from PIL import Image
@@ -168,22 +167,14 @@ def as_pil(x) -> 'Image.Image':
     return _array_to_pil(x)
 
 
-def needs_grey_conversion(model) -> bool:
-    """Whether a colour image must be made grey before `model`'s transform: its cfg says it was trained on grey
-    faces (`notes.GREY_INPUT_NOTE`) and it has no grey step of its own (msanet models built with `grey_input`
-    convert inside their forward, so timm's own transform and scripts feed them as they are)."""
-    return expects_grey_input(getattr(model, 'pretrained_cfg', None)) and not getattr(model, 'grey_input', False)
+def eval_transform(data_cfg: Dict[str, Any], in_chans: Optional[int] = None, grey: bool = False):
+    """(transform, data config): timm's eval transform of a resolved data config (`create_transform`). A
+    1-channel model gets the image as 'L' (mean/std averaged); `grey` (a model trained on grey faces without a
+    grey step of its own) shows a colour image as its grey image, 3 equal channels (`GreyInput`)."""
+    from timm.data import create_transform
 
-
-def make_transform(model, img_size: Optional[int] = None):
-    """The model's eval transform from its pretrained_cfg (resolve_data_config + create_transform); a model
-    that `needs_grey_conversion` gets the image converted to grey (3 equal channels) first."""
-    from timm.data import create_transform, resolve_data_config
-
-    cfg = resolve_data_config({}, model=model)
-    chans = getattr(model, 'in_chans', cfg['input_size'][0])
-    if img_size:
-        cfg['input_size'] = (cfg['input_size'][0], img_size, img_size)
+    cfg = dict(data_cfg)
+    chans = in_chans or cfg['input_size'][0]
     if chans == 1:
         cfg['input_size'] = (1,) + tuple(cfg['input_size'][1:])
         if len(cfg['mean']) == 3:
@@ -193,7 +184,7 @@ def make_transform(model, img_size: Optional[int] = None):
     if chans == 1:
         base = transform
         transform = lambda img: base(img.convert('L'))  # noqa: E731
-    elif needs_grey_conversion(model):
+    elif grey:
         transform = GreyInput(transform)
     return transform, cfg
 
@@ -281,3 +272,43 @@ def legend(draw, size: Tuple[int, int], tag_font, pad: int, landmarks: bool) -> 
         draw.rectangle((2 * pad, y + pad // 2, 2 * pad + h, y + pad // 2 + h), fill=colour)
         draw.text((3 * pad + h, y), text, fill=(0, 0, 0), font=tag_font)
         y += h + 2 * pad
+
+
+def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[Tuple[Path, Path]]:
+    """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted). A file
+    reached twice (given and inside a given folder) comes once. `exclude` is predict's own --annotate folder,
+    whose copies would come back as inputs on the next run: inside a searched folder it is not searched, and
+    when it is the searched folder itself, its `*_annotated*` copies are left out."""
+    import os
+    import re
+    from PIL import Image
+
+    exts = {e.lower() for e in Image.registered_extensions()}
+    skip = Path(os.path.realpath(exclude)) if exclude is not None and exclude.is_dir() else None
+    out, seen = [], set()
+
+    def real(f: Path) -> Path:  # os.path.realpath, unlike Path.resolve, does not raise on a symlink loop
+        return Path(os.path.realpath(f))
+
+    def ours(f: Path, root: Path) -> bool:
+        if skip is None:
+            return False
+        where = real(f)
+        if skip == real(root):
+            return where.parent == skip and re.search(r'_annotated\d*$', f.stem) is not None
+        return skip in where.parents
+
+    def add(f: Path, root: Path) -> None:
+        key = real(f)
+        if key not in seen:
+            seen.add(key)
+            out.append((f, root))
+    for p in map(Path, paths):
+        if p.is_dir():
+            files = sorted(f for f in p.rglob('*') if f.is_file() and f.suffix.lower() in exts
+                           and not any(part.startswith('.') for part in f.relative_to(p).parts) and not ours(f, p))
+            for f in files:
+                add(f, p)
+        else:
+            add(p, p.parent)  # a missing path is reported as that input's error
+    return out
