@@ -208,31 +208,10 @@ def _offline_when_hub_unreachable(needed: bool = True):
         constants.HF_HUB_OFFLINE = False
 
 
-def load_model(
-        model_name: Optional[str] = None,
-        checkpoint: Optional[Union[str, Path]] = None,
-        hf_hub: Optional[str] = None,
-        num_classes: Optional[int] = None,
-        label_names: Optional[Sequence[str]] = None,
-        use_ema: Optional[bool] = None,
-        pretrained: bool = True,
-        **kwargs: Any,
-):
-    """Create an eval-mode timm model from one source, with `pretrained_cfg['label_names']` set; its
-    `ExpressionModel` record (`ExpressionModel.of(model)`) knows where the weights came from.
-
-    Args:
-        model_name: A registered name (`msanet_r18`, `msanet_r18.tv_in1k`, `hf-hub:org/repo`,
-            `local-dir:path`); with `checkpoint`, the architecture when the checkpoint does not name it.
-        checkpoint: A train.py checkpoint, state dict or safetensors file.
-        hf_hub: A Hub repo id (`org/name`) published with `timm-msanet publish`.
-        num_classes: Class count when it cannot be read from the checkpoint (must agree when it can).
-        label_names: Class names in output order (default: from the model cfg, else canonical FER names).
-        use_ema: None prefers EMA weights of a train.py checkpoint, True requires them, False skips them.
-        pretrained: Load pretrained weights for a plain model name.
-    """
-    return load_expression_model(model_name, checkpoint, hf_hub, num_classes, label_names, use_ema, pretrained,
-                                 **kwargs).module
+def load_model(*args: Any, **kwargs: Any):
+    """Create an eval-mode timm model from one source, with `pretrained_cfg['label_names']` set: the module of
+    `load_expression_model(*args, **kwargs)` (same arguments), whose record `ExpressionModel.of(model)` gives back."""
+    return load_expression_model(*args, **kwargs).module
 
 
 def load_expression_model(
@@ -245,7 +224,19 @@ def load_expression_model(
         pretrained: bool = True,
         **kwargs: Any,
 ) -> ExpressionModel:
-    """`load_model`, returning the `ExpressionModel` record (the module, its facts and its `WeightsSource`)."""
+    """Load a model from one source as an `ExpressionModel` (the eval-mode module, its facts, its `WeightsSource`).
+
+    Args:
+        model_name: A registered name (`msanet_r18`, `msanet_r18.tv_in1k`, `hf-hub:org/repo`,
+            `local-dir:path`); with `checkpoint`, the architecture when the checkpoint does not name it.
+        checkpoint: A train.py checkpoint, state dict or safetensors file.
+        hf_hub: A Hub repo id (`org/name`) published with `timm-msanet publish`.
+        num_classes: Class count when it cannot be read from the checkpoint (must agree when it can).
+        label_names: Class names in output order (default: from the model cfg, else canonical FER names).
+        use_ema: None prefers EMA weights of a train.py checkpoint, True requires them, False skips them.
+        pretrained: Load pretrained weights for a plain model name.
+        kwargs: timm.create_model arguments (constructor arguments, pretrained_cfg_overlay).
+    """
     if checkpoint is not None and hf_hub is not None or (model_name is None and checkpoint is None and hf_hub is None):
         raise ValueError('give one model source: a model name, a checkpoint file (with --model if it does not '
                          'name its architecture) or a Hub repo id')
