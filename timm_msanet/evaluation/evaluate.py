@@ -185,7 +185,7 @@ def evaluate(
     """Score a model on `data_dir/split` (an ImageFolder tree, e.g. from `timm-msanet export`).
 
     Accuracy and mean class accuracy from the argmax; calibration (ECE, NLL, Brier, reliability bins) from
-    softmax(logits / T) with the model's temperature T (`calibration.temperature_of`, 1.0 when it has
+    softmax(logits / T) with the model's temperature T (`ExpressionModel.temperature`, 1.0 when it has
     none), and, when T is not 1, the same at T = 1 under `uncalibrated`."""
     import torch
 

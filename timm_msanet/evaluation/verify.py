@@ -30,7 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from ..utils import safe_json
 from ..utils.errors import ToolError
 from .evaluate import OUTPUT_FILES, evaluate, exported_dataset, write_outputs
-from ..loading import load_model
+from ..loading import load_expression_model
 from ..utils.options import device, non_negative_float, non_negative_int, positive_int
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, write_output
 from ..releases import PUBLISHED, export_name
@@ -160,7 +160,7 @@ def verify(release: str, data_dir: str, split: Optional[str] = None, tolerance_p
     if not tolerance_pp >= 0:
         raise VerifyError(f'--tolerance must be a number of percentage points >= 0, got {tolerance_pp}')
     claim = release_claim(release)
-    model = load_model(**claim['load'])
+    model = load_expression_model(**claim['load'])
     if claim['kind'] == 'hub':
         claim = dict(claim, **_hub_eval_json(claim['eval_json_repo']))
     exported = exported_dataset(data_dir)

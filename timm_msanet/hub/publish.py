@@ -58,9 +58,9 @@ from typing import Any, Dict, Mapping, Optional, Union
 from ..utils import safe_json
 from ..inference.faces import measure_framing
 from ..labels import labels_for
-from ..loading import (Checkpoint, CheckpointError, model_from_checkpoint, msanet_archs, read_checkpoint,
-    training_record, write_weights)
-from ..notes import FRAMING_NOTE, GREY_INPUT_NOTE, parse_framing, recorded_framing, set_temperature
+from ..loading import (Checkpoint, CheckpointError, ExpressionModel, WeightsSource, model_from_checkpoint,
+    msanet_archs, read_checkpoint, training_record, write_weights)
+from ..notes import FRAMING_NOTE, GREY_INPUT_NOTE, parse_framing, recorded_framing
 from ..utils.outputs import add_overwrite_argument, check_output, finish_permissions, replace_folder
 from ..utils.images import collect_files
 from ..releases import DATASETS
@@ -169,7 +169,9 @@ def _as_published(model, ckpt: Checkpoint, repo_id: str, dataset: str, label_nam
                *((FRAMING_NOTE.format(**face_framing),) if face_framing else ())),
     )
     if 'temperature' in ckpt.extra:  # from `timm-msanet calibrate --save`: travels in config.json's notes
-        set_temperature(model, ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
+        ExpressionModel.from_module(model, WeightsSource(kind='checkpoint', name=ckpt.source, checkpoint=ckpt.source,
+                                                         entry=ckpt.weights)).set_temperature(
+            ckpt.extra['temperature'], ckpt.extra.get('temperature_fit_split', 'validation'))
     if {t.dtype for t in ckpt.state_dict.values() if t.is_floating_point()} == {torch.float16}:
         model = model.half()  # a float16 weights file is published as float16: the dtype it was given
     return model

@@ -204,7 +204,7 @@ def predict(
             boxes only), 'dlib' (HOG detector with a score and five landmarks) or 'dlib-cnn' (dlib's CNN
             detector: more poses and occlusions, 5-20 s a photo on 2 CPU cores). Results name it ('detector').
         align: With landmarks, classify each face rotated and scaled to the framing the model was trained
-            with (`faces.framing_of`); False, or a detector without landmarks: the square crop of the box.
+            with (`ExpressionModel.framing`); False, or a detector without landmarks: the square crop of the box.
 
     Returns:
         One dict per input, in order: 'input' (path or '<type index>'), 'width', 'height', 'label',
