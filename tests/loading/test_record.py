@@ -17,7 +17,7 @@ def test_the_loader_makes_the_record_once_and_tools_get_it_back():
     assert record.label_names == FER7_LABELS and record.temperature == pytest.approx(0.8343)
     assert record.grey_input and record.grey_step and not record.needs_grey_transform
     assert record.framing_recorded and record.framing == dict(eye_y=0.396, eye_dist=0.362)
-    assert ExpressionModel.of(record.module) is record and ExpressionModel.of(record) is record
+    assert ExpressionModel.of(record.module) == record and ExpressionModel.of(record) is record
     # the provenance is the record's: nothing of it is written into timm's cfg
     assert not {'checkpoint', 'checkpoint_weights', 'random_weights', 'config'} & set(record.pretrained_cfg)
 
@@ -103,3 +103,15 @@ def test_the_engine_shrinks_the_batch_to_the_memory_budget_once(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
         assert record.engine(batch_size=32).batch_size == 3
+
+
+def test_a_dropped_model_is_freed():
+    """The loader remembers a module's source without keeping the module alive."""
+    import gc
+    import weakref
+    record = load_expression_model('msanet_r18')
+    record.engine(batch_size=2)  # measures and remembers its activation memory
+    gone = weakref.ref(record.module)
+    del record
+    gc.collect()
+    assert gone() is None

@@ -6,10 +6,10 @@ parsed here once, into typed fields, and every tool (predict, video, explain, ev
 publish) takes this record instead of re-reading the notes. Where the weights came from (`WeightsSource`) is
 known only to the loader, so it is a field of the record, never a key written into `pretrained_cfg`.
 
-`load_model` returns the timm module itself (what a timm user expects: `model(x)`, `model.eval()`) and keeps
-its record; `ExpressionModel.of(model)` gives that record back, or makes one from the cfg of a module built
-elsewhere (`timm.create_model`), so the Python API takes either. A record follows its module's cfg: when
-`pretrained_cfg` is replaced (timm's `set_temperature`-style writes do that), `of` parses the new one.
+`load_model` returns the timm module itself (what a timm user expects: `model(x)`, `model.eval()`) and remembers
+where its weights came from; `ExpressionModel.of(model)` makes the record of a module (a module built elsewhere,
+with `timm.create_model`, gets source `module`), so the Python API takes either. A record follows its module's
+cfg: when `pretrained_cfg` is replaced (`notes.set_temperature` does that), the record is parsed again.
 
 Writing facts back (calibrate's temperature, `--img-size`, `--label-names`) goes through the record's own
 methods, which update the cfg the way timm will save it (`save_for_hf`, `publish`) and the record together.
@@ -73,38 +73,33 @@ class ExpressionModel:
     framing_recorded: bool = False
     source: WeightsSource = WeightsSource()
     _cfg: Any = dataclasses.field(default=None, repr=False, compare=False)
-    _activation_bytes: Dict[tuple, int] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     # --------------------------------------------------------------------------- made once, from the cfg
     @classmethod
     def from_module(cls, module, source: Optional[WeightsSource] = None) -> 'ExpressionModel':
-        """Parse a module's cfg into a record (and remember it for `of`)."""
+        """Parse a module's cfg into a record. `source`, when given, is remembered for the module (what the loader
+        does), so later records of the same module (`of`) know where its weights came from."""
+        if source is not None:
+            _SOURCES[module] = source
         cfg = getattr(module, 'pretrained_cfg', None) or {}
         recorded = recorded_framing(cfg)
-        record = cls(module=module, label_names=_label_names(module, cfg), temperature=temperature_of(cfg),
-                     grey_input=expects_grey_input(cfg), framing=recorded or framing_of(None),
-                     framing_recorded=recorded is not None, source=source or WeightsSource(), _cfg=cfg)
-        _RECORDS[module] = record
-        return record
+        return cls(module=module, label_names=_label_names(module, cfg), temperature=temperature_of(cfg),
+                   grey_input=expects_grey_input(cfg), framing=recorded or framing_of(None),
+                   framing_recorded=recorded is not None, source=_SOURCES.get(module, WeightsSource()), _cfg=cfg)
 
     @classmethod
     def of(cls, model) -> 'ExpressionModel':
-        """The record of `model`: itself if it is one, the loader's record of a loaded module (re-read when its
-        cfg was replaced since), else a new record of a module built elsewhere."""
+        """The record of `model`: itself (re-read if its module's cfg was replaced since) if it is one, else a record
+        of the module's cfg with the source the loader remembered for it (`module` for one built elsewhere)."""
         if isinstance(model, cls):
             return model.refreshed()
-        record = _RECORDS.get(model)
-        if record is None:
-            return cls.from_module(model)
-        return record.refreshed()
+        return cls.from_module(model)
 
     def refreshed(self) -> 'ExpressionModel':
         """This record, re-parsed if its module's `pretrained_cfg` was replaced since (the source stays)."""
-        if getattr(self.module, 'pretrained_cfg', None) is self._cfg:
-            return self
-        fresh = ExpressionModel.from_module(self.module, self.source)
-        self.__dict__.update({f.name: getattr(fresh, f.name) for f in dataclasses.fields(self)})
-        _RECORDS[self.module] = self
+        if getattr(self.module, 'pretrained_cfg', None) is not self._cfg:
+            fresh = ExpressionModel.from_module(self.module)
+            self.__dict__.update({f.name: getattr(fresh, f.name) for f in dataclasses.fields(self)})
         return self
 
     # ------------------------------------------------------------------------------------------ facts
@@ -154,10 +149,11 @@ class ExpressionModel:
     def activation_bytes(self, input_size: Tuple[int, int, int]) -> int:
         """`checks.activation_bytes` of one image at `input_size`, measured once per size."""
         from .checks import activation_bytes
+        measured = _ACTIVATIONS.setdefault(self.module, {})
         key = tuple(input_size)
-        if key not in self._activation_bytes:
-            self._activation_bytes[key] = activation_bytes(self.module, key)
-        return self._activation_bytes[key]
+        if key not in measured:
+            measured[key] = activation_bytes(self.module, key)
+        return measured[key]
 
     # ------------------------------------------------------------------------------------ preprocessing
     def data_config(self, img_size: Optional[int] = None) -> Dict[str, Any]:
@@ -206,7 +202,11 @@ class ExpressionModel:
         return Classifier(self, device=device, batch_size=batch_size, img_size=img_size, amp=amp)
 
 
-_RECORDS: 'weakref.WeakKeyDictionary[Any, ExpressionModel]' = weakref.WeakKeyDictionary()
+# What only the loader knows of a module, kept for as long as the module lives (weak keys, and values that do not
+# refer to the module, so a model that is dropped is freed): where its weights came from, and its activation memory
+# per input size (measured on a deep copy, so once).
+_SOURCES: 'weakref.WeakKeyDictionary[Any, WeightsSource]' = weakref.WeakKeyDictionary()
+_ACTIVATIONS: 'weakref.WeakKeyDictionary[Any, Dict[tuple, int]]' = weakref.WeakKeyDictionary()
 
 
 def _label_names(module, cfg: Mapping[str, Any]) -> Tuple[str, ...]:
