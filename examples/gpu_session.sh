@@ -4,6 +4,7 @@
 #   device `run` (repository root on the GPU machine):
 #       bash examples/gpu_session.sh bench     # carry .timm_scripts (and .whl if the machine's timm is too old)
 #       bash examples/gpu_session.sh table3    # carry .timm_scripts and .gpu_data
+#       bash examples/gpu_session.sh ferplus224  # carry .timm_scripts and .gpu_data
 #
 # Before the calls, here (nothing of it is committed: .timm_scripts/, .gpu_data/ and .whl/ are git-ignored):
 #   mkdir -p .timm_scripts && cp TIMM_REPO/train.py .timm_scripts/               # train.py is not in timm's wheel
@@ -18,7 +19,12 @@
 #   table3  the FERPlus Table 3 study at 224 px (docs/training.md), seeds 0 and 1 run side by side on the one
 #           GPU, 7 loader workers each: table3_224/table3.md, table3.json, each run's result.json, summary.csv
 #           and log (checkpoints stay on the machine: the figures are what comes back)
-# DEVICE=cpu and T3_EXTRA='--epochs 1' run the table3 stage on a CPU as a smoke test of the script itself.
+#   ferplus224  the FERPlus release at the paper's size: examples/release.sh (the release recipe,
+#           examples/recipes/ferplus_in1k.yaml, ImageNet start at 224 px, --img-size 224, R_EPOCHS epochs, default 20:
+#           40 at 224 px do not fit one call) for msanet_r18 and the same-recipe resnet18 side by side on the GPU;
+#           under $OUT/ferplus224: each run's commands.txt, train summary.csv and args.yaml, calibration and
+#           test/validation metrics.json, and msanet_r18's calibrated float16 weights with its release folder
+# DEVICE=cpu and T3_EXTRA='--epochs 1' (R_EXTRA for ferplus224) run a stage on a CPU as a smoke test of the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu}
@@ -91,7 +97,48 @@ for RUN in "$RUNS"/*/; do
     cp "$RUN"result.json "$RUN"summary.csv "$RUN"args.yaml "$OUT/table3_224/$(basename "$RUN")/" 2>/dev/null
 done
 ;;
-*) echo "unknown stage $STAGE: bench or table3" >&2; exit 2 ;;
+ferplus224)
+FACES=${FACES:-.gpu_data/ferplus.faces}
+START=${START:-.gpu_data/start_224px.safetensors}
+for need in .timm_scripts/train.py "$FACES" "$START"; do
+    [ -f "$need" ] || { echo "ferplus224: $need not carried (see the top of this script)" >&2; exit 2; }
+done
+DATA=/tmp/gpu_ferplus
+[ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || exit 1
+if ! command -v timm-msanet > /dev/null; then  # release.sh calls the command; the package runs from this tree
+    mkdir -p /tmp/gpu_bin
+    printf '#!/bin/sh\nexec "%s" -m timm_msanet.cli "$@"\n' "$(command -v "$PY")" > /tmp/gpu_bin/timm-msanet
+    chmod +x /tmp/gpu_bin/timm-msanet
+    export PATH=/tmp/gpu_bin:$PATH
+fi
+R_OUT=$OUT/ferplus224
+mkdir -p "$R_OUT"
+for MODEL in msanet_r18 resnet18; do  # side by side: one GPU has room for both
+    WORK=/tmp/gpu_ferplus224/$MODEL
+    mkdir -p "$WORK"
+    ln -sfn "$DATA" "$WORK/data"  # an existing export: release.sh reuses it
+    CMD=(bash examples/release.sh ferplus "$DATA" "$WORK" --timm-repo .timm_scripts --device "${DEVICE:-cuda}"
+         --model "$MODEL" --face-framing 0.395,0.361 -- --pretrained-path "$PWD/$START" --img-size 224
+         --epochs "${R_EPOCHS:-20}" --workers 7 --device-modules timm_msanet ${R_EXTRA:-})
+    echo "# ${CMD[*]}" > "$R_OUT/$MODEL.log"
+    PYTHON=$PY "${CMD[@]}" >> "$R_OUT/$MODEL.log" 2>&1 &
+done
+wait
+for MODEL in msanet_r18 resnet18; do
+    WORK=/tmp/gpu_ferplus224/$MODEL
+    mkdir -p "$R_OUT/$MODEL"
+    cp "$WORK/commands.txt" "$WORK/train/$MODEL/summary.csv" "$WORK/train/$MODEL/args.yaml" "$R_OUT/$MODEL/" 2>/dev/null
+    for SPLIT in test validation; do
+        cp "$WORK/eval/$MODEL/$SPLIT/metrics.json" "$R_OUT/$MODEL/metrics_$SPLIT.json" 2>/dev/null
+    done
+    cp "$WORK/calibration/$MODEL/calibration.json" "$R_OUT/$MODEL/" 2>/dev/null
+    grep -E '^done|error' "$R_OUT/$MODEL.log" | tail -2
+done
+cp /tmp/gpu_ferplus224/msanet_r18/msanet_r18_ferplus_calibrated.safetensors "$R_OUT/" 2>/dev/null
+cp -r /tmp/gpu_ferplus224/msanet_r18/release "$R_OUT/release" 2>/dev/null
+rm -f "$R_OUT/release/model.safetensors"  # the same weights as the calibrated file: one copy comes back
+;;
+*) echo "unknown stage $STAGE: bench, table3 or ferplus224" >&2; exit 2 ;;
 esac
 done
 echo "gpu_session.sh: $(( $(date +%s) - T0 )) s in all; figures in $OUT"
