@@ -42,6 +42,17 @@ T0=$(date +%s)
     > "$OUT/env.txt" 2>&1
 tail -1 "$OUT/env.txt"
 
+# the FERPlus export and the 224 px start the table3 and ferplus224 stages train from: sets FACES, START, DATA
+ferplus_data() {
+    FACES=${FACES:-.gpu_data/ferplus.faces}
+    START=${START:-.gpu_data/start_224px.safetensors}
+    for need in .timm_scripts/train.py "$FACES" "$START"; do
+        [ -f "$need" ] || { echo "$1: $need not carried (see the top of this script)" >&2; return 2; }
+    done
+    DATA=/tmp/gpu_ferplus
+    [ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || return 1
+}
+
 STAGES=${*:-bench}
 for STAGE in $STAGES; do
 case $STAGE in
@@ -72,13 +83,7 @@ else
 fi
 ;;
 table3)
-FACES=${FACES:-.gpu_data/ferplus.faces}
-START=${START:-.gpu_data/start_224px.safetensors}
-for need in .timm_scripts/train.py "$FACES" "$START"; do
-    [ -f "$need" ] || { echo "table3: $need not carried (see the top of this script)" >&2; exit 2; }
-done
-DATA=/tmp/gpu_ferplus
-[ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || exit 1
+ferplus_data table3 || exit $?
 RUNS=/tmp/gpu_table3_224  # checkpoints stay here; the figures are copied to $OUT
 STUDY=("$PY" examples/table3_study.py --timm-repo .timm_scripts --data-dir "$DATA"
        --recipe examples/recipes/ferplus_table3_short.yaml --device "${DEVICE:-cuda}" --out "$RUNS")
@@ -98,13 +103,7 @@ for RUN in "$RUNS"/*/; do
 done
 ;;
 ferplus224)
-FACES=${FACES:-.gpu_data/ferplus.faces}
-START=${START:-.gpu_data/start_224px.safetensors}
-for need in .timm_scripts/train.py "$FACES" "$START"; do
-    [ -f "$need" ] || { echo "ferplus224: $need not carried (see the top of this script)" >&2; exit 2; }
-done
-DATA=/tmp/gpu_ferplus
-[ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || exit 1
+ferplus_data ferplus224 || exit $?
 if ! command -v timm-msanet > /dev/null; then  # release.sh calls the command; the package runs from this tree
     mkdir -p /tmp/gpu_bin
     printf '#!/bin/sh\nexec "%s" -m timm_msanet.cli "$@"\n' "$(command -v "$PY")" > /tmp/gpu_bin/timm-msanet

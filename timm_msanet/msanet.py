@@ -658,8 +658,6 @@ def _cfg(**kwargs) -> Dict[str, Any]:
     }
 
 
-
-
 def _release_cfg(dataset: str, title: str, label_names: Tuple[str, ...], metrics: str, framing: str,
                  temperature: str) -> Dict[str, Any]:
     """A packaged release trained at 64 px on grey faces: weights installed beside this file."""

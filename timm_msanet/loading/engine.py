@@ -6,6 +6,7 @@ calibrate (`logits` of a DataLoader's batches), explain (`run` with its own forw
 Device placement, dtype, autocast, eval mode and `torch.inference_mode` are handled here once; the batch size
 is shrunk here once to what the memory budget holds (`checks.fit_batch`), before anything is allocated.
 """
+import time
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .checks import fit_batch
@@ -52,7 +53,6 @@ class Classifier:
 
     def logits(self, x):
         """float32 logits on the CPU of a batch tensor (N x C x H x W, already preprocessed)."""
-        import time
         start = time.perf_counter()
         out = self.run(x).float().cpu()
         self.seconds += time.perf_counter() - start
