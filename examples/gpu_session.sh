@@ -19,9 +19,9 @@
 #   table3  the FERPlus Table 3 study at 224 px (docs/training.md), seeds 0 and 1 run side by side on the one
 #           GPU, 7 loader workers each: table3_224/table3.md, table3.json, each run's result.json, summary.csv
 #           and log (checkpoints stay on the machine: the figures are what comes back)
-#   ferplus224  the FERPlus release at the paper's size: examples/release.sh (the release recipe,
-#           examples/recipes/ferplus_in1k.yaml, ImageNet start at 224 px, --img-size 224, R_EPOCHS epochs, default 20:
-#           40 at 224 px do not fit one call) for msanet_r18 and the same-recipe resnet18 side by side on the GPU;
+#   ferplus224  the FERPlus release at the paper's size: examples/release.sh with the 224 px release recipe
+#           (examples/recipes/ferplus_in1k_224px.yaml: 12 epochs, the CPU route's schedule too; R_EPOCHS overrides),
+#           ImageNet start at 224 px, for msanet_r18 and the same-recipe resnet18 side by side on the GPU;
 #           under $OUT/ferplus224: each run's commands.txt, train summary.csv and args.yaml, calibration and
 #           test/validation metrics.json, and msanet_r18's calibrated float16 weights with its release folder
 # DEVICE=cpu and T3_EXTRA='--epochs 1' (R_EXTRA for ferplus224) run a stage on a CPU as a smoke test of the script.
@@ -49,6 +49,7 @@ ferplus_data() {
     for need in .timm_scripts/train.py "$FACES" "$START"; do
         [ -f "$need" ] || { echo "$1: $need not carried (see the top of this script)" >&2; return 2; }
     done
+    START=$(realpath "$START")  # release.sh trains from another directory
     DATA=/tmp/gpu_ferplus
     [ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || return 1
 }
@@ -117,8 +118,9 @@ for MODEL in msanet_r18 resnet18; do  # side by side: one GPU has room for both
     mkdir -p "$WORK"
     ln -sfn "$DATA" "$WORK/data"  # an existing export: release.sh reuses it
     CMD=(bash examples/release.sh ferplus "$DATA" "$WORK" --timm-repo .timm_scripts --device "${DEVICE:-cuda}"
-         --model "$MODEL" --face-framing 0.395,0.361 -- --pretrained-path "$PWD/$START" --img-size 224
-         --epochs "${R_EPOCHS:-20}" --workers 7 --device-modules timm_msanet ${R_EXTRA:-})
+         --model "$MODEL" --recipe examples/recipes/ferplus_in1k_224px.yaml --face-framing 0.395,0.361
+         -- --pretrained-path "$START" ${R_EPOCHS:+--epochs $R_EPOCHS} --workers 7 --device-modules timm_msanet
+         ${R_EXTRA:-})
     echo "# ${CMD[*]}" > "$R_OUT/$MODEL.log"
     PYTHON=$PY "${CMD[@]}" >> "$R_OUT/$MODEL.log" 2>&1 &
 done
