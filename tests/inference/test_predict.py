@@ -304,3 +304,36 @@ def test_inputs_come_once_and_the_annotate_folder_is_never_read_back(tmp_path):
     (videos / 'clip.mp4').write_bytes(b'\0' * 16)
     proc = _cli(videos, *args)
     assert proc.returncode == 1 and '1 video file(s) there' in proc.stderr and 'with --faces' in proc.stderr
+
+
+def test_cli_reads_phone_heic_photos_or_says_what_to_install(checkpoint, astronaut, tmp_path):
+    """An iPhone's HEIC photos in a folder: predicted like a JPEG with pillow-heif; without it, each is reported
+    with the install line and the other photos still go through."""
+    import io
+    import os
+    pillow_heif = pytest.importorskip('pillow_heif')
+    photos = tmp_path / 'camera roll'
+    photos.mkdir()
+    face = Image.fromarray(astronaut[:256, 100:356])
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(face).save(buf, quality=95, chroma=444)
+    (photos / 'IMG_0001.HEIC').write_bytes(buf.getvalue())
+    face.save(photos / 'IMG_0002.png')
+    args = [photos, '--checkpoint', checkpoint, '--model', 'msanet_r18', '--img-size', SIZE, '--json', '-']
+    proc = run_cli(['predict', *args])
+    assert proc.returncode == 0, proc.stderr
+    heic, png = json.loads(proc.stdout)
+    assert heic['input'].endswith('IMG_0001.HEIC') and png['input'].endswith('IMG_0002.png')
+    _check_probs(heic)
+    assert heic['label'] == png['label']
+    assert max(abs(heic['probabilities'][k] - png['probabilities'][k]) for k in LABELS) < 0.02
+
+    blocker = tmp_path / 'no_heif'  # a pillow_heif that cannot be imported, first on the path
+    (blocker / 'pillow_heif').mkdir(parents=True)
+    (blocker / 'pillow_heif' / '__init__.py').write_text('raise ImportError("pillow_heif is not installed")\n')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(blocker), os.environ.get('PYTHONPATH')])))
+    proc = run_cli(['predict', *args], env=env)
+    assert proc.returncode == 0, proc.stderr
+    heic, png = json.loads(proc.stdout)
+    assert heic['label'] is None and 'pip install "timm-msanet[heif]"' in heic['error']
+    assert png['label'] is not None and '1 of 2 inputs predicted, 1 failed' in proc.stderr

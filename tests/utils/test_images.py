@@ -67,3 +67,41 @@ def test_transform_is_the_models_data_config():
     transform, cfg = ExpressionModel.of(mono).transform()
     assert cfg['input_size'][0] == 1 and len(cfg['mean']) == 1
     assert transform(Image.fromarray(_photo(4))).shape[0] == 1
+
+
+def _heic_bytes(img: Image.Image) -> bytes:
+    import io
+    pillow_heif = pytest.importorskip('pillow_heif')
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(img).save(buf, quality=95, chroma=444)  # encoded by libheif's x265, as a phone does
+    return buf.getvalue()
+
+
+def test_heic_photos_are_read_as_rgb(astronaut, tmp_path):
+    from timm_msanet.utils.images import collect_files, is_heif
+    face = astronaut[:256, 100:356]
+    data = _heic_bytes(Image.fromarray(face))
+    assert is_heif(data) and not is_heif(b'\x00\x00\x00\x1cftypavif') and not is_heif(b'')
+    (tmp_path / 'face.HEIC').write_bytes(data)
+    img = load_image(tmp_path / 'face.HEIC')
+    assert img.mode == 'RGB' and img.size == (256, 256)
+    assert np.abs(np.asarray(img, dtype=np.float64) - face).mean() < 2  # lossy, but the same photo
+    assert [f.name for f, _ in collect_files([tmp_path])] == ['face.HEIC']
+
+
+def test_heic_without_pillow_heif_says_what_to_install(astronaut, tmp_path, run_python):
+    (tmp_path / 'face.heic').write_bytes(_heic_bytes(Image.fromarray(astronaut[:64, 160:224])))
+    Image.fromarray(astronaut[:64, 160:224]).save(tmp_path / 'face.png')
+    proc = run_python(f"""
+        import sys
+        sys.modules['pillow_heif'] = None  # as if not installed: importing it raises ImportError
+        from timm_msanet.utils.images import ImageFileError, load_image
+        assert load_image({str(tmp_path / 'face.png')!r}).size == (64, 64)
+        try:
+            load_image({str(tmp_path / 'face.heic')!r})
+        except ImageFileError as e:
+            print(e.reason, e)
+        """, {})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith('needs_heif ')
+    assert 'face.heic is a HEIF/HEIC photo' in proc.stdout and 'pip install "timm-msanet[heif]"' in proc.stdout

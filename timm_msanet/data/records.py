@@ -33,6 +33,7 @@ SKIP_REASONS: Dict[str, str] = {
     'outside_source': 'image path (a symbolic link) that resolves outside SOURCE: never read',
     'not_a_file': 'image path that is not a regular file (a folder, FIFO or device): never read',
     'too_large': 'image file larger than 64 MiB: never read',
+    'needs_heif': 'HEIF/HEIC photo while pillow-heif is not installed (pip install "timm-msanet[heif]")',
     'not_an_image': 'file whose extension is not an image extension',
     'undecodable_image': 'image that cannot be fully decoded (corrupt or truncated)',
     'duplicate': 'second entry with the same output file name in the same class folder',

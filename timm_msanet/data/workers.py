@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .parsers import Entry, ExportPlan, Record, Skip
-from ..utils.images import MAX_IMAGE_BYTES, ImageFileError, open_image_file, read_image_file
+from ..utils.images import MAX_IMAGE_BYTES, ImageFileError, open_image_bytes, open_image_file, read_image_file
 from .leakage import HashedImage, content_hash, perceptual_hash
 from .export_options import ExportOptions, MAX_LISTED_PER_REASON
 
@@ -78,11 +78,13 @@ def _read(path: str, roots: Sequence[str] = ()) -> bytes:
 def _decode_bytes(data: bytes) -> Image.Image:
     """Fully decode (not just `verify()`), so truncated files are caught."""
     try:
-        img = Image.open(io.BytesIO(data))
+        img = open_image_bytes(data)
         img.load()
         if img.mode not in ('L', 'RGB'):
             img = img.convert('RGB')
         return img
+    except ImageFileError as e:  # a HEIF photo without pillow-heif: say what to install
+        raise _ItemError(e.reason, str(e)) from None
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise _ItemError('undecodable_image', _describe(e)) from None
 

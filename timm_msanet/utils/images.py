@@ -15,6 +15,9 @@ Used by predict, video, explain, eval (grey input) and export-onnx (the data con
   float taken as [0, 1] when its maximum is <= 1. numpy arrays: HWC or HW, uint8 as is, uint16 scaled,
   float in [0, 1]. Tensors: CHW (or NCHW: each image an input) raw images, uint8 or float in [0, 1],
   not already normalised: they go through the same transform.
+* HEIF/HEIC photos (what iPhone cameras save by default) are read through pillow-heif when it is installed
+  (`pip install "timm-msanet[heif]"`); without it such a file is refused with that instruction, not with PIL's
+  "cannot identify image file". AVIF is read by Pillow itself.
 """
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
@@ -75,7 +78,8 @@ MAX_IMAGE_BYTES = 64 * 2**20
 
 
 class ImageFileError(OSError):
-    """A path that is not readable as an image file: `reason` is 'missing_image', 'not_a_file' or 'too_large'."""
+    """A path that is not readable as an image file: `reason` is 'missing_image', 'not_a_file', 'too_large' or
+    'needs_heif' (a HEIF/HEIC photo without pillow-heif installed)."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -117,13 +121,38 @@ def read_image_file(path, limit: int = MAX_IMAGE_BYTES) -> bytes:
     return data
 
 
-def load_image(path) -> 'Image.Image':
-    """Open and fully decode an image file as 8-bit RGB; raises on unreadable, truncated, oversized or
-    non-regular files (ImageFileError, PIL's errors)."""
+# major brands of HEIF still images (ISO/IEC 23008-12): HEVC-coded 'heic'/'heix' (iPhone photos), their
+# sequence and multi-layer forms, and the generic 'mif1'/'msf1'; AVIF files say 'avif' and Pillow reads them
+HEIF_EXTENSIONS = frozenset({'.heic', '.heif', '.hif'})
+_HEIF_BRANDS = frozenset({b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'hevm', b'hevs', b'mif1', b'msf1'})
+
+
+def is_heif(data: bytes) -> bool:
+    """Whether `data` starts as a HEIF still image: an ISO base media 'ftyp' box with a HEIF major brand."""
+    return data[4:8] == b'ftyp' and data[8:12] in _HEIF_BRANDS
+
+
+def open_image_bytes(data: bytes, name: str = 'the image') -> 'Image.Image':
+    """`PIL.Image.open` of an image file's bytes (lazy, as PIL's), with HEIF/HEIC read through pillow-heif.
+    Raises ImageFileError('needs_heif') for a HEIF file when pillow-heif is not installed."""
     import io
     from PIL import Image
 
-    with Image.open(io.BytesIO(read_image_file(path))) as img:
+    if is_heif(data):
+        try:
+            import pillow_heif
+        except ImportError:
+            raise ImageFileError('needs_heif', f'{name} is a HEIF/HEIC photo (what iPhone cameras save); reading '
+                                 f'it needs pillow-heif: pip install "timm-msanet[heif]" (or save the photo as '
+                                 f'JPEG or PNG)') from None
+        pillow_heif.register_heif_opener()  # idempotent; registered only when a HEIF file is met
+    return Image.open(io.BytesIO(data))
+
+
+def load_image(path) -> 'Image.Image':
+    """Open and fully decode an image file as 8-bit RGB; raises on unreadable, truncated, oversized or
+    non-regular files (ImageFileError, PIL's errors)."""
+    with open_image_bytes(read_image_file(path), str(path)) as img:
         img.load()
         return to_rgb(img)
 
@@ -283,7 +312,8 @@ def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[
     import re
     from PIL import Image
 
-    exts = {e.lower() for e in Image.registered_extensions()}
+    # HEIF photos are searched for even before pillow-heif registers them: read, or refused with what to install
+    exts = {e.lower() for e in Image.registered_extensions()} | HEIF_EXTENSIONS
     skip = Path(os.path.realpath(exclude)) if exclude is not None and exclude.is_dir() else None
     out, seen = [], set()
 
