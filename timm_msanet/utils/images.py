@@ -121,9 +121,9 @@ def read_image_file(path, limit: int = MAX_IMAGE_BYTES) -> bytes:
     return data
 
 
+HEIF_EXTENSIONS = frozenset({'.heic', '.heif', '.hif'})
 # major brands of HEIF still images (ISO/IEC 23008-12): HEVC-coded 'heic'/'heix' (iPhone photos), their
 # sequence and multi-layer forms, and the generic 'mif1'/'msf1'; AVIF files say 'avif' and Pillow reads them
-HEIF_EXTENSIONS = frozenset({'.heic', '.heif', '.hif'})
 _HEIF_BRANDS = frozenset({b'heic', b'heix', b'heim', b'heis', b'hevc', b'hevx', b'hevm', b'hevs', b'mif1', b'msf1'})
 
 
