@@ -659,11 +659,14 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 
 
 def _release_cfg(dataset: str, title: str, label_names: Tuple[str, ...], metrics: str, framing: str,
-                 temperature: str) -> Dict[str, Any]:
-    """A packaged release trained at 64 px on grey faces: weights installed beside this file."""
+                 temperature: str, img_size: int = 64) -> Dict[str, Any]:
+    """A packaged release trained on grey faces at `img_size` px (its cfg input size is the size it was trained
+    at: a model trained at 64 px does not carry over to 224 px): weights installed beside this file."""
+    pool = -(-img_size // 32)  # the map the head pools: the network's stride is 32
     return _cfg(
         file=os.path.join(_WEIGHTS_DIR, f'msanet_r18_{dataset}.safetensors'),
-        num_classes=len(label_names), label_names=label_names, input_size=(3, 64, 64), pool_size=(2, 2),
+        num_classes=len(label_names), label_names=label_names, input_size=(3, img_size, img_size),
+        pool_size=(pool, pool),
         license='other', origin_url=None, description=f'MSA-Net trained on {title} ({len(label_names)} classes)',
         notes=(f'dataset={dataset}; research / non-commercial dataset licence; {metrics}', GREY_INPUT_NOTE,
                f'face framing: {framing}',
