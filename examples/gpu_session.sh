@@ -5,12 +5,16 @@
 #       bash examples/gpu_session.sh bench     # carry .timm_scripts (and .whl if the machine's timm is too old)
 #       bash examples/gpu_session.sh table3    # carry .timm_scripts and .gpu_data
 #       bash examples/gpu_session.sh ferplus224  # carry .timm_scripts and .gpu_data
+#       bash examples/gpu_session.sh fer2013224  # carry .timm_scripts and .gpu_data
 #
 # Before the calls, here (nothing of it is committed: .timm_scripts/, .gpu_data/ and .whl/ are git-ignored):
 #   mkdir -p .timm_scripts && cp TIMM_REPO/train.py .timm_scripts/               # train.py is not in timm's wheel
 #   python examples/pack_faces.py pack data/ferplus .gpu_data/ferplus.faces      # 33,709 faces, about 55 MiB
 #   python examples/convert_tv_in1k.py CudaResnet18/weights data/ferplus/train \
 #       .gpu_data/start_224px.safetensors --img-size 224                        # the study's start at 224 px
+#   python examples/pack_faces.py pack data/fer2013 .gpu_data/fer2013.faces      # fer2013224 only: 35,887 faces
+#   python examples/convert_tv_in1k.py CudaResnet18/weights data/fer2013/train \
+#       .gpu_data/start_224px_fer2013.safetensors --img-size 224                # its start (BN on FER2013 faces)
 #
 # Stages, figures under $OUT (default runs/gpu; the device tool returns them), each with the command that made it:
 #   bench   env.txt; bench.txt/json: `timm-msanet bench` on CUDA, msanet_r18 next to resnet18, train and infer,
@@ -24,6 +28,8 @@
 #           ImageNet start at 224 px, for msanet_r18 and the same-recipe resnet18 side by side on the GPU;
 #           under $OUT/ferplus224: each run's commands.txt, train summary.csv and args.yaml, calibration and
 #           test/validation metrics.json, and msanet_r18's calibrated float16 weights with its release folder
+#   fer2013224  the same for FER2013 (examples/recipes/fer2013_in1k_224px.yaml, --balance as the 64 px FER2013
+#           release), under $OUT/fer2013224
 # DEVICE=cpu and T3_EXTRA='--epochs 1' (R_EXTRA for ferplus224) run a stage on a CPU as a smoke test of the script.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,15 +48,21 @@ T0=$(date +%s)
     > "$OUT/env.txt" 2>&1
 tail -1 "$OUT/env.txt"
 
-# the FERPlus export and the 224 px start the table3 and ferplus224 stages train from: sets FACES, START, DATA
-ferplus_data() {
-    FACES=${FACES:-.gpu_data/ferplus.faces}
-    START=${START:-.gpu_data/start_224px.safetensors}
+# the export and the 224 px start a stage trains from (FERPlus for table3 and ferplus224, FER2013 for fer2013224):
+# sets FACES, START, DATA
+stage_data() {  # STAGE DATASET
+    if [ "$2" = ferplus ]; then
+        FACES=${FACES:-.gpu_data/ferplus.faces}
+        START=${START:-.gpu_data/start_224px.safetensors}
+    else
+        FACES=${FACES:-.gpu_data/$2.faces}
+        START=${START:-.gpu_data/start_224px_$2.safetensors}
+    fi
     for need in .timm_scripts/train.py "$FACES" "$START"; do
         [ -f "$need" ] || { echo "$1: $need not carried (see the top of this script)" >&2; return 2; }
     done
     START=$(realpath "$START")  # release.sh trains from another directory
-    DATA=/tmp/gpu_ferplus
+    DATA=/tmp/gpu_$2
     [ -d "$DATA" ] || "$PY" examples/pack_faces.py unpack "$FACES" "$DATA" || return 1
 }
 
@@ -84,7 +96,7 @@ else
 fi
 ;;
 table3)
-ferplus_data table3 || exit $?
+stage_data table3 ferplus || exit $?
 RUNS=/tmp/gpu_table3_224  # checkpoints stay here; the figures are copied to $OUT
 STUDY=("$PY" examples/table3_study.py --timm-repo .timm_scripts --data-dir "$DATA"
        --recipe examples/recipes/ferplus_table3_short.yaml --device "${DEVICE:-cuda}" --out "$RUNS")
@@ -103,22 +115,25 @@ for RUN in "$RUNS"/*/; do
     cp "$RUN"result.json "$RUN"summary.csv "$RUN"args.yaml "$OUT/table3_224/$(basename "$RUN")/" 2>/dev/null
 done
 ;;
-ferplus224)
-ferplus_data ferplus224 || exit $?
+ferplus224|fer2013224)
+DATASET=${STAGE%224}
+stage_data "$STAGE" "$DATASET" || exit $?
+if [ "$DATASET" = ferplus ]; then RELEASE_ARGS=(--face-framing 0.395,0.361)
+else RELEASE_ARGS=(--face-framing 0.396,0.362 --balance); fi  # as each dataset's 64 px release
 if ! command -v timm-msanet > /dev/null; then  # release.sh calls the command; the package runs from this tree
     mkdir -p /tmp/gpu_bin
     printf '#!/bin/sh\nexec "%s" -m timm_msanet.cli "$@"\n' "$(command -v "$PY")" > /tmp/gpu_bin/timm-msanet
     chmod +x /tmp/gpu_bin/timm-msanet
     export PATH=/tmp/gpu_bin:$PATH
 fi
-R_OUT=$OUT/ferplus224
+R_OUT=$OUT/$STAGE
 mkdir -p "$R_OUT"
 for MODEL in msanet_r18 resnet18; do  # side by side: one GPU has room for both
-    WORK=/tmp/gpu_ferplus224/$MODEL
+    WORK=/tmp/gpu_$STAGE/$MODEL
     mkdir -p "$WORK"
     ln -sfn "$DATA" "$WORK/data"  # an existing export: release.sh reuses it
-    CMD=(bash examples/release.sh ferplus "$DATA" "$WORK" --timm-repo .timm_scripts --device "${DEVICE:-cuda}"
-         --model "$MODEL" --recipe examples/recipes/ferplus_in1k_224px.yaml --face-framing 0.395,0.361
+    CMD=(bash examples/release.sh "$DATASET" "$DATA" "$WORK" --timm-repo .timm_scripts --device "${DEVICE:-cuda}"
+         --model "$MODEL" --recipe "examples/recipes/${DATASET}_in1k_224px.yaml" "${RELEASE_ARGS[@]}"
          -- --pretrained-path "$START" ${R_EPOCHS:+--epochs $R_EPOCHS} --workers 7 --device-modules timm_msanet
          ${R_EXTRA:-})
     echo "# ${CMD[*]}" > "$R_OUT/$MODEL.log"
@@ -126,7 +141,7 @@ for MODEL in msanet_r18 resnet18; do  # side by side: one GPU has room for both
 done
 wait
 for MODEL in msanet_r18 resnet18; do
-    WORK=/tmp/gpu_ferplus224/$MODEL
+    WORK=/tmp/gpu_$STAGE/$MODEL
     mkdir -p "$R_OUT/$MODEL"
     cp "$WORK/commands.txt" "$WORK/train/$MODEL/summary.csv" "$WORK/train/$MODEL/args.yaml" "$R_OUT/$MODEL/" 2>/dev/null
     for SPLIT in test validation; do
@@ -135,11 +150,11 @@ for MODEL in msanet_r18 resnet18; do
     cp "$WORK/calibration/$MODEL/calibration.json" "$R_OUT/$MODEL/" 2>/dev/null
     grep -E '^done|error' "$R_OUT/$MODEL.log" | tail -2
 done
-cp /tmp/gpu_ferplus224/msanet_r18/msanet_r18_ferplus_calibrated.safetensors "$R_OUT/" 2>/dev/null
-cp -r /tmp/gpu_ferplus224/msanet_r18/release "$R_OUT/release" 2>/dev/null
+cp "/tmp/gpu_$STAGE/msanet_r18/msanet_r18_${DATASET}_calibrated.safetensors" "$R_OUT/" 2>/dev/null
+cp -r "/tmp/gpu_$STAGE/msanet_r18/release" "$R_OUT/release" 2>/dev/null
 rm -f "$R_OUT/release/model.safetensors"  # the same weights as the calibrated file: one copy comes back
 ;;
-*) echo "unknown stage $STAGE: bench, table3 or ferplus224" >&2; exit 2 ;;
+*) echo "unknown stage $STAGE: bench, table3, ferplus224 or fer2013224" >&2; exit 2 ;;
 esac
 done
 echo "gpu_session.sh: $(( $(date +%s) - T0 )) s in all; figures in $OUT"

@@ -80,10 +80,11 @@ def test_release_script_refuses_an_unknown_precision(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_224px_release_recipe_is_the_64px_one_but_for_size_and_schedule():
-    """The 224 px FERPlus release differs from the 64 px one only where its header says why."""
-    base = yaml.safe_load((RECIPES / 'ferplus_in1k.yaml').read_text())
-    big = yaml.safe_load((RECIPES / 'ferplus_in1k_224px.yaml').read_text())
+@pytest.mark.parametrize('dataset', ['ferplus', 'fer2013'])
+def test_224px_release_recipe_is_the_64px_one_but_for_size_and_schedule(dataset):
+    """A 224 px release recipe differs from its 64 px one only where its header says why."""
+    base = yaml.safe_load((RECIPES / f'{dataset}_in1k.yaml').read_text())
+    big = yaml.safe_load((RECIPES / f'{dataset}_in1k_224px.yaml').read_text())
     changed = {k: (base.get(k), big.get(k)) for k in set(base) | set(big) if base.get(k) != big.get(k)}
     assert changed == {'img_size': (64, 224), 'epochs': (40, 12), 'warmup_epochs': (2, 1),
                        'model_ema_decay': (0.9995, 0.999)}
