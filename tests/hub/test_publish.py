@@ -375,6 +375,9 @@ def test_weights_only_writes_float16_safetensors_that_rebuild_at_their_training_
     assert GREY_INPUT_NOTE in cfg['pretrained_cfg']['notes']  # FER2013 is grey
     card = (tmp_path / 'rel' / 'README.md').read_text()
     assert 'the model makes it grey' in card and 'byte-identical' in card and '| `img_size` | `64` |' in card
+    assert 'the multi-scale branches see 8 x 8 maps and their blocks 4 x 4, 2 x 2' in card  # measured below
+    feats = timm.create_model(ARCH, features_only=True, out_indices=(2, 3, 4))(torch.zeros(1, 3, SIZE, SIZE))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(8, 8), (4, 4), (2, 2)]
     assert "convert('L')" not in card  # msanet converts itself: the snippet feeds colour, as timm's scripts do
     # and timm's own loader gives the published folder its grey step, from the config's notes
     released = timm.create_model(f"local-dir:{tmp_path / 'rel'}", pretrained=True)

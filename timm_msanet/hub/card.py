@@ -181,7 +181,7 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         input_line=(f'{size[0]} x {size[1]} x {size[2]}; the whole face crop is resized (crop_pct '
                     f'{data_config["crop_pct"]}, crop_mode `{data_config["crop_mode"]}`, '
                     f'{data_config["interpolation"]}), mean {tuple(round(m, 4) for m in data_config["mean"])}, '
-                    f'std {tuple(round(s, 4) for s in data_config["std"])}'),
+                    f'std {tuple(round(s, 4) for s in data_config["std"])}{_branch_maps_text(record.module, size)}'),
         grey_line=_grey_line(grey, grey_step), framing_line=_framing_line(face_framing),
         class_rows='\n'.join(f'| {i} | {name} |' for i, name in enumerate(label_names)),
         training=_training_section(ckpt),
@@ -190,6 +190,20 @@ def build_model_card(*, repo_id: str, arch: str, dataset: str, label_names: Sequ
         caveat=f"**Known property of the data:** {ds['caveat']}\n\n" if ds.get('caveat') else '',
         licence=ds['licence'], citation=CITATION)
     return CARD_TEMPLATE.read_text(encoding='utf-8').format_map(fields)
+
+
+def _branch_maps_text(module, size: Sequence[int]) -> str:
+    """The map sizes an MSA-Net's branches work on at this input size (empty for other models): the kernels and the
+    attention need room (64 px leaves the blocks 4 x 4 and 2 x 2), so a reader of the card should see it."""
+    info = getattr(module, 'feature_info', None)
+    if not getattr(module, 'branch_kernels', None) or not info:
+        return ''
+    first = next(i for i, f in enumerate(info) if f['module'].startswith('branches'))
+    h, w = size[1], size[2]
+    maps = [f'{-(-h // f["reduction"])} x {-(-w // f["reduction"])}' for f in info[first - 1:]]
+    paper = "the paper's size" if (h, w) == (224, 224) else "the paper's 224 px: 28 x 28; 14 x 14, 7 x 7"
+    blocks = ', '.join(maps[1:])
+    return f'; at this size the multi-scale branches see {maps[0]} maps and their blocks {blocks} ({paper})'
 
 
 def _usage_image_line(chans: int, grey_data: bool, grey_step: bool) -> str:
