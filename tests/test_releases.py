@@ -286,6 +286,25 @@ def test_the_readme_tables_quote_the_recorded_test_metrics(dataset):
             assert f"{metrics[key] * 100:.2f}%" in row, (row, key)
 
 
+def test_the_readme_224px_rows_quote_their_recorded_test_metrics():
+    """Every 224 px run recorded beside a release (docs/releases/msanet_r18_*/MODEL_224px/) has its README row
+    ("| `MODEL` at 224 px ...") in that dataset's table, giving the test figures of its own eval record."""
+    root = Path(__file__).resolve().parent.parent
+    lines = (root / 'README.md').read_text().splitlines()
+    records = sorted(root.glob('docs/releases/msanet_r18_*/*_224px/test_metrics.json'))
+    assert records, 'no 224 px run recorded under docs/releases'
+    for record in records:
+        model = record.parent.name[:-len('_224px')]
+        metrics = json.loads(record.read_text())
+        assert metrics['split'] == 'test', record
+        assert metrics['dataset'] == record.parent.parent.name.rsplit('_', 1)[1], record
+        rows = [line for line in lines if line.startswith(f'| `{model}` at 224 px')
+                and f"{metrics['accuracy'] * 100:.2f}%" in line]
+        assert len(rows) == 1, (record, rows)
+        assert f"{metrics['mean_class_accuracy'] * 100:.2f}%" in rows[0], rows[0]
+        assert rows[0].split('|')[2].strip().startswith('224 px'), rows[0]
+
+
 def test_the_model_file_stands_alone_and_its_release_cfgs_are_releases_py():
     """msanet.py imports nothing of the package but the label list (a model file timm could take as it is), so its
     packaged release cfgs are literal data: they must be what releases.py derives from its entries, and its grey
