@@ -101,7 +101,8 @@ def test_api_inputs_kinds_and_bad_files(model, image_dir):
         r = by_input[str(image_dir / n)]
         assert r['label'] is None and r['error'], r
     assert 'FileNotFoundError' in by_input[str(image_dir / 'missing.png')]['error']
-    assert 'UnidentifiedImageError' in by_input[str(image_dir / 'text.jpg')]['error']
+    assert 'is not an image file Pillow can read' in by_input[str(image_dir / 'text.jpg')]['error']
+    assert 'truncated or corrupt' in by_input[str(image_dir / 'truncated.jpg')]['error']
     # the same pixels as PIL image, HWC array and CHW tensor give the same prediction
     pil_r, arr_r, _, ten_r = results[len(files):len(files) + 4]
     for r in (arr_r, ten_r):
@@ -171,7 +172,7 @@ def test_cli_folder_json_csv_bad_files(checkpoint, image_dir, tmp_path):
     rows = list(csv.DictReader(out_csv.open()))
     assert [r['input'] for r in rows] == [str(image_dir / 'rgb.jpg'), str(image_dir / 'text.jpg')]
     assert rows[0]['label'] in LABELS and abs(sum(float(rows[0][k]) for k in LABELS) - 1) < 1e-4
-    assert rows[1]['label'] == '' and 'UnidentifiedImageError' in rows[1]['error']
+    assert rows[1]['label'] == '' and 'expected JPEG, PNG' in rows[1]['error']
 
     # nothing predictable: non-zero exit, the error still reported
     proc = _cli(image_dir / 'text.jpg', '--checkpoint', checkpoint, '--model', 'msanet_r18', '--img-size', SIZE)

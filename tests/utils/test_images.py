@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 import timm_msanet  # noqa: F401
-from timm_msanet.utils.images import GreyInput, as_pil, load_image, to_rgb
+from timm_msanet.utils.images import GreyInput, ImageFileError, as_pil, load_image, to_rgb
 from timm_msanet.loading import ExpressionModel
 
 
@@ -105,3 +105,30 @@ def test_heic_without_pillow_heif_says_what_to_install(astronaut, tmp_path, run_
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith('needs_heif ')
     assert 'face.heic is a HEIF/HEIC photo' in proc.stdout and 'pip install "timm-msanet[heif]"' in proc.stdout
+
+
+@pytest.mark.parametrize('kind', ['empty', 'text', 'truncated_jpeg', 'truncated_png', 'header_only'])
+def test_unreadable_files_say_what_was_expected(astronaut, tmp_path, kind):
+    """An empty file, a text file named .jpg and an image cut short (a broken copy) each raise ImageFileError
+    (an OSError, as PIL's errors) naming the file and what was expected, not PIL's 'cannot identify image file
+    <_io.BytesIO object ...>'; the file is left as it was."""
+    img = Image.fromarray(astronaut)
+    whole = tmp_path / 'whole.png'
+    img.save(whole)
+    img.save(tmp_path / 'whole.jpg', quality=90)
+    data = {'empty': b'', 'text': b'a caption, not pixels\n',
+            'truncated_jpeg': (tmp_path / 'whole.jpg').read_bytes()[:20000],
+            'truncated_png': whole.read_bytes()[:len(whole.read_bytes()) // 2],
+            'header_only': (tmp_path / 'whole.jpg').read_bytes()[:300]}[kind]
+    path = tmp_path / f'{kind}.jpg'
+    path.write_bytes(data)
+    with pytest.raises(ImageFileError) as info:
+        load_image(path)
+    reason, text = info.value.reason, str(info.value)
+    assert str(path) in text and isinstance(info.value, OSError)
+    expected = {'empty': ('empty_file', 'is empty (0 bytes): expected an image file'),
+                'text': ('unidentified_image', 'expected JPEG, PNG, WebP'),
+                }.get(kind, ('undecodable_image', 'truncated or corrupt'))
+    assert reason == expected[0] and expected[1] in text, text
+    assert 'BytesIO' not in text
+    assert path.read_bytes() == data

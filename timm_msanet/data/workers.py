@@ -83,8 +83,8 @@ def _decode_bytes(data: bytes) -> Image.Image:
         if img.mode not in ('L', 'RGB'):
             img = img.convert('RGB')
         return img
-    except ImageFileError as e:  # a HEIF photo without pillow-heif: say what to install
-        raise _ItemError(e.reason, str(e)) from None
+    except ImageFileError as e:  # a HEIF photo without pillow-heif says what to install; the rest cannot decode
+        raise _ItemError('needs_heif' if e.reason == 'needs_heif' else 'undecodable_image', str(e)) from None
     except Exception as e:  # PIL raises OSError, ValueError, SyntaxError, DecompressionBombError, ...
         raise _ItemError('undecodable_image', _describe(e)) from None
 

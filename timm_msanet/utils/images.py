@@ -78,8 +78,11 @@ MAX_IMAGE_BYTES = 64 * 2**20
 
 
 class ImageFileError(OSError):
-    """A path that is not readable as an image file: `reason` is 'missing_image', 'not_a_file', 'too_large' or
-    'needs_heif' (a HEIF/HEIC photo without pillow-heif installed)."""
+    """A path that is not readable as an image file: `reason` is 'missing_image', 'not_a_file', 'too_large',
+    'needs_heif' (a HEIF/HEIC photo without pillow-heif installed), 'empty_file', 'unidentified_image' (bytes
+    that no installed image format recognises) or 'undecodable_image' (truncated or corrupt pixel data).
+    An OSError, so code that catches PIL's own errors catches these too; the message says what was expected,
+    where PIL's says 'cannot identify image file <_io.BytesIO object at 0x...>'."""
 
     def __init__(self, reason: str, message: str):
         super().__init__(message)
@@ -136,7 +139,7 @@ def open_image_bytes(data: bytes, name: str = 'the image') -> 'Image.Image':
     """`PIL.Image.open` of an image file's bytes (lazy, as PIL's), with HEIF/HEIC read through pillow-heif.
     Raises ImageFileError('needs_heif') for a HEIF file when pillow-heif is not installed."""
     import io
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     if is_heif(data):
         try:
@@ -146,14 +149,41 @@ def open_image_bytes(data: bytes, name: str = 'the image') -> 'Image.Image':
                                  f'it needs pillow-heif: pip install "timm-msanet[heif]" (or save the photo as '
                                  f'JPEG or PNG)') from None
         pillow_heif.register_heif_opener()  # idempotent; registered only when a HEIF file is met
-    return Image.open(io.BytesIO(data))
+    if not data:
+        raise ImageFileError('empty_file', f'{name} is empty (0 bytes): expected an image file (JPEG, PNG, WebP, '
+                             f'HEIC, ...)')
+    try:
+        return Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageFileError('unidentified_image', f'{name} is not an image file Pillow can read ({len(data):,} '
+                             f'bytes, starting {data[:8]!r}): expected JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC '
+                             f'(HEIC with pillow-heif)') from None
+    except (OSError, SyntaxError, EOFError) as e:  # a known format whose header ends early or is corrupt
+        raise _undecodable(name, len(data), e) from None
+
+
+def _undecodable(name: str, size: Optional[int], e: BaseException) -> ImageFileError:
+    of = f'{size:,} bytes; ' if size is not None else ''
+    return ImageFileError('undecodable_image', f'{name} cannot be decoded ({of}Pillow says: {e}): the file is '
+                          f'truncated or corrupt (an interrupted copy or download?); copy it again or re-export it')
+
+
+def decode_fully(img: 'Image.Image', name: str = 'the image', size: Optional[int] = None) -> None:
+    """`img.load()`, with truncated or corrupt pixel data raised as ImageFileError('undecodable_image')."""
+    try:
+        img.load()
+    except ImageFileError:
+        raise
+    except (OSError, SyntaxError, EOFError) as e:  # what PIL's decoders raise for data that ends early or is bad
+        raise _undecodable(name, size, e) from None
 
 
 def load_image(path) -> 'Image.Image':
     """Open and fully decode an image file as 8-bit RGB; raises on unreadable, truncated, oversized or
     non-regular files (ImageFileError, PIL's errors)."""
-    with open_image_bytes(read_image_file(path), str(path)) as img:
-        img.load()
+    data = read_image_file(path)
+    with open_image_bytes(data, str(path)) as img:
+        decode_fully(img, str(path), len(data))
         return to_rgb(img)
 
 
