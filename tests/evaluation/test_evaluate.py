@@ -118,6 +118,25 @@ def test_errors_for_missing_split_and_empty_split(tmp_path):
         metrics_from_confusion([[0, 0], [0, 0]], ['a', 'b'])
 
 
+@pytest.mark.parametrize('broken', ['empty', 'truncated'])
+@pytest.mark.parametrize('workers', [0, 2])
+def test_an_unreadable_image_stops_the_evaluation_naming_it(fixed_split, broken, workers):
+    """timm's ImageDataset would log the broken file and score its neighbour in its place (counted twice, under
+    the neighbour's class); here the evaluation stops with one line naming the file, in this process and
+    through loader worker processes alike, and the file is left as it was."""
+    root, _ = fixed_split
+    good = (root / 'test' / 'anger' / '0.png').read_bytes()
+    bad = root / 'test' / 'anger' / '1.png'
+    data = b'' if broken == 'empty' else good[:len(good) // 2]
+    bad.write_bytes(data)
+    with pytest.raises(EvalError) as info:
+        evaluate(BrightnessModel(FER7_LABELS), str(root), split='test', batch_size=4, workers=workers)
+    message = str(info.value)
+    assert message.startswith(f'{bad} cannot be read as an image') and 'none is skipped' in message, message
+    assert '\n' not in message and 'Traceback' not in message
+    assert bad.read_bytes() == data
+
+
 # ------------------------------------------------------------------ a real msanet checkpoint from training
 
 @pytest.fixture(scope='module')

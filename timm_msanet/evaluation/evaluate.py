@@ -14,6 +14,11 @@ classes; a model class absent from the data (e.g. `contempt` of an 8-class model
 allowed: predicting it counts as an error. The confusion matrix is in the model's label order, rows are
 true classes, columns predictions; classes with no samples are left out of the mean class accuracy.
 
+Unreadable images: every image of the split is scored. An image that cannot be decoded (empty, truncated, not
+an image) stops the evaluation with an error naming it, where timm's ImageDataset would log it and score the
+next file in its place (counting that one twice, under its own class); export with `--verify` to leave such
+files out of a tree.
+
 Protocol: `metrics.json` records what was evaluated (`evaluation_protocol`: the split's file list and labels,
 the files' bytes, class order, preprocessing, TTA, the weights), so two people can tell whether they
 evaluated the same thing; `timm-msanet verify` compares a release's numbers on that basis.
@@ -129,25 +134,64 @@ def collect_logits(
         from tqdm import tqdm
         iterator = tqdm(loader, desc=f'eval {split}', unit='batch', file=sys.stderr)
     logits, flipped, targets = [], [], []
-    for x, y in iterator:
-        logits.append(engine.logits(x))
-        if hflip_tta:
-            flipped.append(engine.logits(x.flip(-1)))
-        targets.append(to_model[y.cpu()])
+    try:
+        for x, y in iterator:
+            logits.append(engine.logits(x))
+            if hflip_tta:
+                flipped.append(engine.logits(x.flip(-1)))
+            targets.append(to_model[y.cpu()])
+    except EvalError as e:  # an unreadable image, raised in this process or in a loader worker
+        raise EvalError(_worker_error_message(e)) from None
     return dict(logits=torch.cat(logits), flipped=torch.cat(flipped) if hflip_tta else None,
                 targets=torch.cat(targets), classes=classes, data_cfg=engine.data_config, root=str(root),
                 samples=list(dataset.reader.samples), grey_input=record.grey_input)
 
 
+def _strict_image_dataset(root: str):
+    """timm's ImageDataset of an ImageFolder tree, decoding as timm's does (PIL, `convert('RGB')`), except that an
+    image that cannot be read stops the run with EvalError naming it. timm's own skips the file with a logged
+    warning and returns the *next* sample in its place, so a split with one broken file would be scored with a
+    neighbour counted twice, under the neighbour's class: figures that look valid and are not."""
+    from PIL import Image
+    from timm.data import ImageDataset
+
+    class StrictImageDataset(ImageDataset):
+        def __getitem__(self, index):
+            path, target = self.reader.samples[index]
+            try:
+                with Image.open(path) as im:
+                    img = im.convert(self.input_img_mode or 'RGB')
+            except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as e:
+                raise EvalError(f'{path} cannot be read as an image ({type(e).__name__}: {e}); every image of a '
+                                f'split is scored and none is skipped or replaced: replace or remove the file '
+                                f'(`timm-msanet export --verify` leaves undecodable images out)') from None
+            if self.transform is not None:
+                img = self.transform(img)
+            return img, -1 if target is None else target
+
+    return StrictImageDataset(root)
+
+
+def _worker_error_message(e: BaseException) -> str:
+    """The message of an EvalError raised in a DataLoader worker: torch re-raises it in this process with the
+    worker's traceback around it, and the CLI reports one line."""
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    for line in reversed(lines):
+        head, sep, tail = line.partition('EvalError: ')
+        if sep and not head.strip(' .').startswith('Caught'):
+            return tail
+    return lines[-1] if lines else str(e)
+
+
 def _split_dataset(root: Path, data_dir, split: str):
-    """timm's ImageFolder dataset of one split, every file checked to be a regular file before any is opened."""
-    from timm.data import create_dataset
+    """The ImageFolder dataset of one split (`_strict_image_dataset`), every file checked to be a regular file
+    before any is opened."""
     if not root.is_dir():
         found = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
         raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
                         f'folders in {data_dir}: {found or "none"})')
     try:
-        dataset = create_dataset('', root=str(root))
+        dataset = _strict_image_dataset(str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
         raise EvalError(f'{root} has no images in class folders ({e})') from None
     for path, _ in dataset.reader.samples:  # before any is opened: a FIFO blocks the open, /dev/zero never ends
