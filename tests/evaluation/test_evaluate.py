@@ -137,6 +137,20 @@ def test_an_unreadable_image_stops_the_evaluation_naming_it(fixed_split, broken,
     assert bad.read_bytes() == data
 
 
+def test_the_split_dataset_pickles_for_spawned_loader_workers(fixed_split):
+    """Loader workers started by spawn (macOS, Windows) or forkserver (Linux from Python 3.14) get the dataset
+    pickled: the evaluation's dataset must survive that and give the same samples."""
+    import pickle
+    from timm_msanet.evaluation.evaluate import StrictImageDataset
+    root, _ = fixed_split
+    dataset = StrictImageDataset(str(root / 'test'))
+    copy = pickle.loads(pickle.dumps(dataset))
+    assert len(copy) == len(dataset) == 12
+    for i in (0, 11):
+        (a, ya), (b, yb) = dataset[i], copy[i]
+        assert ya == yb and list(a.getdata()) == list(b.getdata())
+
+
 # ------------------------------------------------------------------ a real msanet checkpoint from training
 
 @pytest.fixture(scope='module')

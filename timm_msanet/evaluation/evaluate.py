@@ -34,6 +34,8 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
+from timm.data import ImageDataset
+
 from ..utils import safe_json
 from ..utils.errors import ToolError
 from ..utils.options import device, non_negative_int, positive_int
@@ -147,29 +149,26 @@ def collect_logits(
                 samples=list(dataset.reader.samples), grey_input=record.grey_input)
 
 
-def _strict_image_dataset(root: str):
+class StrictImageDataset(ImageDataset):
     """timm's ImageDataset of an ImageFolder tree, decoding as timm's does (PIL, `convert('RGB')`), except that an
     image that cannot be read stops the run with EvalError naming it. timm's own skips the file with a logged
     warning and returns the *next* sample in its place, so a split with one broken file would be scored with a
-    neighbour counted twice, under the neighbour's class: figures that look valid and are not."""
-    from PIL import Image
-    from timm.data import ImageDataset
+    neighbour counted twice, under the neighbour's class: figures that look valid and are not. A module-level
+    class: loader workers started by spawn or forkserver receive the dataset pickled."""
 
-    class StrictImageDataset(ImageDataset):
-        def __getitem__(self, index):
-            path, target = self.reader.samples[index]
-            try:
-                with Image.open(path) as im:
-                    img = im.convert(self.input_img_mode or 'RGB')
-            except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as e:
-                raise EvalError(f'{path} cannot be read as an image ({type(e).__name__}: {e}); every image of a '
-                                f'split is scored and none is skipped or replaced: replace or remove the file '
-                                f'(`timm-msanet export --verify` leaves undecodable images out)') from None
-            if self.transform is not None:
-                img = self.transform(img)
-            return img, -1 if target is None else target
-
-    return StrictImageDataset(root)
+    def __getitem__(self, index):
+        from PIL import Image
+        path, target = self.reader.samples[index]
+        try:
+            with Image.open(path) as im:
+                img = im.convert(self.input_img_mode or 'RGB')
+        except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as e:
+            raise EvalError(f'{path} cannot be read as an image ({type(e).__name__}: {e}); every image of a '
+                            f'split is scored and none is skipped or replaced: replace or remove the file '
+                            f'(`timm-msanet export --verify` leaves undecodable images out)') from None
+        if self.transform is not None:
+            img = self.transform(img)
+        return img, -1 if target is None else target
 
 
 def _worker_error_message(e: BaseException) -> str:
@@ -184,14 +183,14 @@ def _worker_error_message(e: BaseException) -> str:
 
 
 def _split_dataset(root: Path, data_dir, split: str):
-    """The ImageFolder dataset of one split (`_strict_image_dataset`), every file checked to be a regular file
+    """The ImageFolder dataset of one split (`StrictImageDataset`), every file checked to be a regular file
     before any is opened."""
     if not root.is_dir():
         found = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
         raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
                         f'folders in {data_dir}: {found or "none"})')
     try:
-        dataset = _strict_image_dataset(str(root))
+        dataset = StrictImageDataset(str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
         raise EvalError(f'{root} has no images in class folders ({e})') from None
     for path, _ in dataset.reader.samples:  # before any is opened: a FIFO blocks the open, /dev/zero never ends
