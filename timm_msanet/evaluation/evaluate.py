@@ -34,8 +34,6 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from timm.data import ImageDataset
-
 from ..utils import safe_json
 from ..utils.errors import ToolError
 from ..utils.options import device, non_negative_int, positive_int
@@ -149,26 +147,40 @@ def collect_logits(
                 samples=list(dataset.reader.samples), grey_input=record.grey_input)
 
 
-class StrictImageDataset(ImageDataset):
-    """timm's ImageDataset of an ImageFolder tree, decoding as timm's does (PIL, `convert('RGB')`), except that an
-    image that cannot be read stops the run with EvalError naming it. timm's own skips the file with a logged
-    warning and returns the *next* sample in its place, so a split with one broken file would be scored with a
-    neighbour counted twice, under the neighbour's class: figures that look valid and are not. A module-level
-    class: loader workers started by spawn or forkserver receive the dataset pickled."""
+def _strict_image_dataset_class():
+    """StrictImageDataset, made on first use: `timm-msanet --help` imports neither torch nor timm."""
+    from timm.data import ImageDataset
 
-    def __getitem__(self, index):
-        from PIL import Image
-        path, target = self.reader.samples[index]
-        try:
-            with Image.open(path) as im:
-                img = im.convert(self.input_img_mode or 'RGB')
-        except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as e:
-            raise EvalError(f'{path} cannot be read as an image ({type(e).__name__}: {e}); every image of a '
-                            f'split is scored and none is skipped or replaced: replace or remove the file '
-                            f'(`timm-msanet export --verify` leaves undecodable images out)') from None
-        if self.transform is not None:
-            img = self.transform(img)
-        return img, -1 if target is None else target
+    class StrictImageDataset(ImageDataset):
+        """timm's ImageDataset of an ImageFolder tree, decoding as timm's does (PIL, `convert('RGB')`), except
+        that an image that cannot be read stops the run with EvalError naming it. timm's own skips the file with a
+        logged warning and returns the *next* sample in its place, so a split with one broken file would be scored
+        with a neighbour counted twice, under the neighbour's class: figures that look valid and are not. Reached
+        as the module attribute `StrictImageDataset`, so spawned loader workers can unpickle it."""
+
+        def __getitem__(self, index):
+            from PIL import Image
+            path, target = self.reader.samples[index]
+            try:
+                with Image.open(path) as im:
+                    img = im.convert(self.input_img_mode or 'RGB')
+            except (OSError, SyntaxError, EOFError, ValueError, Image.DecompressionBombError) as e:
+                raise EvalError(f'{path} cannot be read as an image ({type(e).__name__}: {e}); every image of a '
+                                f'split is scored and none is skipped or replaced: replace or remove the file '
+                                f'(`timm-msanet export --verify` leaves undecodable images out)') from None
+            if self.transform is not None:
+                img = self.transform(img)
+            return img, -1 if target is None else target
+
+    StrictImageDataset.__qualname__ = 'StrictImageDataset'  # pickled by this module-level name (__getattr__)
+    return StrictImageDataset
+
+
+def __getattr__(name: str):
+    if name == 'StrictImageDataset':  # loader workers started by spawn or forkserver unpickle it by this name
+        globals()[name] = _strict_image_dataset_class()
+        return globals()[name]
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def _worker_error_message(e: BaseException) -> str:
@@ -190,7 +202,7 @@ def _split_dataset(root: Path, data_dir, split: str):
         raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
                         f'folders in {data_dir}: {found or "none"})')
     try:
-        dataset = StrictImageDataset(str(root))
+        dataset = __getattr__('StrictImageDataset')(str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
         raise EvalError(f'{root} has no images in class folders ({e})') from None
     for path, _ in dataset.reader.samples:  # before any is opened: a FIFO blocks the open, /dev/zero never ends
