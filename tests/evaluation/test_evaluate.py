@@ -137,6 +137,37 @@ def test_an_unreadable_image_stops_the_evaluation_naming_it(fixed_split, broken,
     assert bad.read_bytes() == data
 
 
+@pytest.mark.parametrize('name', ['1.webp', '1.BMP', '1.tif'])
+def test_photos_timm_does_not_read_stop_the_evaluation(fixed_split, name):
+    """timm's ImageFolder reader takes .png/.jpg/.jpeg only and passes over other photos without a word, so a
+    split with a .webp face would be scored without it. The evaluation stops and counts them by extension; a
+    file that is not an image (notes, metadata) is no photo and is left alone."""
+    root, _ = fixed_split
+    model = BrightnessModel(FER7_LABELS)
+    (root / 'test' / 'anger' / 'notes.txt').write_text('not a face')
+    assert evaluate(model, str(root), split='test', workers=0)['num_samples'] == 12
+    photo = root / 'test' / 'anger' / name
+    Image.new('RGB', (20, 12), (9, 9, 9)).save(photo, format={'.webp': 'WEBP', '.bmp': 'BMP', '.tif': 'TIFF'}[
+        photo.suffix.lower()])
+    with pytest.raises(EvalError) as info:
+        evaluate(model, str(root), split='test', workers=0)
+    message = str(info.value)
+    assert f'holds 1 image(s) that timm\'s ImageFolder reader does not read (1 {photo.suffix.lower()}; ' \
+           f'e.g. {photo})' in message and 'convert them to PNG or JPEG' in message, message
+    assert photo.is_file()
+
+
+def test_an_image_outside_the_class_folders_stops_the_evaluation(fixed_split):
+    """timm files an image lying in the split folder itself under a class named ''; the message says where it
+    belongs instead of reporting an unknown class ''."""
+    root, _ = fixed_split
+    loose = root / 'test' / 'face.png'
+    Image.new('RGB', (20, 12), (9, 9, 9)).save(loose)
+    with pytest.raises(EvalError, match=r'face\.png lies in the split folder itself \(1 image\(s\) there\): a '
+                                        r'split holds one folder per class'):
+        evaluate(BrightnessModel(FER7_LABELS), str(root), split='test', workers=0)
+
+
 def test_the_split_dataset_pickles_for_spawned_loader_workers(fixed_split):
     """Loader workers started by spawn (macOS, Windows) or forkserver (Linux from Python 3.14) get the dataset
     pickled: the evaluation's dataset must survive that and give the same samples."""

@@ -17,7 +17,9 @@ true classes, columns predictions; classes with no samples are left out of the m
 Unreadable images: every image of the split is scored. An image that cannot be decoded (empty, truncated, not
 an image) stops the evaluation with an error naming it, where timm's ImageDataset would log it and score the
 next file in its place (counting that one twice, under its own class); export with `--verify` to leave such
-files out of a tree.
+files out of a tree. A photo timm's reader would pass over without a word (a format other than its .png, .jpg,
+.jpeg, such as .webp, .bmp, .tif, .heic; or an image lying in the split folder instead of a class folder) stops
+it too, with the count by extension: the scores would otherwise leave those faces out.
 
 Protocol: `metrics.json` records what was evaluated (`evaluation_protocol`: the split's file list and labels,
 the files' bytes, class order, preprocessing, TTA, the weights), so two people can tell whether they
@@ -194,13 +196,48 @@ def _worker_error_message(e: BaseException) -> str:
     return lines[-1] if lines else str(e)
 
 
+# Photo formats PIL (or pillow-heif) decodes that timm's ImageFolder reader passes over without a word: it reads
+# only the extensions of `timm.data.readers.img_extensions` (.png, .jpg, .jpeg by default), so such files in a split
+# would be left out of the scores, and out of train.py's and validate.py's too.
+PHOTO_EXTENSIONS = frozenset({'.webp', '.bmp', '.dib', '.gif', '.tif', '.tiff', '.jfif', '.jpe', '.heic', '.heif',
+                              '.hif', '.avif', '.pgm', '.ppm', '.pnm', '.pbm', '.tga', '.jp2', '.qoi'})
+
+
+def _check_split_files(root: Path) -> None:
+    """Refuse a split whose images timm's reader would not all score: photos in a format it does not read, and
+    images lying in the split folder itself (timm files them under a class named '')."""
+    from timm.data.readers.img_extensions import get_img_extensions
+
+    read = get_img_extensions(as_set=True)
+    unread: Dict[str, List[str]] = {}
+    loose: List[str] = []
+    for folder, _, files in os.walk(root, followlinks=True):  # as timm's find_images_and_targets walks
+        for name in sorted(files):
+            ext = os.path.splitext(name)[1].lower()
+            if ext in read and Path(folder) == root:
+                loose.append(os.path.join(folder, name))
+            elif ext in PHOTO_EXTENSIONS and ext not in read:
+                unread.setdefault(ext, []).append(os.path.join(folder, name))
+    if unread:
+        count = sum(len(v) for v in unread.values())
+        kinds = ', '.join(f'{len(v)} {ext}' for ext, v in sorted(unread.items()))
+        first = min(min(v) for v in unread.values())
+        raise EvalError(f'{root} holds {count} image(s) that timm\'s ImageFolder reader does not read ({kinds}; '
+                        f'e.g. {first}): it reads {", ".join(sorted(read))} only, so they would be left out of the '
+                        f'scores (and out of train.py and validate.py); convert them to PNG or JPEG')
+    if loose:
+        raise EvalError(f'{loose[0]} lies in the split folder itself ({len(loose)} image(s) there): a split holds '
+                        f'one folder per class ({root}/<class>/<image>); move it into its class folder')
+
+
 def _split_dataset(root: Path, data_dir, split: str):
     """The ImageFolder dataset of one split (`StrictImageDataset`), every file checked to be a regular file
-    before any is opened."""
+    before any is opened, and every photo in it one that timm's reader scores (`_check_split_files`)."""
     if not root.is_dir():
         found = sorted(p.name for p in Path(data_dir).iterdir() if p.is_dir()) if Path(data_dir).is_dir() else []
         raise EvalError(f'split folder {root} not found (expected DATA_DIR/{split}/<class>/...; '
                         f'folders in {data_dir}: {found or "none"})')
+    _check_split_files(root)
     try:
         dataset = __getattr__('StrictImageDataset')(str(root))
     except RuntimeError as e:  # timm refuses a folder tree without images
