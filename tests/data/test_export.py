@@ -702,6 +702,53 @@ def test_fer2013_image_folder_redistribution(tmp_path):
 
 
 
+def test_the_extensions_timm_reads_are_timms():
+    from timm.data.readers.img_extensions import get_img_extensions
+    from timm_msanet.data.records import TIMM_IMAGE_EXTENSIONS
+    assert TIMM_IMAGE_EXTENSIONS == get_img_extensions(as_set=True)
+
+
+@pytest.mark.parametrize('mode,leak_check', [('link', False), ('link', True), ('copy', True)])
+def test_images_timm_does_not_read_are_written_as_png_in_link_and_copy_mode(tmp_path, mode, leak_check):
+    """timm's ImageFolder reader passes over .webp, .bmp, .gif, ... without a word: linked as they are, train.py
+    would train on part of the export. They are decoded and written as PNG with their pixels unchanged, counted in
+    the manifest and the summary; JPEG and PNG sources are still linked or copied, byte for byte."""
+    from timm.data.readers.reader_image_folder import find_images_and_targets
+    root = tmp_path / 'fer2013-folders'
+    sources = {}
+    for split in ('train', 'test'):
+        for k, (fmt, ext) in enumerate((('JPEG', 'jpg'), ('PNG', 'png'), ('WEBP', 'webp'), ('BMP', 'bmp'),
+                                        ('GIF', 'gif'))):
+            img = _image(_color(k + 1), (48, 48)).convert('L')
+            kw = {'lossless': True} if fmt == 'WEBP' else {}
+            path = root / split / 'happy' / f'{split}_{k}.{ext}'
+            path.parent.mkdir(parents=True, exist_ok=True)
+            img.save(path, fmt, **kw)
+            sources[f'{split}/happiness/{path.stem}'] = path
+    _save(root / 'train' / 'happy' / 'train_0.webp', _image((5, 5, 5), (48, 48)), 'WEBP')  # same name as train_0.jpg
+    out = tmp_path / 'out'
+    result = export.export_fer2013(root, out, mode=mode, leak_check=leak_check, workers=1)
+    manifest = result.manifest
+    assert manifest['converted_to_png'] == {'.bmp': 2, '.gif': 2, '.webp': 3}
+    assert manifest['skipped']['by_reason'] == {}  # train_0.webp -> train_0.png: no clash with train_0.jpg
+    found, _ = find_images_and_targets(str(out / 'train'))
+    assert len(found) == manifest['splits']['train']['total'] == 6
+    for split in ('train', 'test'):
+        assert _listing(out / split)['happiness'] == sorted(
+            [f'{split}_{k}.{ext}' for k, ext in enumerate(('jpg', 'png', 'png', 'png', 'png'))]
+            + (['train_0.png'] if split == 'train' else []))
+    for key, src in sources.items():
+        written = out / (key + ('.png' if src.suffix not in ('.jpg', '.png') else src.suffix))
+        if src.suffix in ('.jpg', '.png'):
+            assert written.read_bytes() == src.read_bytes() and written.is_symlink() == (mode == 'link')
+        else:
+            assert not written.is_symlink()
+            with Image.open(written) as a, Image.open(src) as b:
+                assert a.format == 'PNG' and np.array_equal(np.asarray(a.convert('L')), np.asarray(b.convert('L')))
+    assert (f'note: 7 images (2 .bmp, 2 .gif, 3 .webp) were written as PNG, not '
+            f'{"linked" if mode == "link" else "copied"}') in export.format_summary(manifest)
+
+
 def test_fer2013_folders_with_validation_keep_the_official_split(tmp_path):
     """train/ + validation/ (PublicTest) + test/ (PrivateTest): three splits, PublicTest never merged into test."""
     root = tmp_path / 'fer2013-3split'

@@ -145,6 +145,7 @@ def test_photos_timm_does_not_read_stop_the_evaluation(fixed_split, name):
     root, _ = fixed_split
     model = BrightnessModel(FER7_LABELS)
     (root / 'test' / 'anger' / 'notes.txt').write_text('not a face')
+    Image.new('RGB', (20, 12)).save(root / 'test' / 'anger' / 'sheet.pdf')  # a format Pillow writes, never reads
     assert evaluate(model, str(root), split='test', workers=0)['num_samples'] == 12
     photo = root / 'test' / 'anger' / name
     Image.new('RGB', (20, 12), (9, 9, 9)).save(photo, format={'.webp': 'WEBP', '.bmp': 'BMP', '.tif': 'TIFF'}[

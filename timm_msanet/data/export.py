@@ -41,8 +41,10 @@ Decisions where the datasets leave room (also in docs/datasets.md):
   output name in one class folder: the second is skipped as duplicate (files are created
   exclusively, never overwritten).
 * Encode mode keeps JPEG/PNG sources in their format (`--format` to force one), writes 'L' or
-  'RGB', and resizes with bicubic filtering; link/copy keep the source file name and format (timm
-  reads .jpg/.jpeg/.png only).
+  'RGB', and resizes with bicubic filtering; link/copy keep the source file name and format, except
+  for images in a format timm's ImageFolder reader does not read (it reads .jpg/.jpeg/.png and passes over
+  the rest without a word, so train.py would never see them): those (.webp, .bmp, .gif, .tif, ...) are
+  decoded and written as PNG (lossless), counted in the manifest's `converted_to_png` and the summary.
 * Leak check (on unless `--no-leak-check`): every image gets a content hash (source bytes) and a perceptual
   hash (leakage.py); images of different splits within `--leak-threshold` bits (default 4) are reported
   per split pair in the summary and `manifest.json` (`leak_check`), with label disagreements.
@@ -162,6 +164,12 @@ def format_summary(manifest: Mapping[str, Any], elapsed_s: Optional[float] = Non
         lines.append(f'note: {", ".join(empty)} has no image in any split (no {manifest.get("dataset", "source")} '
                      f'entry carries that label); the empty folder keeps the {len(classes)}-class order, and timm '
                      f'needs --class-map {os.path.join(manifest["output"], "class_map.txt")} to keep it too')
+    converted = manifest.get('converted_to_png')
+    if converted:
+        kinds = ', '.join(f'{n} {ext}' for ext, n in converted.items())
+        lines.append(f'note: {sum(converted.values())} images ({kinds}) were written as PNG, not '
+                     f'{"linked" if manifest["options"]["mode"] == "link" else "copied"}: timm\'s ImageFolder '
+                     f'reader (train.py, validate.py) reads .png, .jpg and .jpeg only and would pass over them')
     balance = manifest.get('balance')
     if balance:
         lines.append(f'balance: oversampled {balance["split"]} to {balance["target_per_class"]} per class '

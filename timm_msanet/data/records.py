@@ -14,6 +14,9 @@ from ..utils.errors import ToolError
 
 SPLITS: Tuple[str, ...] = ('train', 'validation', 'test')
 IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm'})
+# What timm's ImageFolder reader reads (`timm.data.readers.img_extensions` defaults); it passes over every other
+# file without a word, so an image in another format is written as PNG even in link and copy mode.
+TIMM_IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png'})
 
 # Stable skip reason keys (manifest `skipped.by_reason`) and what each means.
 SKIP_REASONS: Dict[str, str] = {

@@ -142,6 +142,8 @@ def _build_manifest(plan: ExportPlan, output: str, options: ExportOptions, tally
         'exported': tally.exported,
         'splits': {s: {'total': sum(c.values()), 'classes': dict(c)} for s, c in tally.counts.items()},
         'balance': balance,
+        # link/copy mode: images in formats timm's reader passes over, written as PNG (source extension -> count)
+        'converted_to_png': dict(sorted(tally.converted.items())),
         'skipped': {
             'total': tally.skipped,
             'by_reason': dict(sorted(tally.by_reason.items())),

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .parsers import Entry, ExportPlan, Record, Skip
+from .records import TIMM_IMAGE_EXTENSIONS
 from ..utils.images import MAX_IMAGE_BYTES, ImageFileError, open_image_bytes, open_image_file, read_image_file
 from .leakage import HashedImage, content_hash, perceptual_hash
 from .export_options import ExportOptions, MAX_LISTED_PER_REASON
@@ -197,6 +198,13 @@ def export_one(rec: Record, cfg: WorkerConfig) -> Tuple[str, Hashes]:
         _save(img, os.path.join(class_dir, name), fmt, cfg.quality)
         hashes = (content_hash(data, box), perceptual_hash(img)) if cfg.hash_images else (None, None)
         return name, hashes
+    if os.path.splitext(rec.name)[1].lower() not in TIMM_IMAGE_EXTENSIONS:
+        # a linked .webp or .bmp would be passed over by timm's reader (and so by train.py) without a word
+        data = _read(rec.path, cfg.source_roots)
+        img = _decode_bytes(data)
+        name, fmt = _encoded_name(rec.name, 'png')
+        _save(img, os.path.join(class_dir, name), fmt, cfg.quality)
+        return name, (content_hash(data), perceptual_hash(img)) if cfg.hash_images else (None, None)
     dst = os.path.join(class_dir, rec.name)
     data: Optional[bytes] = None
     hashes: Hashes = (None, None)
@@ -216,7 +224,8 @@ def export_one(rec: Record, cfg: WorkerConfig) -> Tuple[str, Hashes]:
     return rec.name, hashes
 
 
-Done = Tuple[str, str, str, str, Optional[str], Optional[int]]  # split, label, file name, item, sha256, phash
+# split, label, file name, item, sha256, phash, and the source's extension when link or copy mode wrote it as PNG
+Done = Tuple[str, str, str, str, Optional[str], Optional[int], Optional[str]]
 ChunkResult = Tuple[List[Done], List[Skip]]
 
 
@@ -235,7 +244,9 @@ def process_chunk(records: Sequence[Record], cfg: WorkerConfig) -> ChunkResult:
         except (OSError, ValueError) as e:  # ENAMETOOLONG, EACCES, disk full, NUL in a name, ...
             skipped.append(Skip(rec.item, 'write_error', _describe(e), rec.split))
         else:
-            done.append((rec.split, rec.label, name, rec.item, sha, phash))
+            converted = (os.path.splitext(rec.name)[1].lower() if cfg.mode != 'encode' and rec.path is not None
+                         and name != rec.name else None)
+            done.append((rec.split, rec.label, name, rec.item, sha, phash, converted))
     return done, skipped
 
 
@@ -280,6 +291,7 @@ class Tally:
         self._listed_per_reason: Counter = Counter()
         self.not_listed = 0
         self.hashed: List[HashedImage] = []
+        self.converted: Counter = Counter()  # source extension -> images link or copy mode wrote as PNG
 
     @property
     def exported(self) -> int:
@@ -290,8 +302,10 @@ class Tally:
         return sum(self.by_reason.values())
 
     def add_done(self, done: Iterable[Done]) -> None:
-        for split, label, name, item, sha, phash in done:
+        for split, label, name, item, sha, phash, converted in done:
             self.counts[split][label] += 1
+            if converted:
+                self.converted[converted] += 1
             if sha is not None:
                 self.hashed.append(HashedImage(split, label, f'{split}/{label}/{name}', item, sha, phash))
 

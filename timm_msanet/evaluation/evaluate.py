@@ -39,7 +39,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from ..utils import safe_json
 from ..utils.errors import ToolError
 from ..utils.options import device, non_negative_int, positive_int
-from ..utils.images import GreyInput
+from ..utils.images import GreyInput, readable_image_extensions
 from ..loading import ExpressionModel, add_model_args, calibrated, model_from_args, model_input_paths
 from ..utils.outputs import add_overwrite_argument, check_folder_outputs, csv_text, save_figure, write_output
 from .scores import calibration_metrics, plot_reliability
@@ -196,19 +196,15 @@ def _worker_error_message(e: BaseException) -> str:
     return lines[-1] if lines else str(e)
 
 
-# Photo formats PIL (or pillow-heif) decodes that timm's ImageFolder reader passes over without a word: it reads
-# only the extensions of `timm.data.readers.img_extensions` (.png, .jpg, .jpeg by default), so such files in a split
-# would be left out of the scores, and out of train.py's and validate.py's too.
-PHOTO_EXTENSIONS = frozenset({'.webp', '.bmp', '.dib', '.gif', '.tif', '.tiff', '.jfif', '.jpe', '.heic', '.heif',
-                              '.hif', '.avif', '.pgm', '.ppm', '.pnm', '.pbm', '.tga', '.jp2', '.qoi'})
-
-
 def _check_split_files(root: Path) -> None:
-    """Refuse a split whose images timm's reader would not all score: photos in a format it does not read, and
-    images lying in the split folder itself (timm files them under a class named '')."""
+    """Refuse a split whose images timm's reader would not all score: photos in a format it does not read (it reads
+    the extensions of `timm.data.readers.img_extensions`, .png/.jpg/.jpeg by default, and passes over the rest
+    without a word, so a .webp face would be left out of the scores, and out of train.py's and validate.py's
+    too), and images lying in the split folder itself (timm files them under a class named '')."""
     from timm.data.readers.img_extensions import get_img_extensions
 
     read = get_img_extensions(as_set=True)
+    photos = readable_image_extensions()  # what predict reads from a folder
     unread: Dict[str, List[str]] = {}
     loose: List[str] = []
     for folder, _, files in os.walk(root, followlinks=True):  # as timm's find_images_and_targets walks
@@ -216,7 +212,7 @@ def _check_split_files(root: Path) -> None:
             ext = os.path.splitext(name)[1].lower()
             if ext in read and Path(folder) == root:
                 loose.append(os.path.join(folder, name))
-            elif ext in PHOTO_EXTENSIONS and ext not in read:
+            elif ext in photos and ext not in read:
                 unread.setdefault(ext, []).append(os.path.join(folder, name))
     if unread:
         count = sum(len(v) for v in unread.values())

@@ -333,6 +333,15 @@ def legend(draw, size: Tuple[int, int], tag_font, pad: int, landmarks: bool) -> 
         y += h + 2 * pad
 
 
+def readable_image_extensions() -> frozenset:
+    """Extensions of the image formats Pillow opens here (not the save-only ones such as .pdf), and HEIF's: those
+    are read through pillow-heif, or refused with what to install."""
+    from PIL import Image
+
+    formats = Image.registered_extensions()  # initialises Pillow's plugins first
+    return frozenset(e.lower() for e, f in formats.items() if f in Image.OPEN) | HEIF_EXTENSIONS
+
+
 def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[Tuple[Path, Path]]:
     """(file, root) pairs: files as given, folders searched recursively for image extensions (sorted). A file
     reached twice (given and inside a given folder) comes once. `exclude` is predict's own --annotate folder,
@@ -340,10 +349,9 @@ def collect_files(paths: Iterable[str], exclude: Optional[Path] = None) -> List[
     when it is the searched folder itself, its `*_annotated*` copies are left out."""
     import os
     import re
-    from PIL import Image
 
     # HEIF photos are searched for even before pillow-heif registers them: read, or refused with what to install
-    exts = {e.lower() for e in Image.registered_extensions()} | HEIF_EXTENSIONS
+    exts = readable_image_extensions()
     skip = Path(os.path.realpath(exclude)) if exclude is not None and exclude.is_dir() else None
     out, seen = [], set()
 
