@@ -36,6 +36,21 @@ def test_a_module_built_elsewhere_gets_a_record_from_its_cfg():
         random.warn_if_untrained()
 
 
+def test_something_that_is_not_a_model_is_refused_by_name(tmp_path):
+    """A list, a path or a state dict where a model belongs gets a TypeError saying what was expected (it got
+    'cannot create weak reference to 'list' object'); images and model swapped in predict say so."""
+    from timm_msanet.inference.predict import predict
+    for wrong in (['face.png'], {'conv1.weight': torch.zeros(1)}):
+        with pytest.raises(TypeError, match=rf'expected a model \(a torch nn.Module .*got {type(wrong).__name__}$'):
+            ExpressionModel.of(wrong)
+    model = timm.create_model('msanet_r18', pretrained=False)
+    face = tmp_path / 'face.png'
+    Image.new('RGB', (48, 48), (90, 90, 90)).save(face)
+    with pytest.raises(TypeError, match=r'predict\(inputs, model\): the images come first'):
+        predict(model, [str(face)])
+    assert predict([str(face)], model)[0]['label'] in FER7_LABELS
+
+
 def test_a_replaced_cfg_is_read_again_and_writes_go_through_the_record():
     model = load_model('msanet_r18')
     record = ExpressionModel.of(model)

@@ -139,8 +139,13 @@ def iter_predict(
     Only preprocessed tensors are held between batches, not decoded images, so a folder of large
     photos streams through in constant memory (`loading.engine.Batcher`).
     """
+    import torch
     from tqdm import tqdm
 
+    if isinstance(inputs, (torch.nn.Module, ExpressionModel)) and not isinstance(model, (torch.nn.Module,
+                                                                                           ExpressionModel)):
+        raise TypeError('predict(inputs, model): the images come first and the model second, as in '
+                        'predict(["face.png"], model); got the model first')
     record = ExpressionModel.of(load_model(model_name=model) if isinstance(model, str) else model)
     record.warn_if_untrained()
     engine = record.engine(device=device, batch_size=batch_size, img_size=img_size)

@@ -93,6 +93,10 @@ class ExpressionModel:
         of the module's cfg with the source the loader remembered for it (`module` for one built elsewhere)."""
         if isinstance(model, cls):
             return model.refreshed()
+        import torch
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f'expected a model (a torch nn.Module from timm.create_model or '
+                            f'timm_msanet.loading.load_model, or an ExpressionModel), got {type(model).__name__}')
         return cls.from_module(model)
 
     def refreshed(self) -> 'ExpressionModel':
