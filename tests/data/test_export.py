@@ -718,9 +718,9 @@ def test_images_timm_does_not_read_are_written_as_png_in_link_and_copy_mode(tmp_
     sources = {}
     for split in ('train', 'test'):
         for k, (fmt, ext) in enumerate((('JPEG', 'jpg'), ('PNG', 'png'), ('WEBP', 'webp'), ('BMP', 'bmp'),
-                                        ('GIF', 'gif'))):
+                                        ('GIF', 'gif'), ('JPEG', 'jfif'))):
             img = _image(_color(k + 1), (48, 48)).convert('L')
-            kw = {'lossless': True} if fmt == 'WEBP' else {}
+            kw = {'lossless': True} if fmt == 'WEBP' else {'quality': 100} if fmt == 'JPEG' else {}
             path = root / split / 'happy' / f'{split}_{k}.{ext}'
             path.parent.mkdir(parents=True, exist_ok=True)
             img.save(path, fmt, **kw)
@@ -729,13 +729,13 @@ def test_images_timm_does_not_read_are_written_as_png_in_link_and_copy_mode(tmp_
     out = tmp_path / 'out'
     result = export.export_fer2013(root, out, mode=mode, leak_check=leak_check, workers=1)
     manifest = result.manifest
-    assert manifest['converted_to_png'] == {'.bmp': 2, '.gif': 2, '.webp': 3}
+    assert manifest['converted_to_png'] == {'.bmp': 2, '.gif': 2, '.jfif': 2, '.webp': 3}
     assert manifest['skipped']['by_reason'] == {}  # train_0.webp -> train_0.png: no clash with train_0.jpg
     found, _ = find_images_and_targets(str(out / 'train'))
-    assert len(found) == manifest['splits']['train']['total'] == 6
+    assert len(found) == manifest['splits']['train']['total'] == 7
     for split in ('train', 'test'):
         assert _listing(out / split)['happiness'] == sorted(
-            [f'{split}_{k}.{ext}' for k, ext in enumerate(('jpg', 'png', 'png', 'png', 'png'))]
+            [f'{split}_{k}.{ext}' for k, ext in enumerate(('jpg', 'png', 'png', 'png', 'png', 'png'))]
             + (['train_0.png'] if split == 'train' else []))
     for key, src in sources.items():
         written = out / (key + ('.png' if src.suffix not in ('.jpg', '.png') else src.suffix))
@@ -745,7 +745,7 @@ def test_images_timm_does_not_read_are_written_as_png_in_link_and_copy_mode(tmp_
             assert not written.is_symlink()
             with Image.open(written) as a, Image.open(src) as b:
                 assert a.format == 'PNG' and np.array_equal(np.asarray(a.convert('L')), np.asarray(b.convert('L')))
-    assert (f'note: 7 images (2 .bmp, 2 .gif, 3 .webp) were written as PNG, not '
+    assert (f'note: 9 images (2 .bmp, 2 .gif, 2 .jfif, 3 .webp) were written as PNG, not '
             f'{"linked" if mode == "link" else "copied"}') in export.format_summary(manifest)
 
 

@@ -13,7 +13,9 @@ from ..utils.errors import ToolError
 
 
 SPLITS: Tuple[str, ...] = ('train', 'validation', 'test')
-IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm'})
+# what an image-folder source (the FER2013 redistributions) may hold; all but timm's own are written as PNG
+IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm',
+                              '.jfif', '.jpe', '.avif', '.heic', '.heif', '.hif'})
 # What timm's ImageFolder reader reads (`timm.data.readers.img_extensions` defaults); it passes over every other
 # file without a word, so an image in another format is written as PNG even in link and copy mode.
 TIMM_IMAGE_EXTENSIONS = frozenset({'.jpg', '.jpeg', '.png'})
